@@ -1,0 +1,1 @@
+"""Athenic backend: the api, the orchestrator and the contracts they share."""

@@ -1,0 +1,1 @@
+"""The orchestrator: consumes accepted messages, plans, runs code in a sandbox, writes answers."""

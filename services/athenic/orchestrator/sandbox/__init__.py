@@ -1,0 +1,1 @@
+"""Sandbox backends: where untrusted code runs (``local`` bubblewrap or ``e2b`` cloud)."""

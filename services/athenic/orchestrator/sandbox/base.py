@@ -1,0 +1,43 @@
+"""The sandbox interface every backend implements.
+
+A backend runs one piece of code for one client and returns an ``Execution`` (the shared
+record of what ran and what it printed). Output chunks are handed to ``on_output`` as they
+arrive, for progress events. Cancelling the task that awaits ``run`` must stop the code
+(kill the process or the remote execution) before the ``CancelledError`` propagates.
+Errors in the user's code are part of the ``Execution``; faults of the backend itself raise
+``RetryableError`` or ``TerminalError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from athenic.shared.messages import Execution
+
+Stream = Literal["stdout", "stderr"]
+OutputSink = Callable[[Stream, str], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    client_id: str
+    language: str
+    code: str
+    timeout_seconds: float = 30.0
+    memory_mib: int = 512
+    allow_internet: bool = False
+    template: str | None = None
+    idle_seconds: int = 300
+
+
+class SandboxBackend(Protocol):
+    name: str
+    languages: frozenset[str]
+
+    async def run(self, spec: RunSpec, on_output: OutputSink | None = None) -> Execution: ...
+
+    async def aclose(self) -> None:
+        """Release everything the backend holds (processes, remote sandboxes)."""
+        ...

@@ -1,0 +1,41 @@
+"""Orchestrator settings (environment variables, see the README's configuration table)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from athenic.shared.settings import Port, Positive, PositiveFloat
+
+
+class OrchestratorSettings(msgspec.Struct, frozen=True, rename=str.upper):
+    athenic_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    athenic_health_port: Port = 9090
+    athenic_health_host: str = "0.0.0.0"
+    # How long a fetch waits for a message before asking again.
+    athenic_fetch_timeout_seconds: PositiveFloat = 5.0
+    athenic_drain_seconds: PositiveFloat = 30.0
+    # sandbox: `e2b` when E2B_API_KEY is set, else `local`
+    athenic_sandbox: Literal["local", "e2b"] | None = None
+    athenic_execution_timeout_seconds: PositiveFloat = 30.0
+    athenic_output_limit_bytes: Positive = 64 * 1024
+    e2b_api_key: str | None = None
+    e2b_template: str | None = None
+    # planner: `llm` when OPENAI_BASE_URL or OPENAI_API_KEY is set, else `rules`
+    athenic_planner: Literal["rules", "llm"] | None = None
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    athenic_llm_model: str = "gpt-4o-mini"
+
+    @property
+    def sandbox_backend(self) -> Literal["local", "e2b"]:
+        if self.athenic_sandbox is not None:
+            return self.athenic_sandbox
+        return "e2b" if self.e2b_api_key else "local"
+
+    @property
+    def planner(self) -> Literal["rules", "llm"]:
+        if self.athenic_planner is not None:
+            return self.athenic_planner
+        return "llm" if (self.openai_base_url or self.openai_api_key) else "rules"

@@ -1,0 +1,133 @@
+"""Message contracts: what the api publishes, what the orchestrator stores, what clients see.
+
+Field names on the wire are the app's (camelCase, ``requiresE2B``); they never change name,
+type or meaning. New fields may be added.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+Status = Literal["pending", "processing", "completed", "failed", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+# Progress of one message as pushed to clients (issue: code execution, real-time delivery).
+Phase = Literal["queued", "planning", "running", "completed", "failed", "cancelled"]
+
+
+def iso_timestamp(moment: datetime | None = None) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, as the app expects: 2025-04-27T20:53:57.947Z."""
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One accepted chat message, as published to the request stream."""
+
+    request_id: str
+    client_id: str
+    message: str
+    submitted_at: str
+    tenant: str = "default"
+    owner: str | None = None
+
+
+class ExecutionError(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    value: str
+    traceback: str = ""
+
+
+class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One run of code in a sandbox, as it appears in the response record."""
+
+    language: str
+    code: str
+    stdout: str = ""
+    stderr: str = ""
+    # Rich results (E2B): one dict per result, keyed by format: text, png (base64), json, html...
+    results: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    error: ExecutionError | None = None
+    exit_code: int | None = None
+    duration_ms: int = 0
+    timed_out: bool = False
+    truncated: bool = False
+    cancelled: bool = False
+    backend: str = "local"
+
+
+class ChatResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``lastResponse``: the answer to one message."""
+
+    message: str
+    requires_e2b: bool = msgspec.field(name="requiresE2B")
+    client_id: str
+    timestamp: str
+    request_id: str
+    status: Status
+    executions: list[Execution] = msgspec.field(default_factory=list)
+    error: str | None = None
+
+
+class ResponseRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The KV value per clientId: the latest message and the answer to the newest one answered.
+
+    ``seq`` is the request stream's sequence of the message this record is about; a writer
+    never replaces a record about a newer message (compare-and-set on the KV revision).
+    """
+
+    last_message: str
+    last_response: ChatResponse | None
+    requires_e2b: bool = msgspec.field(name="requiresE2B")
+    status: Status
+    request_id: str
+    seq: int
+    updated_at: str
+    owner: str | None = None
+    tenant: str = "default"
+
+
+class ChatState(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What ``GET /api/chat/response/{clientId}`` answers and what a push of the record carries."""
+
+    last_message: str
+    last_response: ChatResponse | None
+    requires_e2b: bool = msgspec.field(name="requiresE2B")
+    timestamp: str
+    status: Status
+    request_id: str
+    client_id: str
+    revision: int | None = None
+
+    @classmethod
+    def of_record(cls, record: ResponseRecord, client_id: str, revision: int | None) -> ChatState:
+        return cls(
+            last_message=record.last_message,
+            last_response=record.last_response,
+            requires_e2b=record.requires_e2b,
+            timestamp=iso_timestamp(),
+            status=record.status,
+            request_id=record.request_id,
+            client_id=client_id,
+            revision=revision,
+        )
+
+
+class ProgressEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Pushed while a message is worked on: a status change or a chunk of output."""
+
+    type: Literal["status", "stdout", "stderr"]
+    client_id: str
+    request_id: str
+    timestamp: str
+    phase: Phase | None = None
+    data: str | None = None
+
+
+response_record_decoder = msgspec.json.Decoder(ResponseRecord)
+chat_request_decoder = msgspec.json.Decoder(ChatRequest)
+progress_event_decoder = msgspec.json.Decoder(ProgressEvent)
+encode = msgspec.json.encode

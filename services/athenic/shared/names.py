@@ -1,0 +1,68 @@
+"""Every NATS name the services use, defined once.
+
+A clientId is validated against ``CLIENT_ID_PATTERN`` before it is ever placed in a
+subject or a KV key, so no caller can reach another subject with ``.``, ``*`` or ``>``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
+CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
+TENANT_PATTERN: Final = r"^(\*|[A-Za-z0-9_-]{1,128})$"
+
+# The request stream: work-queue retention, one subject per client.
+REQUEST_STREAM: Final = "ATHENIC_REQUESTS"
+REQUEST_SUBJECT_PREFIX: Final = "athenic.requests"
+REQUEST_SUBJECTS: Final = f"{REQUEST_SUBJECT_PREFIX}.*"
+
+# The durable pull consumer every orchestrator replica shares.
+ORCHESTRATOR_CONSUMER: Final = "orchestrator"
+
+# Progress events (core NATS, not persisted): status changes and output chunks per client.
+EVENT_SUBJECT_PREFIX: Final = "athenic.events"
+
+# Cancel requests (core NATS request/reply), answered by the replica running the work.
+CANCEL_SUBJECT_PREFIX: Final = "athenic.control.cancel"
+
+# KV buckets.
+RESPONSES_BUCKET: Final = "athenic_responses"
+POLICIES_BUCKET: Final = "athenic_policies"
+LEASES_BUCKET: Final = "athenic_leases"
+HISTORY_BUCKET: Final = "athenic_history"
+
+# Message headers that travel with a request.
+HDR_MSG_ID: Final = "Nats-Msg-Id"
+HDR_REQUEST_ID: Final = "Athenic-Request-Id"
+HDR_TENANT: Final = "Athenic-Tenant"
+HDR_OWNER: Final = "Athenic-Owner"
+HDR_TRACEPARENT: Final = "traceparent"
+
+
+def valid_client_id(client_id: str) -> bool:
+    return CLIENT_ID_RE.fullmatch(client_id) is not None
+
+
+def _checked(client_id: str) -> str:
+    if not valid_client_id(client_id):
+        raise ValueError(f"invalid clientId {client_id!r}")
+    return client_id
+
+
+def request_subject(client_id: str) -> str:
+    return f"{REQUEST_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def event_subject(client_id: str) -> str:
+    return f"{EVENT_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def cancel_subject(client_id: str) -> str:
+    return f"{CANCEL_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def client_id_of_subject(subject: str) -> str:
+    """The clientId at the end of a per-client subject."""
+    return subject.rsplit(".", 1)[-1]

@@ -1,0 +1,61 @@
+"""Settings from the environment: one typed class per concern, loaded once at start.
+
+Each class is a msgspec struct whose field names are the environment variables themselves;
+``load`` converts the strings and fails with the name of the first bad or missing variable.
+An empty variable counts as unset (what an unset Helm value renders to).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
+    env = os.environ if environ is None else environ
+    values = {key: value for key, value in env.items() if value != ""}
+    try:
+        return msgspec.convert(values, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec says e.g. "Expected `int >= 1`, got `0` - at `$.NATS_REPLICAS`"
+        text = str(exc)
+        detail, _, where = text.rpartition(" - at `$.")
+        name = where.rstrip("`") if detail else "?"
+        raise SettingsError(f"bad setting {name}: {detail or text}") from None
+
+
+class NatsSettings(msgspec.Struct, frozen=True, rename=str.upper):
+    """The broker and the topology every service provisions at start."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_creds_file: str | None = None
+    athenic_response_ttl_seconds: Positive = 24 * 3600
+    athenic_dedupe_window_seconds: Positive = 120
+    athenic_max_deliver: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    athenic_ack_wait_seconds: Annotated[int, msgspec.Meta(ge=5)] = 30
+    athenic_request_max_age_seconds: Positive = 7 * 24 * 3600
+
+    @property
+    def servers(self) -> list[str]:
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+
+class LogSettings(msgspec.Struct, frozen=True, rename=str.upper):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"
+    log_format: Literal["json", "console"] | None = None

@@ -1,0 +1,141 @@
+"""NATS provisioning: the request stream, the orchestrators' consumer and the KV buckets.
+
+Every service calls ``ensure_topology`` at start; it is idempotent, so the second service to
+start reuses what the first created. An existing object with another configuration is
+updated where NATS allows it; otherwise ``TopologyError`` says what conflicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+
+from athenic.shared import names
+from athenic.shared.settings import NatsSettings
+
+STREAM_NAME_IN_USE = 10058  # "stream name already in use with a different configuration"
+
+
+class TopologyError(RuntimeError):
+    """An existing NATS object conflicts with ours and NATS refuses to update it."""
+
+
+def request_stream_config(settings: NatsSettings) -> StreamConfig:
+    return StreamConfig(
+        name=names.REQUEST_STREAM,
+        description="Accepted chat messages awaiting an orchestrator",
+        subjects=[names.REQUEST_SUBJECTS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=settings.nats_replicas,
+        duplicate_window=float(settings.athenic_dedupe_window_seconds),
+        max_age=float(settings.athenic_request_max_age_seconds),
+        allow_direct=True,
+    )
+
+
+def consumer_config(settings: NatsSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        name=names.ORCHESTRATOR_CONSUMER,
+        durable_name=names.ORCHESTRATOR_CONSUMER,
+        description="Shared by every orchestrator replica",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=float(settings.athenic_ack_wait_seconds),
+        max_deliver=settings.athenic_max_deliver,
+        max_ack_pending=10_000,
+        filter_subject=names.REQUEST_SUBJECTS,
+        num_replicas=settings.nats_replicas,
+    )
+
+
+def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
+    ttl = float(settings.athenic_response_ttl_seconds)
+    replicas = settings.nats_replicas
+    return {
+        names.RESPONSES_BUCKET: KeyValueConfig(
+            bucket=names.RESPONSES_BUCKET, history=1, ttl=ttl, replicas=replicas,
+            storage=StorageType.FILE, description="Latest response record per clientId",
+        ),
+        names.HISTORY_BUCKET: KeyValueConfig(
+            bucket=names.HISTORY_BUCKET, history=1, ttl=ttl, replicas=replicas,
+            storage=StorageType.FILE, description="Bounded conversation history per clientId",
+        ),
+        names.POLICIES_BUCKET: KeyValueConfig(
+            bucket=names.POLICIES_BUCKET, history=1, replicas=replicas,
+            storage=StorageType.FILE, description="Effective sandbox policy per tenant",
+        ),
+        names.LEASES_BUCKET: KeyValueConfig(
+            bucket=names.LEASES_BUCKET, history=1, replicas=replicas,
+            storage=StorageType.FILE, description="Execution leases and rate counters (per-message TTL)",
+        ),
+    }
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
+        try:
+            await js.update_stream(config)
+        except BadRequestError as update_exc:
+            raise TopologyError(
+                f"stream {config.name} exists with a configuration NATS cannot update to ours: "
+                f"{update_exc.description}"
+            ) from update_exc
+
+
+async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
+    # The bucket exists with other settings: move its stream to ours (TTL, replicas).
+    stream = f"KV_{config.bucket}"
+    info = await js.stream_info(stream)
+    wanted = replace(
+        info.config,
+        max_age=config.ttl,
+        num_replicas=config.replicas,
+        max_msgs_per_subject=config.history,
+        description=config.description,
+    )
+    try:
+        await js.update_stream(wanted)
+    except BadRequestError as exc:
+        raise TopologyError(f"KV bucket {config.bucket} conflicts: {exc.description}") from exc
+    return await js.key_value(config.bucket)
+
+
+async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> dict[str, KeyValue]:
+    """Create or update every stream, consumer and bucket; return the buckets by name."""
+    await _ensure_stream(js, request_stream_config(settings))
+    try:
+        await js.add_consumer(names.REQUEST_STREAM, consumer_config(settings))
+    except BadRequestError as exc:
+        raise TopologyError(
+            f"consumer {names.ORCHESTRATOR_CONSUMER} exists with a configuration NATS cannot "
+            f"update to ours: {exc.description}"
+        ) from exc
+    buckets = {}
+    for name, config in bucket_configs(settings).items():
+        buckets[name] = await ensure_bucket(js, config)
+    return buckets
+
+
+__all__ = ["NotFoundError", "TopologyError", "ensure_bucket", "ensure_topology"]
