@@ -114,6 +114,7 @@ async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValu
         num_replicas=config.replicas,
         max_msgs_per_subject=config.history,
         description=config.description,
+        duplicate_window=min(info.config.duplicate_window or 120.0, config.ttl or 120.0),
     )
     try:
         await js.update_stream(wanted)

@@ -1,0 +1,37 @@
+"""Provisioning is idempotent and adopts an existing topology with other settings."""
+
+from __future__ import annotations
+
+import nats
+import pytest
+
+from athenic.shared import names
+from athenic.shared.settings import NatsSettings, SettingsError, load
+from athenic.shared.topology import ensure_topology
+
+
+async def test_second_start_reuses_and_updates(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        first = load(NatsSettings, {"NATS_URL": nats_url})
+        await ensure_topology(js, first)
+        await ensure_topology(js, first)  # idempotent
+        changed = load(NatsSettings, {"NATS_URL": nats_url, "ATHENIC_RESPONSE_TTL_SECONDS": "60",
+                                      "ATHENIC_MAX_DELIVER": "7"})
+        buckets = await ensure_topology(js, changed)
+        status = await buckets[names.RESPONSES_BUCKET].status()
+        assert status.ttl == 60
+        consumer = await js.consumer_info(names.REQUEST_STREAM, names.ORCHESTRATOR_CONSUMER)
+        assert consumer.config.max_deliver == 7
+        stream = await js.stream_info(names.REQUEST_STREAM)
+        assert stream.config.retention == "workqueue"
+    finally:
+        await nc.close()
+
+
+def test_bad_setting_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="NATS_REPLICAS"):
+        load(NatsSettings, {"NATS_REPLICAS": "two"})
+    with pytest.raises(SettingsError, match="ATHENIC_MAX_DELIVER"):
+        load(NatsSettings, {"ATHENIC_MAX_DELIVER": "0"})
