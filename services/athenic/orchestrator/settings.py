@@ -27,6 +27,19 @@ class OrchestratorSettings(msgspec.Struct, frozen=True, rename=str.upper):
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     athenic_llm_model: str = "gpt-4o-mini"
+    # llm planner bounds (README: "Planners: the LLM planner")
+    athenic_llm_max_steps: Annotated[int, msgspec.Meta(ge=1, le=50)] = 6
+    athenic_llm_max_calls_per_step: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    athenic_llm_max_tokens: Positive = 1024
+    athenic_llm_token_budget: Positive = 32_000
+    # newer OpenAI reasoning models accept only max_completion_tokens; most other servers max_tokens
+    athenic_llm_token_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    athenic_llm_timeout_seconds: PositiveFloat = 60.0
+    athenic_llm_max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    athenic_llm_tool_output_chars: Annotated[int, msgspec.Meta(ge=200)] = 4000
+    athenic_llm_system_prompt: str | None = None
+    athenic_history_messages: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
+    athenic_history_message_chars: Annotated[int, msgspec.Meta(ge=200)] = 4000
 
     @property
     def sandbox_backend(self) -> Literal["local", "e2b"]:
