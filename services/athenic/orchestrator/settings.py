@@ -31,9 +31,9 @@ class OrchestratorSettings(msgspec.Struct, frozen=True, rename=str.upper):
     athenic_llm_max_steps: Annotated[int, msgspec.Meta(ge=1, le=50)] = 6
     athenic_llm_max_calls_per_step: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
     athenic_llm_max_tokens: Positive = 1024
-    athenic_llm_token_budget: Positive = 32_000
+    athenic_llm_token_budget: Positive = 50_000
     # newer OpenAI reasoning models accept only max_completion_tokens; most other servers max_tokens
-    athenic_llm_token_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    athenic_llm_max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     athenic_llm_timeout_seconds: PositiveFloat = 60.0
     athenic_llm_max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
     athenic_llm_tool_output_chars: Annotated[int, msgspec.Meta(ge=200)] = 4000
