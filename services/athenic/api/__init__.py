@@ -1,0 +1,1 @@
+"""The api: the app's REST contract (Litestar) over NATS JetStream."""

@@ -1,0 +1,97 @@
+"""The api's assembly: one factory wiring routes, dependencies, errors, metrics and the broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from athenic.api.chat import ChatController
+from athenic.api.chat_service import ChatService
+from athenic.api.errors import ApiError, to_problem
+from athenic.api.health import HealthController
+from athenic.api.identity import provide_identity
+from athenic.api.settings import ApiSettings
+from athenic.shared.broker import Broker
+from athenic.shared.logging import get_logger
+from athenic.shared.settings import NatsSettings
+
+log = get_logger(__name__)
+
+
+def _validation_problem(exc: ValidationException) -> ProblemDetailsException:
+    """Litestar's body/parameter validation failures, said plainly."""
+    items = [item for item in exc.extra if isinstance(item, dict)] if isinstance(exc.extra, list) else []
+    reasons = "; ".join(str(item.get("message")) for item in items) or str(exc.detail)
+    if any(item.get("source") == "body" or item.get("key") == "data" for item in items) or not items:
+        if "decode" in reasons.lower() or "json" in reasons.lower() or "malformed" in reasons.lower():
+            detail = f"the body is not valid JSON ({reasons})"
+        else:
+            detail = f'the body must be a JSON object {{"message": "<non-empty string>"}} ({reasons})'
+    else:
+        detail = "; ".join(f"{item.get('key')}: {item.get('message')}" for item in items)
+    return ProblemDetailsException(status_code=400, title="Invalid request", detail=detail)
+
+
+def _http_problem(exc: HTTPException) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=exc.status_code, title=exc.detail, detail=exc.detail, headers=exc.headers
+    )
+
+
+def _unexpected_problem(exc: Exception) -> ProblemDetailsException:
+    log.exception("unhandled error", exc_info=exc)
+    return ProblemDetailsException(status_code=500, title="Internal error",
+                                   detail="an unexpected error occurred; it has been logged")
+
+
+def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broker | None = None) -> Litestar:
+    broker = broker or Broker(nats_settings, name="athenic-api")
+    chat_service = ChatService(broker, settings)
+
+    @asynccontextmanager
+    async def broker_lifespan(_: Litestar) -> AsyncIterator[None]:
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.close()
+
+    problem_map: dict[type[Any], Any] = {
+        ApiError: to_problem,
+        ValidationException: _validation_problem,
+        HTTPException: _http_problem,
+        Exception: _unexpected_problem,
+    }
+    return Litestar(
+        route_handlers=[HealthController, ChatController, PrometheusController],
+        dependencies={
+            "broker": Provide(lambda: broker, sync_to_thread=False),
+            "chat_service": Provide(lambda: chat_service, sync_to_thread=False),
+            "identity": Provide(provide_identity),
+        },
+        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=problem_map))],
+        middleware=[PrometheusConfig(app_name="athenic-api", prefix="athenic_api",
+                                     exclude=["/metrics"], group_path=True).middleware],
+        lifespan=[broker_lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Athenic API",
+            version="1.0.0",
+            description="Chat messages in, answers out. WebSocket and SSE routes are documented in the README.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+    )

@@ -1,0 +1,58 @@
+"""The chat routes of the app's contract: post a message, read the latest response."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.params import Parameter
+
+from athenic.api import problems
+from athenic.api.chat_service import ChatService
+from athenic.api.identity import Identity
+from athenic.api.schemas import ChatAccepted, ChatIn
+from athenic.shared.logging import bind_request
+from athenic.shared.messages import ChatState
+
+ACCEPTED_TEXT = "Chat message received and is being processed"
+
+
+class ChatController(Controller):
+    path = "/api/chat"
+    tags = ["chat"]
+
+    @post(
+        "/",
+        status_code=200,
+        summary="Submit a chat message",
+        description="Answers once the message is durably stored; the answer arrives later "
+        "(poll the response route, or open the WebSocket / SSE stream).",
+        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
+                   413: problems.TOO_LARGE, 429: problems.RATE_LIMITED, 503: problems.UNAVAILABLE},
+    )
+    async def post_chat(
+        self,
+        data: ChatIn,
+        chat_service: ChatService,
+        identity: Identity,
+        x_client_id: Annotated[
+            str | None, Parameter(header="x-client-id", description="Conversation id; a UUID4 when absent")
+        ] = None,
+    ) -> Response[ChatAccepted]:
+        request_id = uuid.uuid4().hex
+        with bind_request(request_id=request_id):
+            client_id = await chat_service.accept(data.message, x_client_id, identity, request_id)
+        return Response(
+            ChatAccepted(success=True, message=ACCEPTED_TEXT, client_id=client_id),
+            headers={"x-request-id": request_id},
+        )
+
+    @get(
+        "/response/{client_id:str}",
+        summary="The latest response of a conversation",
+        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
+                   503: problems.UNAVAILABLE},
+    )
+    async def get_response(self, client_id: str, chat_service: ChatService, identity: Identity) -> ChatState:
+        return await chat_service.state(client_id, identity)

@@ -1,0 +1,151 @@
+"""Accepting chat messages and reading their state: the api's only broker traffic.
+
+Accepting makes exactly one broker round trip (a JetStream publish and its ack), retried
+with the same ``Nats-Msg-Id`` inside the deadline so a leader election or a lost ack never
+stores a message twice. Reading combines the response record (KV) with the newest request
+still waiting in the stream, so an accepted message is never answered 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from athenic.api.errors import BrokerUnavailable, InvalidRequest, NotFound, PayloadTooLarge
+from athenic.api.identity import Identity
+from athenic.api.settings import ApiSettings
+from athenic.shared import names
+from athenic.shared.broker import Broker
+from athenic.shared.broker import BrokerUnavailable as NotConnected
+from athenic.shared.logging import get_logger
+from athenic.shared.messages import (
+    ChatRequest,
+    ChatState,
+    ResponseRecord,
+    chat_request_decoder,
+    encode,
+    iso_timestamp,
+    response_record_decoder,
+)
+
+log = get_logger(__name__)
+
+BROKER_FAULTS = (nats.errors.Error, asyncio.TimeoutError, NotConnected, OSError)
+
+
+def check_client_id(client_id: str, what: str = "x-client-id") -> str:
+    if not names.valid_client_id(client_id):
+        raise InvalidRequest(f"{what} must be 1-128 characters of A-Z a-z 0-9 _ - (a UUID passes)")
+    return client_id
+
+
+def check_message(message: str, limit: int) -> str:
+    if not message.strip():
+        raise InvalidRequest("message must not be empty")
+    size = len(message.encode())
+    if size > limit:
+        raise PayloadTooLarge(f"message is {size} bytes; the limit is {limit} bytes", limit=limit)
+    return message
+
+
+class ChatService:
+    def __init__(self, broker: Broker, settings: ApiSettings) -> None:
+        self.broker = broker
+        self.settings = settings
+
+    async def accept(self, message: str, client_id: str | None, who: Identity, request_id: str) -> str:
+        check_message(message, self.settings.athenic_max_message_bytes)
+        client_id = check_client_id(client_id) if client_id is not None else str(uuid.uuid4())
+        request = ChatRequest(
+            request_id=request_id, client_id=client_id, message=message,
+            submitted_at=iso_timestamp(), tenant=who.tenant, owner=who.user,
+        )
+        headers = {names.HDR_MSG_ID: request_id, names.HDR_REQUEST_ID: request_id,
+                   names.HDR_TENANT: who.tenant}
+        if who.user is not None:
+            headers[names.HDR_OWNER] = who.user
+        await self._publish(names.request_subject(client_id), encode(request), headers)
+        log.info("chat message accepted", client_id=client_id, tenant=who.tenant, bytes=len(message))
+        return client_id
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        deadline = time.monotonic() + self.settings.athenic_publish_deadline_seconds
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # Never hand a message to a disconnected client: nats-py would buffer it and
+                # send it after we answered 503.
+                if not self.broker.ready:
+                    raise NotConnected("not connected to NATS")
+                await self.broker.js.publish(subject, payload, timeout=max(remaining, 0.05), headers=headers)
+                return
+            except BROKER_FAULTS as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= delay:
+                    log.warning("publish failed; answering 503", error=str(exc) or type(exc).__name__)
+                    raise BrokerUnavailable(
+                        "the message broker is unavailable; the message was not accepted, retry later",
+                        headers={"Retry-After": "1"},
+                    ) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def state(self, client_id: str, who: Identity) -> ChatState:
+        check_client_id(client_id, "clientId")
+        try:
+            responses: KeyValue = self.broker.bucket(names.RESPONSES_BUCKET)
+            record, revision = await self._record(responses, client_id)
+            pending = await self._pending(client_id)
+        except BROKER_FAULTS as exc:
+            raise BrokerUnavailable("the message broker is unavailable; retry later",
+                                    headers={"Retry-After": "1"}) from exc
+        if pending is not None and (record is None or pending[1] > record.seq):
+            request, _seq = pending
+            if not who.may_access(request.owner) or (record is not None and not who.may_access(record.owner)):
+                raise NotFound(f"no conversation {client_id}")
+            previous = record.last_response if record is not None else None
+            return ChatState(
+                last_message=request.message,
+                last_response=previous,
+                requires_e2b=previous.requires_e2b if previous is not None else False,
+                timestamp=iso_timestamp(),
+                status="pending",
+                request_id=request.request_id,
+                client_id=client_id,
+                revision=revision,
+            )
+        if record is None or not who.may_access(record.owner):
+            raise NotFound(f"no conversation {client_id}")
+        return ChatState.of_record(record, client_id, revision)
+
+    @staticmethod
+    async def _record(kv: KeyValue, client_id: str) -> tuple[ResponseRecord | None, int | None]:
+        try:
+            entry = await kv.get(client_id)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None, None
+        if entry.value is None or not entry.value:
+            return None, entry.revision
+        return response_record_decoder.decode(entry.value), entry.revision
+
+    async def _pending(self, client_id: str) -> tuple[ChatRequest, int] | None:
+        """The newest accepted message of this client that no orchestrator has finished."""
+        try:
+            msg = await self.broker.js.get_last_msg(names.REQUEST_STREAM, names.request_subject(client_id),
+                                                    direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        if msg.data is None or msg.seq is None:
+            return None
+        try:
+            return chat_request_decoder.decode(msg.data), msg.seq
+        except msgspec.DecodeError:
+            log.error("undecodable request in the stream", client_id=client_id, seq=msg.seq)
+            return None

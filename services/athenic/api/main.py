@@ -1,0 +1,39 @@
+"""`athenic-api`: run the api alone against NATS_URL (as in a cluster)."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from athenic.api.app import create_app
+from athenic.api.settings import ApiSettings
+from athenic.shared.logging import configure_logging, get_logger
+from athenic.shared.settings import LogSettings, NatsSettings, SettingsError, load
+
+
+def main() -> None:
+    try:
+        log_settings = load(LogSettings)
+        settings = load(ApiSettings)
+        nats_settings = load(NatsSettings)
+    except SettingsError as exc:
+        print(f"athenic-api: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(log_settings, service="api")
+    get_logger(__name__).info("api starting", host=settings.api_host, port=settings.api_server_port,
+                              nats=nats_settings.servers)
+    uvicorn.run(
+        create_app(settings, nats_settings),
+        host=settings.api_host,
+        port=settings.api_server_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.athenic_shutdown_grace_seconds),
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""OpenAPI descriptions of the problem-details answers, shared by every route."""
+
+from __future__ import annotations
+
+from litestar.openapi.datastructures import ResponseSpec
+
+from athenic.api.schemas import Problem, Ready
+
+
+def problem(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=Problem, media_type="application/problem+json", description=description,
+        generate_examples=False,
+    )
+
+
+BAD_REQUEST = problem("Bad JSON, a missing, empty or non-string `message`, or a bad clientId")
+UNAUTHORIZED = problem("Auth is on and the bearer token is missing or invalid")
+NOT_FOUND = problem("Unknown clientId (or one owned by another user)")
+TOO_LARGE = problem("The body or the message is over the limit")
+RATE_LIMITED = problem("Over the rate limit; see Retry-After")
+UNAVAILABLE = problem("The broker cannot take the message: it was NOT accepted; retry later")
+NOT_READY = ResponseSpec(data_container=Ready, description="The broker is not connected yet")

@@ -1,0 +1,87 @@
+"""`athenic-orchestrator`: consume accepted messages until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from contextlib import AsyncExitStack
+
+from athenic.orchestrator.health import health_app, serve_health
+from athenic.orchestrator.planners.factory import make_planner
+from athenic.orchestrator.policies import PolicyCache
+from athenic.orchestrator.quota import make_gate
+from athenic.orchestrator.sandbox.factory import make_sandbox
+from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.orchestrator.worker import Worker
+from athenic.shared import names
+from athenic.shared.broker import Broker
+from athenic.shared.logging import configure_logging, get_logger
+from athenic.shared.settings import LogSettings, NatsSettings, SettingsError, load
+
+log = get_logger(__name__)
+STALLED_AFTER_SECONDS = 120.0
+
+
+async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, stop: asyncio.Event) -> None:
+    async with AsyncExitStack() as stack:
+        broker = Broker(nats_settings, name="athenic-orchestrator")
+        stack.push_async_callback(broker.close)
+        await broker.start()
+        worker: Worker | None = None
+        loop = asyncio.get_running_loop()
+
+        def alive() -> bool:
+            return worker is None or loop.time() - worker.alive_at < STALLED_AFTER_SECONDS
+
+        server, server_task = await serve_health(
+            health_app(broker, alive), settings.athenic_health_host, settings.athenic_health_port
+        )
+
+        async def stop_server() -> None:
+            server.should_exit = True
+            await server_task
+
+        stack.push_async_callback(stop_server)
+        ready = asyncio.create_task(broker.wait_ready())
+        await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            ready.cancel()
+            return
+        sandbox = make_sandbox(settings)
+        stack.push_async_callback(sandbox.aclose)
+        planner = make_planner(settings, broker)
+        stack.push_async_callback(planner.aclose)
+        policies = PolicyCache(broker.bucket(names.POLICIES_BUCKET))
+        await policies.start()
+        stack.push_async_callback(policies.aclose)
+        gate = make_gate(broker)
+        worker = Worker(settings, nats_settings, broker, planner, sandbox, policies, gate)
+        await worker.run(stop)
+
+
+def main() -> None:
+    try:
+        log_settings = load(LogSettings)
+        settings = load(OrchestratorSettings)
+        nats_settings = load(NatsSettings)
+    except SettingsError as exc:
+        print(f"athenic-orchestrator: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(log_settings, service="orchestrator")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("orchestrator starting", nats=nats_settings.servers, sandbox=settings.sandbox_backend,
+                 planner=settings.planner, health_port=settings.athenic_health_port)
+        await serve(settings, nats_settings, stop)
+        log.info("orchestrator stopped")
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

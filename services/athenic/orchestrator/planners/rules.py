@@ -1,0 +1,99 @@
+"""The `rules` planner: no external service, in the spirit of the original backend.
+
+It decides ``requiresE2B`` from what the message asks (code, computation, data) and runs
+every fenced code block of a language the sandbox supports, in order, reporting what ran and
+what it printed. It cannot write code itself; the `llm` planner does that.
+"""
+
+from __future__ import annotations
+
+import re
+
+from athenic.orchestrator.planners.base import Answer, RunContext
+from athenic.shared.messages import ChatRequest, Execution
+
+FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+LANGUAGE_ALIASES = {"py": "python", "python3": "python", "sh": "bash", "shell": "bash"}
+CODE_INTENT_RE = re.compile(
+    r"\b(code|program|script|function|algorithm|python|javascript|execute|run|compute|calculate|"
+    r"plot|chart|graph|csv|dataset|factorial|fibonacci|prime|sort|regex|simulate|benchmark)\w*\b",
+    re.IGNORECASE,
+)
+GREETING_RE = re.compile(r"^\s*(hi|hello|hey|howdy|good (morning|afternoon|evening)|greetings)\b", re.IGNORECASE)
+PREVIEW_CHARS = 2000
+
+
+def fenced_blocks(message: str) -> list[tuple[str, str]]:
+    """(language, code) of every fenced block; an unlabelled block counts as Python."""
+    blocks = []
+    for match in FENCE_RE.finditer(message):
+        language = match.group(1).lower() or "python"
+        blocks.append((LANGUAGE_ALIASES.get(language, language), match.group(2)))
+    return blocks
+
+
+def needs_code(message: str) -> bool:
+    return bool(fenced_blocks(message)) or bool(CODE_INTENT_RE.search(message))
+
+
+def _preview(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "\n… (see the execution for the rest)"
+
+
+def describe(execution: Execution) -> str:
+    lines = [f"I ran your {execution.language} code"]
+    if execution.timed_out:
+        lines[0] += " but it ran out of time and was stopped"
+    elif execution.cancelled:
+        lines[0] += " but it was cancelled"
+    lines[0] += "."
+    if execution.stdout:
+        lines.append(f"It printed:\n```\n{_preview(execution.stdout.rstrip())}\n```")
+    if execution.error is not None:
+        lines.append(f"It failed with {execution.error.name}: {execution.error.value}")
+    elif execution.stderr:
+        lines.append(f"On stderr:\n```\n{_preview(execution.stderr.rstrip())}\n```")
+    if execution.truncated:
+        lines.append("The output was longer than the limit and was cut.")
+    if not execution.stdout and not execution.stderr and execution.error is None:
+        lines.append("It printed nothing.")
+    return "\n".join(lines)
+
+
+class RulesPlanner:
+    name = "rules"
+
+    async def answer(self, request: ChatRequest, ctx: RunContext) -> Answer:
+        await ctx.phase("planning")
+        message = request.message
+        blocks = fenced_blocks(message)
+        runnable = [(lang, code) for lang, code in blocks if lang in ctx.languages]
+        if runnable:
+            executions = [await ctx.run_code(lang, code) for lang, code in runnable]
+            skipped = len(blocks) - len(runnable)
+            text = "\n\n".join(describe(e) for e in executions)
+            if skipped:
+                text += f"\n\n{skipped} block(s) in languages I cannot run here were skipped " \
+                        f"(supported: {', '.join(sorted(ctx.languages))})."
+            return Answer(message=text, requires_e2b=True, executions=executions)
+        if blocks:
+            return Answer(
+                message="Your message holds code in a language I cannot run here "
+                f"(supported: {', '.join(sorted(ctx.languages))}).",
+                requires_e2b=True,
+            )
+        if needs_code(message):
+            return Answer(
+                message=f"I'll need to execute some code to help with \"{message}\". "
+                "Let me set that up for you. (This deployment has no code-writing model configured: "
+                "send the code in a fenced ```python block and I will run it.)",
+                requires_e2b=True,
+            )
+        if GREETING_RE.search(message):
+            return Answer(message="Hello! Ask me anything, or send code in a ```python block "
+                          "and I will run it for you.", requires_e2b=False)
+        return Answer(message=f"I received your message: \"{message}\". It doesn't need any code to run.",
+                      requires_e2b=False)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,56 @@
+"""Writing response records: compare-and-set on the KV revision, ordered by stream sequence.
+
+A record is about one message (its request-stream ``seq``). A writer never replaces a record
+about a newer message, so a slow earlier message cannot overwrite the answer to a later one,
+and a redelivered message that was already answered is not answered again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from athenic.shared.messages import FINAL_STATUSES, ResponseRecord, encode, response_record_decoder
+
+Build = Callable[[ResponseRecord | None], ResponseRecord]
+MAX_CAS_ATTEMPTS = 50
+
+
+class RecordStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def current(self, client_id: str) -> tuple[ResponseRecord | None, int | None]:
+        try:
+            entry = await self.kv.get(client_id)
+        except nats.js.errors.KeyDeletedError as exc:
+            return None, exc.entry.revision if exc.entry else None
+        except nats.js.errors.KeyNotFoundError:
+            return None, None
+        if not entry.value:
+            return None, entry.revision
+        return response_record_decoder.decode(entry.value), entry.revision
+
+    async def write(self, client_id: str, seq: int, build: Build, *, final: bool) -> bool:
+        """Store ``build(current)`` unless a record about a newer (or the same, answered) message exists.
+
+        Returns whether it was stored.
+        """
+        for _ in range(MAX_CAS_ATTEMPTS):
+            current, revision = await self.current(client_id)
+            if current is not None and (
+                current.seq > seq or (current.seq == seq and current.status in FINAL_STATUSES and not final)
+            ):
+                return False
+            value = encode(build(current))
+            try:
+                if revision is None:
+                    await self.kv.create(client_id, value)
+                else:
+                    await self.kv.update(client_id, value, last=revision)
+                return True
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # someone wrote in between: read again and decide again
+        raise RuntimeError(f"could not store the record of {client_id}: too much contention")
