@@ -40,6 +40,15 @@ class OrchestratorSettings(msgspec.Struct, frozen=True, rename=str.upper):
     athenic_llm_system_prompt: str | None = None
     athenic_history_messages: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
     athenic_history_message_chars: Annotated[int, msgspec.Meta(ge=200)] = 4000
+    # sandboxes (README: "Sandboxes")
+    # local backend: where bubblewrap is (found on PATH when unset); refuse to start without it
+    athenic_bwrap_path: str | None = None
+    athenic_sandbox_require_isolation: bool = False
+    # local backend: size of the private /tmp (and the largest file the code may write)
+    athenic_sandbox_tmp_mib: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 64
+    athenic_sandbox_max_processes: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    # e2b backend: bound of each control-plane request (create, kill); executions use the run timeout
+    e2b_request_timeout_seconds: PositiveFloat = 30.0
 
     @property
     def sandbox_backend(self) -> Literal["local", "e2b"]:

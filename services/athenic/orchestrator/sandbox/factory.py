@@ -1,0 +1,30 @@
+"""Pick the sandbox backend from the settings (``ATHENIC_SANDBOX``, else E2B when keyed)."""
+
+from __future__ import annotations
+
+from athenic.orchestrator.sandbox.base import SandboxBackend
+from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.shared.settings import SettingsError
+
+
+def make_sandbox(settings: OrchestratorSettings) -> SandboxBackend:
+    if settings.sandbox_backend == "e2b":
+        if not settings.e2b_api_key:
+            raise SettingsError("bad setting E2B_API_KEY: ATHENIC_SANDBOX=e2b needs an E2B API key")
+        from athenic.orchestrator.sandbox.e2b import E2BSandbox
+
+        return E2BSandbox(
+            api_key=settings.e2b_api_key,
+            default_template=settings.e2b_template,
+            output_limit_bytes=settings.athenic_output_limit_bytes,
+            request_timeout_seconds=settings.e2b_request_timeout_seconds,
+        )
+    from athenic.orchestrator.sandbox.local import LocalSandbox
+
+    return LocalSandbox(
+        output_limit_bytes=settings.athenic_output_limit_bytes,
+        tmp_mib=settings.athenic_sandbox_tmp_mib,
+        max_processes=settings.athenic_sandbox_max_processes,
+        bwrap_path=settings.athenic_bwrap_path,
+        require_isolation=settings.athenic_sandbox_require_isolation,
+    )

@@ -1,0 +1,259 @@
+"""The local sandbox: one short-lived process per run, confined by bubblewrap and rlimits.
+
+Each run starts a fresh interpreter (no state is kept between runs), streams its output to
+``on_output`` as it arrives, keeps at most the output limit of each stream in memory, and is
+killed at the wall-clock limit or when the awaiting task is cancelled. Without bubblewrap the
+backend says so loudly once and runs with rlimits alone (see the README's "Sandboxes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from athenic.orchestrator.errors import RetryableError, TerminalError
+from athenic.orchestrator.sandbox import tracebacks
+from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
+from athenic.orchestrator.sandbox.isolation import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Bubblewrap,
+    Limits,
+    drop_to_sandbox_user,
+    find_bubblewrap,
+    sandbox_env,
+)
+from athenic.orchestrator.sandbox.languages import Language, available
+from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
+from athenic.shared.logging import get_logger
+from athenic.shared.messages import Execution, ExecutionError
+
+log = get_logger(__name__)
+
+_CHUNK = 64 * 1024
+# After the main process exits, how long its output may still drain (a straggler holding the
+# pipes open is not waited for).
+_DRAIN_SECONDS = 1.0
+# Bounded waits while tearing a run down (the process is already SIGKILLed by then).
+_REAP_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class _Launch:
+    argv: list[str]
+    kwargs: dict[str, Any]
+    cleanup: Callable[[], None] = field(default=lambda: None)
+
+
+class LocalSandbox:
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        output_limit_bytes: int,
+        tmp_mib: int = 64,
+        max_processes: int = 64,
+        bwrap_path: str | None = None,
+        require_isolation: bool = False,
+    ) -> None:
+        self._output_limit = output_limit_bytes
+        self._tmp_mib = tmp_mib
+        self._max_processes = max_processes
+        self._languages = available()
+        self._running: set[asyncio.subprocess.Process] = set()
+        self.languages: frozenset[str] = frozenset(self._languages)
+        self.bubblewrap, why = find_bubblewrap(bwrap_path)
+        if self.bubblewrap is None:
+            if require_isolation:
+                raise TerminalError(f"ATHENIC_SANDBOX_REQUIRE_ISOLATION is set but {why}")
+            log.warning(
+                "LOCAL SANDBOX IS NOT ISOLATED: running code with rlimits alone, "
+                "with the network and the filesystem of this host; install bubblewrap",
+                reason=why,
+                same_uid_as_orchestrator=os.geteuid() != 0,
+            )
+        else:
+            log.info("local sandbox isolated by bubblewrap", detail=why)
+
+    @property
+    def isolated(self) -> bool:
+        return self.bubblewrap is not None
+
+    async def run(self, spec: RunSpec, on_output: OutputSink | None = None) -> Execution:
+        language = self._languages.get(spec.language)
+        if language is None:
+            return Execution(
+                language=spec.language, code=spec.code, backend=self.name,
+                error=ExecutionError(name="UnsupportedLanguage",
+                                     value=f"the local sandbox runs {', '.join(sorted(self.languages))}, "
+                                           f"not {spec.language!r}"),
+            )
+        limits = Limits(cpu_seconds=math.ceil(spec.timeout_seconds) + 1, memory_mib=spec.memory_mib,
+                        file_mib=self._tmp_mib, processes=self._max_processes)
+        started = time.monotonic()
+        launch = self._launch(spec, language, limits)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                **launch.kwargs,
+            )
+        except OSError as exc:
+            launch.cleanup()
+            raise RetryableError(f"could not start the local sandbox: {exc}") from exc
+        finally:
+            if "pass_fds" in launch.kwargs:
+                for fd in launch.kwargs["pass_fds"]:
+                    os.close(fd)
+        self._running.add(proc)
+        try:
+            return await self._supervise(proc, spec, language, limits, started, on_output)
+        finally:
+            self._running.discard(proc)
+            launch.cleanup()
+
+    async def aclose(self) -> None:
+        """Kill whatever still runs (a run's own task normally does this itself)."""
+        for proc in list(self._running):
+            _kill(proc)
+
+    async def _supervise(
+        self,
+        proc: asyncio.subprocess.Process,
+        spec: RunSpec,
+        language: Language,
+        limits: Limits,
+        started: float,
+        on_output: OutputSink | None,
+    ) -> Execution:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        stdout, stderr = CappedOutput(self._output_limit), CappedOutput(self._output_limit)
+        forward = OutputForwarder(on_output)
+        pumps = [
+            asyncio.create_task(_pump(proc.stdout, stdout, "stdout", forward)),
+            asyncio.create_task(_pump(proc.stderr, stderr, "stderr", forward)),
+        ]
+        timed_out = False
+        try:
+            async with asyncio.timeout(spec.timeout_seconds):
+                await proc.wait()
+                await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
+        except TimeoutError:
+            timed_out = True
+        finally:
+            # Runs on cancellation too: nothing of the run survives its awaiting task.
+            _kill(proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.shield(asyncio.wait_for(proc.wait(), _REAP_SECONDS))
+            await _finish(pumps)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        stderr_text = stderr.text()
+        status = self._status(proc.returncode)
+        return Execution(
+            language=spec.language,
+            code=spec.code,
+            stdout=stdout.text(),
+            stderr=stderr_text,
+            error=self._explain(status, stderr_text, language, limits, spec, timed_out),
+            exit_code=status,
+            duration_ms=duration_ms,
+            timed_out=timed_out,
+            truncated=stdout.truncated or stderr.truncated,
+            backend=self.name,
+        )
+
+    def _status(self, returncode: int | None) -> int | None:
+        """Exit status, negative for a signal as Python reports it (bwrap reports 128 + signal)."""
+        if returncode is not None and self.isolated and returncode > 128:
+            return -(returncode - 128)
+        return returncode
+
+    @staticmethod
+    def _explain(status: int | None, stderr: str, language: Language, limits: Limits, spec: RunSpec,
+                 timed_out: bool) -> ExecutionError | None:
+        if timed_out:
+            return tracebacks.timeout_error(spec.timeout_seconds)
+        if status is None or status == 0:
+            return None
+        parsed = language.parse_error(stderr)
+        if parsed is not None:
+            return parsed
+        if status < 0:
+            return tracebacks.signal_error(-status, cpu_seconds=limits.cpu_seconds, memory_mib=limits.memory_mib)
+        return tracebacks.exit_error(status)
+
+    def _launch(self, spec: RunSpec, language: Language, limits: Limits) -> _Launch:
+        if self.bubblewrap is not None:
+            return self._launch_isolated(self.bubblewrap, spec, language, limits)
+        return self._launch_bare(spec, language, limits)
+
+    def _launch_isolated(self, bwrap: Bubblewrap, spec: RunSpec, language: Language, limits: Limits) -> _Launch:
+        script = os.memfd_create("athenic-code", os.MFD_CLOEXEC)
+        os.write(script, spec.code.encode("utf-8", errors="replace"))
+        os.lseek(script, 0, os.SEEK_SET)
+        argv = bwrap.argv(script_fd=script, script_name=language.script, tmp_mib=self._tmp_mib,
+                          limits=limits, command=language.argv)
+        return _Launch(argv, {"pass_fds": (script,), "env": {}, "cwd": "/", **drop_to_sandbox_user()})
+
+    def _launch_bare(self, spec: RunSpec, language: Language, limits: Limits) -> _Launch:
+        workdir = tempfile.mkdtemp(prefix="athenic-sandbox-")
+        path = os.path.join(workdir, language.script)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(spec.code)
+        switch = drop_to_sandbox_user()
+        if switch:
+            os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
+            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+        # The process limit counts every process of the uid: apply it only to the sandbox's own uid.
+        rlimits = limits.rlimits(with_processes=bool(switch))
+
+        def apply_limits() -> None:
+            import resource
+
+            for which, values in rlimits:
+                resource.setrlimit(which, values)
+
+        return _Launch(
+            [*language.argv, path],
+            {"env": sandbox_env(workdir), "cwd": workdir, "preexec_fn": apply_limits, **switch},
+            cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
+        )
+
+
+async def _pump(reader: asyncio.StreamReader, capture: CappedOutput, stream: Stream, forward: OutputForwarder) -> None:
+    while chunk := await reader.read(_CHUNK):
+        await forward(stream, capture.feed(chunk))
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    # The session holds bwrap (whose death takes the sandbox's PID namespace with it) or, without
+    # bwrap, the interpreter and any children that stayed in its session.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+async def _finish(pumps: list[asyncio.Task[None]]) -> None:
+    _, pending = await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
+    for task in pending:
+        task.cancel()
+    for task in pumps:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
