@@ -7,7 +7,8 @@ without their own quota; without any quota, ``BUILTIN_DEFAULT`` applies.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -41,3 +42,14 @@ def tenant_of_key(key: str) -> str:
 
 
 policy_decoder = msgspec.json.Decoder(SandboxPolicy)
+
+
+def policy_from_spec(spec: Mapping[str, Any]) -> SandboxPolicy:
+    """The policy of a ``SandboxQuota``'s ``spec`` (camelCase keys; absent fields take the
+    defaults, which equal the CRD's). Raises ``msgspec.ValidationError`` on a bad value."""
+    return msgspec.convert(dict(spec), SandboxPolicy)
+
+
+def encode_policy(policy: SandboxPolicy) -> bytes:
+    """The KV value of a policy (what ``policy_decoder`` reads)."""
+    return msgspec.json.encode(policy)

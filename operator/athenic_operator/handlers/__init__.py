@@ -1,0 +1,1 @@
+"""kopf handlers, one concern per module; ``athenic_operator.main`` registers them."""

@@ -1,0 +1,58 @@
+"""Periodically: report usage into ``status.used`` and re-check the quota's standing.
+
+The re-check promotes a duplicate whose older rival was deleted, and rewrites the tenant's
+policy if the bucket lost it (a broker restored from an old snapshot, a manual edit).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+import nats.errors
+
+from athenic.shared.policy import DEFAULT_TENANT
+from athenic.shared.quotas import Quota, quota_of
+from athenic_operator.publishing import sync_tenants
+from athenic_operator.quota_index import resolve_with
+from athenic_operator.state import state_of
+from athenic_operator.status import build_status, differs, phase_of
+
+
+async def report_usage(
+    *,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Any,
+    quotas: kopf.Index[str, Quota],
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    state = state_of(memo)
+    quota = quota_of(body)
+    resolution = resolve_with(quotas, quota)
+    standing = resolution.standings[quota.ref]
+    await sync_tenants(state, resolution, [quota.tenant])
+
+    used: dict[str, int] | None = None
+    if standing.active and quota.tenant is not None:
+        try:
+            usage = await state.usage.current()
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            logger.warning(f"usage not refreshed, NATS unreachable: {exc!r}")
+        else:
+            own = {tenant for tenant in resolution.winners if tenant != DEFAULT_TENANT}
+            used = usage.of(quota.tenant, own)
+
+    fresh = build_status(standing=standing, policy=quota.policy, generation=meta.get("generation"),
+                         previous=status, used=used)
+    if not differs(fresh, status):
+        return
+    patch.status.update(fresh)
+    if status.get("phase") != phase_of(standing):
+        if standing.active:
+            kopf.info(body, reason=standing.reason, message=standing.message)
+        else:
+            kopf.warn(body, reason=standing.reason, message=standing.message)

@@ -1,0 +1,28 @@
+"""What the handlers share for the operator's lifetime (kept in kopf's ``memo``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from athenic_operator.settings import OperatorSettings
+from athenic_operator.usage import UsageMeter
+
+
+@dataclass
+class OperatorState:
+    settings: OperatorSettings
+    nc: Client
+    policies: KeyValue
+    leases: KeyValue
+    usage: UsageMeter
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+def state_of(memo: Any) -> OperatorState:
+    state: OperatorState = memo.state
+    return state

@@ -1,0 +1,82 @@
+"""What each tenant uses now, read from the leases bucket (see ``athenic.shared.quota_keys``).
+
+Every quota's timer asks for usage; one scan of the bucket serves them all for a while, so
+the cost does not grow with the number of quotas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+from nats.js.kv import KeyValue
+
+from athenic.shared.policy import DEFAULT_TENANT
+from athenic.shared.quota_keys import (
+    ALL_LEASES,
+    RATE_PREFIX,
+    epoch_minute,
+    parse_counter,
+    tenant_of_lease_key,
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    concurrent: Mapping[str, int] = field(default_factory=dict)
+    this_minute: Mapping[str, int] = field(default_factory=dict)
+
+    def of(self, tenant: str, tenants_with_own_quota: Collection[str]) -> dict[str, int]:
+        """``status.used`` of a quota; the default quota (``*``) reports the sum over the
+        tenants it governs (those without their own quota)."""
+        if tenant == DEFAULT_TENANT:
+            concurrent = sum(n for t, n in self.concurrent.items() if t not in tenants_with_own_quota)
+            minute = sum(n for t, n in self.this_minute.items() if t not in tenants_with_own_quota)
+        else:
+            concurrent = self.concurrent.get(tenant, 0)
+            minute = self.this_minute.get(tenant, 0)
+        return {"concurrentExecutions": concurrent, "executionsThisMinute": minute}
+
+
+async def _scan(kv: KeyValue, subject_filter: str, *, values: bool, timeout: float) -> dict[str, bytes]:
+    watcher = await kv.watch(subject_filter, ignore_deletes=True, meta_only=not values)
+    found: dict[str, bytes] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            async for entry in watcher:
+                if entry is None:  # the end of the current values
+                    break
+                found[entry.key] = entry.value or b""
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found
+
+
+async def read_usage(kv: KeyValue, now: float | None = None, timeout: float = 5.0) -> Usage:
+    minute = epoch_minute(time.time() if now is None else now)
+    leases = await _scan(kv, ALL_LEASES, values=False, timeout=timeout)
+    concurrent = Counter(t for key in leases if (t := tenant_of_lease_key(key)) is not None)
+    counters = await _scan(kv, f"{RATE_PREFIX}.*.{minute}", values=True, timeout=timeout)
+    this_minute = {key.split(".")[1]: parse_counter(value) for key, value in counters.items()}
+    return Usage(dict(concurrent), this_minute)
+
+
+class UsageMeter:
+    """``read_usage`` cached for ``max_age`` seconds, one scan at a time."""
+
+    def __init__(self, kv: KeyValue, max_age: float) -> None:
+        self.kv = kv
+        self.max_age = max_age
+        self._usage: Usage | None = None
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> Usage:
+        async with self._lock:
+            if self._usage is None or time.monotonic() - self._read_at >= self.max_age:
+                self._usage = await read_usage(self.kv)
+                self._read_at = time.monotonic()
+            return self._usage

@@ -1,0 +1,84 @@
+"""Keys of the leases bucket: what enforcement writes and the operator counts.
+
+The orchestrators enforce a tenant's quota with two kinds of keys in ``LEASES_BUCKET``;
+the operator only reads them to report ``status.used``. Both sides build keys here.
+
+``lease.<tenant>.<lease_id>``
+    One key per execution running now. Created (``kv.create``, so an id is never reused)
+    with a per-message TTL and refreshed while the run lasts, so a lease of a replica that
+    died expires on its own; deleted when the run ends. Its value is free (the holder's
+    description). The number of live (not deleted, not expired) ``lease.<tenant>.*`` keys
+    is the tenant's concurrent executions.
+
+``rate.<tenant>.<epoch_minute>``
+    The number of executions of the tenant started in that UTC minute
+    (``epoch_minute = int(unix_seconds // 60)``), an ASCII decimal integer, incremented by
+    compare-and-set on the key's revision; written with a per-message TTL of a few minutes
+    so old minutes vanish.
+
+``<tenant>`` is the request's tenant (never ``*``: the default quota governs each tenant
+without its own separately). Tenants and lease ids match ``[A-Za-z0-9_-]{1,128}``, so a
+key never holds another ``.``, ``*`` or ``>``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+LEASE_PREFIX: Final = "lease"
+RATE_PREFIX: Final = "rate"
+ALL_LEASES: Final = f"{LEASE_PREFIX}.>"
+"""The subject filter matching every lease key (watch/keys filter)."""
+
+_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def _token(kind: str, value: str) -> str:
+    if not _TOKEN_RE.fullmatch(value):
+        raise ValueError(f"invalid {kind} {value!r} for a leases-bucket key")
+    return value
+
+
+def lease_prefix(tenant: str) -> str:
+    """``lease.<tenant>.``: every lease key of the tenant starts with it."""
+    return f"{LEASE_PREFIX}.{_token('tenant', tenant)}."
+
+
+def lease_filter(tenant: str) -> str:
+    """The watch/keys filter of the tenant's leases: ``lease.<tenant>.*``."""
+    return f"{lease_prefix(tenant)}*"
+
+
+def lease_key(tenant: str, lease_id: str) -> str:
+    return f"{lease_prefix(tenant)}{_token('lease id', lease_id)}"
+
+
+def tenant_of_lease_key(key: str) -> str | None:
+    """The tenant of a lease key, or None when the key is not a lease key."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != LEASE_PREFIX:
+        return None
+    return parts[1]
+
+
+def epoch_minute(unix_seconds: float) -> int:
+    return int(unix_seconds // 60)
+
+
+def rate_key(tenant: str, minute: int) -> str:
+    return f"{RATE_PREFIX}.{_token('tenant', tenant)}.{minute}"
+
+
+def parse_counter(value: bytes | None) -> int:
+    """A rate counter's value; an absent, expired or unreadable one counts 0."""
+    if not value:
+        return 0
+    try:
+        return max(int(value.decode("ascii")), 0)
+    except (UnicodeDecodeError, ValueError):
+        return 0
+
+
+def encode_counter(count: int) -> bytes:
+    return str(count).encode("ascii")

@@ -1,0 +1,216 @@
+"""The real kopf runtime of the operator against the kmock Kubernetes emulator and a real
+nats-server. Objects are created, patched and deleted over HTTP, as kubectl would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kmock
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from athenic.shared import names
+from athenic.shared.quotas import read_bucket
+from athenic.shared.settings import NatsSettings, load
+from athenic.shared.topology import bucket_configs, ensure_bucket
+from athenic_operator.main import run
+from athenic_operator.settings import OperatorSettings
+
+QUOTAS = "athenic.dev/v1alpha1/sandboxquotas"
+BASE = "/apis/athenic.dev/v1alpha1/namespaces"
+NAMESPACE = "athenic"
+_versions = itertools.count(1)
+
+
+class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock's emulator, also naming objects created with ``metadata.generateName`` (as
+    kopf's events are) the way the API server does; otherwise the second event conflicts."""
+
+    _suffixes = itertools.count(1)
+
+    async def _handle(self, request: Any) -> Any:
+        meta = request.data.get("metadata") if isinstance(request.data, dict) else None
+        if isinstance(meta, dict) and not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{meta['generateName']}{next(self._suffixes):05d}"
+        return await super()._handle(request)
+
+
+def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    # kopf discovers these before it watches anything; undeclared, it waits forever.
+    emulator.resources["v1/namespaces"] = kmock.ResourceInfo(
+        kind="Namespace", singular="namespace", namespaced=False, verbs={"list", "watch", "get"})
+    emulator.resources["v1/events"] = kmock.ResourceInfo(
+        kind="Event", singular="event", namespaced=True, verbs={"create"})
+    emulator.resources[QUOTAS] = kmock.ResourceInfo(
+        kind="SandboxQuota", singular="sandboxquota", namespaced=True, shortnames={"sbq"},
+        verbs={"list", "watch", "get", "patch", "create", "delete"}, subresources={"status"})
+    emulator.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
+
+
+def quota_body(name: str, spec: dict[str, Any], *, namespace: str = NAMESPACE, age_rank: int = 0) -> dict[str, Any]:
+    """A SandboxQuota as the API server stores it (the fields it would set included)."""
+    created = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(seconds=age_rank)
+    return {
+        "apiVersion": "athenic.dev/v1alpha1",
+        "kind": "SandboxQuota",
+        "metadata": {
+            "name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1,
+            "resourceVersion": str(next(_versions)),
+            "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "spec": spec,
+    }
+
+
+async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy (the value is returned)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s: {what or check} (last: {last!r})")
+
+
+@dataclass
+class Cluster:
+    """The emulated API server, spoken to over HTTP."""
+
+    emulator: kmock.KubernetesEmulator
+
+    async def create(self, body: dict[str, Any]) -> None:
+        ns = body["metadata"]["namespace"]
+        async with self.emulator.post(f"{BASE}/{ns}/sandboxquotas", json=body) as rsp:
+            assert rsp.status < 300, await rsp.text()
+
+    async def update_spec(self, name: str, spec: dict[str, Any], *, namespace: str = NAMESPACE) -> None:
+        current = self.get(name, namespace=namespace)
+        assert current is not None
+        meta = current["metadata"]
+        patch = {"spec": spec, "metadata": {"generation": meta.get("generation", 1) + 1,
+                                            "resourceVersion": str(next(_versions))}}
+        async with self.emulator.patch(f"{BASE}/{namespace}/sandboxquotas/{name}", json=patch,
+                                       headers={"Content-Type": "application/merge-patch+json"}) as rsp:
+            assert rsp.status < 300, await rsp.text()
+
+    async def delete(self, name: str, *, namespace: str = NAMESPACE) -> None:
+        async with self.emulator.delete(f"{BASE}/{namespace}/sandboxquotas/{name}") as rsp:
+            assert rsp.status < 300, await rsp.text()
+
+    def get(self, name: str, *, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        key = (kmock.resource(QUOTAS), namespace, name)
+        if key not in self.emulator.objects or self.emulator.objects[key].deleted:
+            return None
+        raw: dict[str, Any] = self.emulator.objects[key].raw
+        return raw
+
+    def status(self, name: str, *, namespace: str = NAMESPACE) -> dict[str, Any]:
+        body = self.get(name, namespace=namespace) or {}
+        status: dict[str, Any] = body.get("status") or {}
+        return status
+
+    def ready(self, name: str, *, namespace: str = NAMESPACE) -> dict[str, Any]:
+        conditions = self.status(name, namespace=namespace).get("conditions") or []
+        return next((c for c in conditions if c.get("type") == "Ready"), {})
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for (resource, _, _), obj in self.emulator.objects.items():
+            if resource == "v1/events" and not obj.deleted:
+                raw = obj.raw
+                if raw.get("involvedObject", {}).get("name") == name:
+                    found.append(raw)
+        return found
+
+    def event_reasons(self, name: str) -> list[str]:
+        return [event.get("reason", "") for event in self.events(name)]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator() as handler, kmock.Server(handler):
+        declare_resources(handler)
+        yield handler
+
+
+@pytest.fixture
+def cluster(emulator: Emulator) -> Cluster:
+    return Cluster(emulator)
+
+
+@dataclass
+class Broker:
+    nc: Client
+    policies: KeyValue
+    leases: KeyValue
+
+    async def policy_keys(self) -> dict[str, bytes]:
+        return {key: stored.value for key, stored in (await read_bucket(self.policies)).items()}
+
+
+@pytest.fixture
+async def broker(nats_url: str) -> AsyncIterator[Broker]:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    configs = bucket_configs(load(NatsSettings, {"NATS_URL": nats_url}))
+    policies = await ensure_bucket(js, configs[names.POLICIES_BUCKET])
+    leases = await ensure_bucket(js, configs[names.LEASES_BUCKET])
+    try:
+        yield Broker(nc, policies, leases)
+    finally:
+        await nc.close()
+
+
+@dataclass
+class Operators:
+    """Start the operator (the same ``run`` as ``athenic-operator``) as asyncio tasks."""
+
+    nats_url: str
+    api_url: str
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, **env: str) -> asyncio.Task[None]:
+        environ = {
+            "ATHENIC_OPERATOR_KUBE_API_URL": self.api_url,
+            "ATHENIC_OPERATOR_STANDALONE": "true",
+            "ATHENIC_OPERATOR_LIVENESS_PORT": "0",
+            "ATHENIC_OPERATOR_USAGE_INTERVAL_SECONDS": "0.5",
+            **env,
+        }
+        ready = asyncio.Event()
+        task = asyncio.create_task(run(load(OperatorSettings, environ),
+                                       load(NatsSettings, {"NATS_URL": self.nats_url}), ready_flag=ready))
+        self.tasks.append(task)
+        await asyncio.wait_for(ready.wait(), 10)  # startup handlers done: NATS connected
+        return task
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        # Cancelled rather than flagged: kopf's graceful stop waits on its watch streams.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 10)
+        if task in self.tasks:
+            self.tasks.remove(task)
+
+
+@pytest.fixture
+async def operators(nats_url: str, emulator: Emulator) -> AsyncIterator[Operators]:
+    ops = Operators(nats_url, str(emulator.url).rstrip("/"))
+    try:
+        yield ops
+    finally:
+        for task in list(ops.tasks):
+            await ops.stop(task)
