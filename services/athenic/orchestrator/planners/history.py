@@ -9,6 +9,9 @@ exchange instead of adding a second one, and never sees itself as history.
 
 from __future__ import annotations
 
+import asyncio
+import random
+
 import msgspec
 import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -22,7 +25,7 @@ from athenic.shared.logging import get_logger
 
 log = get_logger(__name__)
 
-CAS_ATTEMPTS = 5
+CAS_ATTEMPTS = 10
 # Well under NATS's default 1 MiB payload limit, whatever the per-message bounds add up to.
 MAX_VALUE_BYTES = 256 * 1024
 
@@ -87,7 +90,7 @@ class ConversationHistory:
         key = _key(client_id)
         exchange = self._bounded(exchange)
         try:
-            for _ in range(CAS_ATTEMPTS):
+            for attempt in range(CAS_ATTEMPTS):
                 exchanges, revision = await self._read(key)
                 kept = [e for e in exchanges if e.request_id != exchange.request_id]
                 kept = [*kept, exchange][-self._max_exchanges :]
@@ -102,7 +105,9 @@ class ConversationHistory:
                         await self._kv.create(key, value)
                     return True
                 except KeyWrongLastSequenceError:
-                    continue  # another replica wrote in between: read again
+                    # Another replica wrote in between: read again after a jittered pause so
+                    # writers racing for one key do not collide round after round.
+                    await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311
         except (nats.errors.Error, TimeoutError) as exc:
             log.warning("history not saved", client_id=client_id, error=repr(exc))
             return False

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from nats.js.kv import KeyValue
+
+from athenic.orchestrator.planners.base import Planner
+from athenic.orchestrator.planners.llm import make_llm_planner
+from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.shared.messages import ChatRequest, iso_timestamp
+from athenic.shared.settings import load
+from tests.support.openai_standin import OpenAIStandIn, Reply, Script
+
+API_KEY = "sk-test-4f1b9c0e7d2a-SECRET"
+MODEL = "standin-model-1"
+
+
+def settings_for(base_url: str, **env: str) -> OrchestratorSettings:
+    """Settings as the orchestrator loads them: from environment variables alone."""
+    values = {
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_API_KEY": API_KEY,
+        "ATHENIC_LLM_MODEL": MODEL,
+        "ATHENIC_LLM_MAX_RETRIES": "0",
+        "ATHENIC_LLM_TIMEOUT_SECONDS": "10",
+        **env,
+    }
+    return load(OrchestratorSettings, {k: v for k, v in values.items() if v is not None})
+
+
+def chat(message: str, client_id: str = "client-1", request_id: str | None = None) -> ChatRequest:
+    return ChatRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        client_id=client_id,
+        message=message,
+        submitted_at=iso_timestamp(),
+    )
+
+
+@asynccontextmanager
+async def planner(settings: OrchestratorSettings, history: KeyValue) -> AsyncIterator[Planner]:
+    built = make_llm_planner(settings, history)
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+@asynccontextmanager
+async def scripted(
+    script: Script | Sequence[Reply], history: KeyValue, **env: str
+) -> AsyncIterator[tuple[OpenAIStandIn, Planner]]:
+    """A scripted model on loopback and an LLM planner pointed at it by settings alone."""
+    async with OpenAIStandIn(script) as llm, planner(settings_for(llm.base_url, **env), history) as built:
+        yield llm, built
