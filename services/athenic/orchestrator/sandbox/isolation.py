@@ -106,6 +106,8 @@ class Bubblewrap:
             "--dev", "/dev",
             "--size", str(tmp_mib * 1024 * 1024), "--tmpfs", WORKDIR,
             "--ro-bind-data", str(script_fd), f"{SCRIPT_DIR}/{script_name}",
+            # bwrap's root is a tmpfs without a size: nothing may be written there
+            "--remount-ro", "/",
             "--chdir", WORKDIR,
             "--clearenv",
         ]

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from athenic.orchestrator.errors import RetryableError, TerminalError
 from athenic.orchestrator.sandbox import tracebacks
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
@@ -190,6 +192,9 @@ class LocalSandbox:
         if status is None or status == 0:
             return None
         parsed = language.parse_error(stderr)
+        if parsed is not None and parsed.name == "MemoryError" and not parsed.value:
+            return msgspec.structs.replace(
+                parsed, value=f"the code ran out of memory (the sandbox's limit is {limits.memory_mib} MiB)")
         if parsed is not None:
             return parsed
         if status < 0:

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from athenic.orchestrator.sandbox.e2b import E2BSandbox
+from athenic.orchestrator.sandbox.isolation import find_bubblewrap
+from athenic.orchestrator.sandbox.local import LocalSandbox
+from tests.support.e2b_standin import E2BStandIn
+
+OUTPUT_LIMIT = 4096
+
+
+def sandbox_processes() -> list[int]:
+    """Processes of local sandboxes still alive (bwrap and whatever runs inside it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"/sandbox/main." in cmdline or b"athenic-sandbox-" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+async def local_sandbox() -> AsyncIterator[LocalSandbox]:
+    """The local backend as the orchestrator runs it: isolated when bubblewrap works here."""
+    backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=16, max_processes=32)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture
+async def isolated_sandbox(local_sandbox: LocalSandbox) -> LocalSandbox:
+    """The local backend, for tests of what only bubblewrap provides."""
+    if not local_sandbox.isolated:
+        _, why = find_bubblewrap(None)
+        pytest.skip(f"needs bubblewrap for isolation: {why} (`make bubblewrap` installs it as root with apt)")
+    return local_sandbox
+
+
+@pytest.fixture
+async def bare_sandbox() -> AsyncIterator[LocalSandbox]:
+    """The degraded local backend (rlimits alone), as it runs where bubblewrap is missing."""
+    backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=16, max_processes=32,
+                           bwrap_path="/nonexistent/bwrap")
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture
+async def standin(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2BStandIn]:
+    """E2B's endpoints on loopback; the SDK finds them through its own environment variables."""
+    async with E2BStandIn(accepted_keys={"e2b_test_key"}) as server:
+        monkeypatch.setenv("E2B_API_URL", server.url)
+        monkeypatch.setenv("E2B_SANDBOX_URL", server.url)
+        monkeypatch.delenv("E2B_DEBUG", raising=False)
+        yield server
+
+
+@pytest.fixture
+async def e2b(standin: E2BStandIn) -> AsyncIterator[E2BSandbox]:
+    backend = E2BSandbox(api_key="e2b_test_key", output_limit_bytes=OUTPUT_LIMIT, request_timeout_seconds=5,
+                         api_retries=0)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()

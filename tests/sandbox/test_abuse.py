@@ -1,0 +1,190 @@
+"""Hostile code on the local backend: each attack is contained, explained in the Execution,
+and the backend answers a normal run right after."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import time
+import tracemalloc
+
+import pytest
+
+from athenic.orchestrator.sandbox.base import RunSpec
+from athenic.orchestrator.sandbox.local import LocalSandbox
+from athenic.shared.messages import Execution
+from tests.sandbox.conftest import OUTPUT_LIMIT, sandbox_processes
+
+
+def spec(code: str, *, timeout: float = 3, memory_mib: int = 256) -> RunSpec:
+    return RunSpec(client_id="attacker", language="python", code=code, timeout_seconds=timeout,
+                   memory_mib=memory_mib)
+
+
+async def still_serves(backend: LocalSandbox) -> None:
+    execution = await backend.run(spec("print(1)"))
+    assert execution.stdout == "1\n"
+    assert execution.error is None
+
+
+async def no_sandbox_processes_left() -> None:
+    deadline = time.monotonic() + 2
+    while sandbox_processes() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert sandbox_processes() == []
+
+
+def explained(execution: Execution, name: str) -> None:
+    assert execution.error is not None, "the answer must say what happened"
+    assert execution.error.name == name, execution.error
+    assert execution.error.value
+
+
+@pytest.fixture(params=["bubblewrap", "rlimits-only"])
+def any_local(request: pytest.FixtureRequest) -> LocalSandbox:
+    """Attacks that rlimits alone must contain too, run on both variants of the backend."""
+    name = "local_sandbox" if request.param == "bubblewrap" else "bare_sandbox"
+    backend: LocalSandbox = request.getfixturevalue(name)
+    if request.param == "bubblewrap" and not backend.isolated:
+        pytest.skip("bubblewrap does not work here; the rlimits-only variant covers this attack")
+    return backend
+
+
+async def test_infinite_loop_is_stopped_at_the_time_limit(any_local: LocalSandbox) -> None:
+    execution = await any_local.run(spec("print('spinning')\nwhile True:\n    pass", timeout=1))
+    assert execution.timed_out
+    assert execution.stdout == "spinning\n"
+    explained(execution, "TimeoutError")
+    await no_sandbox_processes_left()
+    await still_serves(any_local)
+
+
+async def test_memory_bomb_fails_with_memory_error(any_local: LocalSandbox) -> None:
+    code = "hoard = []\nwhile True:\n    hoard.append(bytearray(10 * 1024 * 1024))"
+    execution = await any_local.run(spec(code, memory_mib=128))
+    explained(execution, "MemoryError")
+    assert not execution.timed_out
+    await still_serves(any_local)
+
+
+async def test_printing_100_mb_keeps_a_bounded_slice_and_no_more_memory(any_local: LocalSandbox) -> None:
+    code = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(100):\n    sys.stdout.write(chunk)\nprint('done')"
+    tracemalloc.start()
+    try:
+        execution = await any_local.run(spec(code, timeout=30))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert execution.error is None
+    assert execution.truncated
+    assert "bytes of output omitted (output limit reached)" in execution.stdout
+    assert execution.stdout.endswith("xxxxdone\n")
+    assert len(execution.stdout.encode()) < OUTPUT_LIMIT + 200
+    assert peak < 8 * 1024 * 1024, f"the orchestrator held {peak} bytes while 100 MB went by"
+    await still_serves(any_local)
+
+
+async def test_fork_bomb_hits_the_process_limit(isolated_sandbox: LocalSandbox) -> None:
+    code = (
+        "import os, time\n"
+        "forks = 0\n"
+        "try:\n"
+        "    while True:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(30)\n"
+        "            os._exit(0)\n"
+        "        forks += 1\n"
+        "except OSError as exc:\n"
+        "    print('forks', forks)\n"
+        "    raise\n"
+    )
+    execution = await isolated_sandbox.run(spec(code))
+    explained(execution, "BlockingIOError")
+    forks = int(execution.stdout.split()[1])
+    assert 0 < forks < 32
+    # the sleeping children die with the sandbox
+    await no_sandbox_processes_left()
+    await still_serves(isolated_sandbox)
+
+
+async def test_fork_bomb_that_never_gives_up_is_cleaned_away(isolated_sandbox: LocalSandbox) -> None:
+    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    execution = await isolated_sandbox.run(spec(code, timeout=1.5))
+    assert execution.timed_out
+    explained(execution, "TimeoutError")
+    await no_sandbox_processes_left()
+    await still_serves(isolated_sandbox)
+
+
+async def test_filling_the_disk_stops_at_the_private_tmp(isolated_sandbox: LocalSandbox) -> None:
+    code = (
+        "import itertools\n"
+        "block = b'\\0' * (1 << 20)\n"
+        "for i in itertools.count():\n"
+        "    with open(f'/tmp/fill-{i}', 'wb') as f:\n"
+        "        f.write(block)\n"
+    )
+    execution = await isolated_sandbox.run(spec(code))
+    explained(execution, "OSError")
+    assert "No space left on device" in execution.error.value  # type: ignore[union-attr]
+    one_big_file = "with open('/tmp/big', 'wb') as f:\n    while True:\n        f.write(b'\\0' * (1 << 20))"
+    execution = await isolated_sandbox.run(spec(one_big_file))
+    explained(execution, "OSError")
+    await still_serves(isolated_sandbox)
+
+
+async def test_cannot_reach_a_listener_on_the_host(isolated_sandbox: LocalSandbox) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    code = (
+        "import socket\n"
+        f"for host in ('127.0.0.1', 'localhost', '1.1.1.1'):\n"
+        "    try:\n"
+        f"        socket.create_connection((host, {port}), timeout=1)\n"
+        "        print('connected', host)\n"
+        "    except OSError as exc:\n"
+        "        print('failed', host, type(exc).__name__)\n"
+        f"socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+    )
+    try:
+        execution = await isolated_sandbox.run(spec(code))
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert "connected" not in execution.stdout
+    assert execution.stdout.count("failed") == 3
+    explained(execution, "ConnectionRefusedError")
+    await still_serves(isolated_sandbox)
+
+
+async def test_no_secret_of_the_orchestrator_is_readable(
+    isolated_sandbox: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f"s3cret-{secrets.token_hex(8)}"
+    monkeypatch.setenv("ATHENIC_FAKE_SECRET", secret)
+    code = (
+        "import glob, os\n"
+        "print(dict(os.environ))\n"
+        "seen = 0\n"
+        "for path in sorted(glob.glob('/proc/*/environ')):\n"
+        "    try:\n"
+        "        print(path, open(path, 'rb').read())\n"
+        "        seen += 1\n"
+        "    except OSError as exc:\n"
+        "        print(path, type(exc).__name__)\n"
+        "print('readable', seen)\n"
+        "for path in ('/proc/1/cmdline', '/proc/self/status'):\n"
+        "    print(open(path, 'rb').read())\n"
+    )
+    execution = await isolated_sandbox.run(spec(code))
+    assert execution.error is None, execution.error
+    assert int(execution.stdout.split("readable ")[1].split()[0]) >= 1, "the test must actually read /proc"
+    assert secret not in execution.stdout
+    assert secret not in execution.stderr
+    assert "ATHENIC_FAKE_SECRET" not in execution.stdout
+    await still_serves(isolated_sandbox)
