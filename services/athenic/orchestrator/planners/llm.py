@@ -174,7 +174,7 @@ class LlmPlanner:
         except ToolCallError as exc:
             log.info("llm tool call refused", reason=str(exc))
             return f"not run: {exc}"
-        await ctx.phase("running")
+        # ``run_code`` publishes "running" itself, once the tenant's quota admits the run.
         execution = await ctx.run_code(language, code)
         run.executions.append(execution)
         return tool_result(execution, settings.athenic_llm_tool_output_chars)
@@ -252,9 +252,9 @@ def _last_output(run: _Run) -> str:
 
 
 def _stopped(run: _Run, why: str) -> str:
-    runs = len(run.executions)
-    plural = "" if runs == 1 else "s"
-    return f"Stopped after {run.steps} steps: {why}. {runs} code run{plural} kept.{_last_output(run)}"
+    steps = f"{run.steps} step" + ("" if run.steps == 1 else "s")
+    runs = f"{len(run.executions)} code run" + ("" if len(run.executions) == 1 else "s")
+    return f"Stopped after {steps}: {why}. {runs} kept.{_last_output(run)}"
 
 
 def _fallback(run: _Run) -> str:
