@@ -282,7 +282,7 @@ class E2BSandbox:
             return RetryableError(f"E2B failed: {exc}")
         if isinstance(exc, httpx.HTTPError | OSError):
             log.warning("E2B unreachable", client_id=client_id, error=f"{type(exc).__name__}: {exc}")
-            return RetryableError(f"E2B is unreachable: {type(exc).__name__}: {exc}")
+            return RetryableError(f"E2B is unreachable or dropped the connection: {type(exc).__name__}: {exc}")
         log.warning("E2B call failed", client_id=client_id, error=f"{type(exc).__name__}: {exc}")
         return RetryableError(f"E2B call failed: {type(exc).__name__}: {exc}")
 

@@ -1,0 +1,245 @@
+"""The E2B backend through the real SDK, against the stand-in of E2B's endpoints on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import time
+
+import pytest
+import structlog
+
+from athenic.orchestrator.errors import RetryableError, TerminalError
+from athenic.orchestrator.sandbox.base import RunSpec, Stream
+from athenic.orchestrator.sandbox.e2b import E2BSandbox
+from tests.support.e2b_standin import E2BStandIn, png_bytes
+
+
+def spec(code: str, *, client: str = "c1", timeout: float = 10, idle: int = 300, template: str | None = None,
+         internet: bool = False) -> RunSpec:
+    return RunSpec(client_id=client, language="python", code=code, timeout_seconds=timeout, idle_seconds=idle,
+                   template=template, allow_internet=internet)
+
+
+async def test_output_streams_in_chunks_as_it_is_printed(e2b: E2BSandbox) -> None:
+    chunks: list[tuple[float, Stream, str]] = []
+
+    async def sink(stream: Stream, text: str) -> None:
+        chunks.append((time.monotonic(), stream, text))
+
+    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(0.6)\nprint('second')"
+    execution = await e2b.run(spec(code), on_output=sink)
+    finished = time.monotonic()
+    first = next(at for at, stream, text in chunks if stream == "stdout" and "first" in text)
+    assert finished - first >= 0.5, "the first line arrived only when the run ended"
+    assert "".join(text for _, stream, text in chunks if stream == "stdout") == "first\nsecond\n"
+    assert "".join(text for _, stream, text in chunks if stream == "stderr") == "oops\n"
+    assert execution.stdout == "first\nsecond\n"
+    assert execution.stderr == "oops\n"
+    assert execution.backend == "e2b"
+    assert execution.error is None
+
+
+async def test_rich_results_come_back_by_format(e2b: E2BSandbox) -> None:
+    code = (
+        "import base64\n"
+        f"PNG = base64.b64decode({base64.b64encode(png_bytes()).decode()!r})\n"
+        "class Chart:\n"
+        "    def _repr_png_(self):\n"
+        "        return PNG\n"
+        "    def __repr__(self):\n"
+        "        return '<Chart>'\n"
+        "class Table:\n"
+        "    def _repr_json_(self):\n"
+        "        return {'rows': [1, 2]}\n"
+        "    def _repr_html_(self):\n"
+        "        return '<table></table>'\n"
+        "display(Table())\n"
+        "Chart()\n"
+    )
+    execution = await e2b.run(spec(code))
+    assert execution.error is None
+    table, chart = execution.results
+    assert table["json"] == {"rows": [1, 2]}
+    assert table["html"] == "<table></table>"
+    assert chart["text"] == "<Chart>"
+    assert base64.b64decode(chart["png"]) == png_bytes()
+
+
+async def test_an_error_in_the_code_is_part_of_the_answer(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    execution = await e2b.run(spec("print('before')\n{}['missing']"))
+    assert execution.stdout == "before\n"
+    assert execution.error is not None
+    assert execution.error.name == "KeyError"
+    assert execution.error.value == "'missing'"
+    assert "Traceback" in execution.error.traceback
+    assert "\x1b[" not in execution.error.traceback, "terminal colours are stripped"
+    # the same sandbox keeps serving
+    assert (await e2b.run(spec("print(2)"))).stdout == "2\n"
+    assert len(standin.creates) == 1
+
+
+async def test_one_sandbox_per_client_reused_with_its_state(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("x = 41", client="alice"))
+    again = await e2b.run(spec("x + 1", client="alice"))
+    assert again.results == [{"text": "42"}]
+    other = await e2b.run(spec("print('x' in dir())", client="bob"))
+    assert other.stdout == "False\n"
+    assert [sandbox.metadata["clientId"] for sandbox in standin.creates] == ["alice", "bob"]
+    assert all(sandbox.api_key == "e2b_test_key" for sandbox in standin.creates)
+    assert standin.creates[0].executions == 2
+    assert e2b.sessions == 2
+
+
+async def test_template_and_internet_access_follow_the_run(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("1", client="a"))
+    await e2b.run(spec("1", client="b", template="data-science", internet=True))
+    default, custom = standin.creates
+    assert default.template == "code-interpreter-v1"
+    assert default.allow_internet is False
+    assert custom.template == "data-science"
+    assert custom.allow_internet is True
+    # a changed policy replaces the client's sandbox
+    await e2b.run(spec("1", client="a", template="data-science"))
+    assert standin.creates[2].template == "data-science"
+    assert default.sandbox_id in standin.kills
+
+
+async def test_an_idle_sandbox_is_killed_and_the_next_run_starts_fresh(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("x = 1", idle=1))
+    first = standin.creates[0]
+    deadline = time.monotonic() + 5
+    while first.sandbox_id not in standin.kills and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert first.sandbox_id in standin.kills
+    assert e2b.sessions == 0
+    execution = await e2b.run(spec("print('x' in dir())", idle=1))
+    assert execution.stdout == "False\n"
+    assert len(standin.creates) == 2
+
+
+async def test_a_used_sandbox_is_not_reaped_and_its_lifetime_is_refreshed(
+    e2b: E2BSandbox, standin: E2BStandIn
+) -> None:
+    for _ in range(4):
+        await e2b.run(spec("print(1)", idle=1))
+        await asyncio.sleep(0.5)
+    assert standin.kills == []
+    assert len(standin.creates) == 1
+    assert len(standin.creates[0].lifetimes) == 3
+
+
+async def test_shutdown_kills_every_sandbox(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("1", client="a"))
+    await e2b.run(spec("1", client="b"))
+    await e2b.aclose()
+    assert sorted(standin.kills) == sorted(sandbox.sandbox_id for sandbox in standin.creates)
+    with pytest.raises(RetryableError):
+        await e2b.run(spec("1"))
+
+
+async def test_a_sandbox_gone_behind_our_back_is_replaced(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("x = 1"))
+    standin.creates[0].killed = True  # E2B's own lifetime ran out
+    execution = await e2b.run(spec("print('fresh')"))
+    assert execution.stdout == "fresh\n"
+    assert len(standin.creates) == 2
+
+
+async def test_code_over_the_time_limit_is_interrupted_and_the_kernel_survives(
+    e2b: E2BSandbox, standin: E2BStandIn
+) -> None:
+    await e2b.run(spec("kept = 'state'"))
+    execution = await e2b.run(spec("import time\nprint('working')\ntime.sleep(30)", timeout=1))
+    assert execution.timed_out
+    assert execution.stdout == "working\n"
+    assert execution.error is not None
+    assert execution.error.name == "TimeoutError"
+    after = await e2b.run(spec("kept"))
+    assert after.results == [{"text": "'state'"}]
+    assert len(standin.creates[0].interrupted_at) == 1
+
+
+async def test_a_hanging_service_times_out(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("1"))
+    standin.execute_mode = "hang"
+    execution = await e2b.run(spec("print(1)", timeout=1))
+    assert execution.timed_out
+    assert execution.error is not None
+    assert execution.error.name == "TimeoutError"
+
+
+async def test_cancelling_stops_the_remote_execution_within_a_second(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    started = asyncio.Event()
+
+    async def sink(stream: Stream, text: str) -> None:
+        started.set()
+
+    task = asyncio.create_task(e2b.run(spec("import time\nprint('go')\ntime.sleep(60)", timeout=60), sink))
+    await asyncio.wait_for(started.wait(), 10)
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - cancelled_at < 1.0
+    sandbox = standin.creates[0]
+    deadline = cancelled_at + 1.0
+    while not sandbox.interrupted_at and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert sandbox.interrupted_at, "the stand-in's execution should have been interrupted"
+    assert sandbox.interrupted_at[0] - cancelled_at < 1.0
+    # the client's kernel serves the next message
+    assert (await e2b.run(spec("print('next')"))).stdout == "next\n"
+
+
+async def test_a_dropped_connection_is_retryable(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("1"))
+    standin.execute_mode = "drop"
+    with pytest.raises(RetryableError):
+        await e2b.run(spec("print(1)"))
+
+
+@pytest.mark.parametrize("where", ["execute", "create"])
+async def test_server_errors_are_retryable(e2b: E2BSandbox, standin: E2BStandIn, where: str) -> None:
+    if where == "execute":
+        await e2b.run(spec("1"))
+        standin.execute_mode = "error500"
+    else:
+        standin.create_status = 500
+    with pytest.raises(RetryableError):
+        await e2b.run(spec("print(1)"))
+
+
+async def test_rate_limiting_is_retryable(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    standin.create_status = 429
+    with pytest.raises(RetryableError, match="busy"):
+        await e2b.run(spec("print(1)"))
+
+
+async def test_a_bad_key_fails_clearly_with_one_error_log(standin: E2BStandIn) -> None:
+    backend = E2BSandbox(api_key="wrong", output_limit_bytes=4096, request_timeout_seconds=5)
+    try:
+        with structlog.testing.capture_logs() as logs, pytest.raises(TerminalError, match="E2B_API_KEY"):
+            await backend.run(spec("print(1)"))
+    finally:
+        await backend.aclose()
+    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    assert len(errors) == 1
+    assert standin.create_attempts == 1, "a rejected key is not retried"
+    assert standin.creates == []
+
+
+async def test_e2b_unreachable_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    monkeypatch.setenv("E2B_API_URL", url)
+    monkeypatch.setenv("E2B_SANDBOX_URL", url)
+    backend = E2BSandbox(api_key="k", output_limit_bytes=4096, request_timeout_seconds=2)
+    try:
+        with pytest.raises(RetryableError, match="unreachable"):
+            await backend.run(spec("print(1)"))
+    finally:
+        await backend.aclose()
