@@ -28,20 +28,63 @@ from athenic_operator.settings import OperatorSettings
 QUOTAS = "athenic.dev/v1alpha1/sandboxquotas"
 BASE = "/apis/athenic.dev/v1alpha1/namespaces"
 NAMESPACE = "athenic"
-_versions = itertools.count(1)
+
+
+class _Versions:
+    """resourceVersions of the emulated API server: one counter for every write."""
+
+    def __init__(self) -> None:
+        self.current = 0
+
+    def __next__(self) -> int:
+        self.current += 1
+        return self.current
+
+
+_versions = _Versions()
 
 
 class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """kmock's emulator, also naming objects created with ``metadata.generateName`` (as
-    kopf's events are) the way the API server does; otherwise the second event conflicts."""
+    """kmock's emulator, plus what the API server does that kopf relies on: naming objects
+    created with ``metadata.generateName`` (kopf's events; else the second one conflicts),
+    a new ``resourceVersion`` on every write, and a watch that starts at the version of the
+    list before it (else kopf sees listed objects twice, the second time stale, and its
+    optimistic finalizer patch fails)."""
 
     _suffixes = itertools.count(1)
 
     async def _handle(self, request: Any) -> Any:
-        meta = request.data.get("metadata") if isinstance(request.data, dict) else None
-        if isinstance(meta, dict) and not meta.get("name") and meta.get("generateName"):
-            meta["name"] = f"{meta['generateName']}{next(self._suffixes):05d}"
+        data = request.data
+        if request.method in ("POST", "PATCH") and request.resource is not None:
+            version = str(next(_versions))
+            if isinstance(data, dict):
+                meta = data.setdefault("metadata", {})
+                if request.method == "POST" and not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{next(self._suffixes):05d}"
+                meta["resourceVersion"] = version
+            elif isinstance(data, list):  # a JSON patch
+                data.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
         return await super()._handle(request)
+
+    async def _serve_list(self, request: Any) -> Any:
+        payload = await super()._serve_list(request)
+        payload["metadata"]["resourceVersion"] = str(_versions.current)
+        return payload
+
+    async def _serve_watch(self, request: Any) -> Any:
+        since_text = str(request.params.get("resourceVersion") or "0")
+        since = int(since_text) if since_text.isdigit() else 0
+        first = True
+        async for event in super()._serve_watch(request):
+            if first:  # the headers-flushing empty chunk
+                first = False
+                yield event
+                continue
+            if isinstance(event, dict) and event.get("type") == "ADDED":
+                version = str(event["object"].get("metadata", {}).get("resourceVersion", "0"))
+                if version.isdigit() and int(version) <= since:
+                    continue  # already in the list the client started from
+            yield event
 
 
 def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
@@ -63,7 +106,7 @@ def quota_body(name: str, spec: dict[str, Any], *, namespace: str = NAMESPACE, a
         "apiVersion": "athenic.dev/v1alpha1",
         "kind": "SandboxQuota",
         "metadata": {
-            "name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1,
+            "name": name, "namespace": namespace, "uid": f"uid-{namespace}-{name}", "generation": 1,
             "resourceVersion": str(next(_versions)),
             "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         },

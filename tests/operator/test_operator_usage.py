@@ -1,0 +1,39 @@
+"""``status.used`` follows the leases and rate counters the orchestrators keep in NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from athenic.shared.quota_keys import encode_counter, epoch_minute, lease_key, rate_key
+from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
+
+
+async def test_status_reports_usage_per_tenant_and_for_the_default(cluster: Cluster, broker: Broker,
+                                                                    operators: Operators) -> None:
+    if time.time() % 60 > 50:  # the counters below are this minute's: do not straddle a boundary
+        await asyncio.sleep(60 - time.time() % 60 + 0.1)
+    await operators.start()
+    await cluster.create(quota_body("acme", {"tenant": "acme", "maxConcurrentExecutions": 5}))
+    await cluster.create(quota_body("default", {"tenant": "*"}, age_rank=1))
+    minute = epoch_minute(time.time())
+    await broker.leases.create(lease_key("acme", "run1"), b"orchestrator-0")
+    await broker.leases.create(lease_key("acme", "run2"), b"orchestrator-1")
+    await broker.leases.create(lease_key("bob", "run3"), b"orchestrator-0")
+    await broker.leases.create(lease_key("carol", "run4"), b"orchestrator-2")
+    await broker.leases.put(rate_key("acme", minute), encode_counter(7))
+    await broker.leases.put(rate_key("bob", minute), encode_counter(2))
+    await broker.leases.put(rate_key("bob", minute - 1), encode_counter(40))  # an older minute
+
+    def used(name: str) -> dict[str, int]:
+        result: dict[str, int] = cluster.status(name).get("used") or {}
+        return result
+
+    await eventually(lambda: used("acme") == {"concurrentExecutions": 2, "executionsThisMinute": 7},
+                     what="acme's usage", timeout=15)
+    # The default quota governs bob and carol (no quota of their own): it reports their sum.
+    await eventually(lambda: used("default") == {"concurrentExecutions": 2, "executionsThisMinute": 2},
+                     what="the default's usage", timeout=15)
+
+    await broker.leases.delete(lease_key("acme", "run1"))
+    await eventually(lambda: used("acme").get("concurrentExecutions") == 1, what="a finished run", timeout=15)
