@@ -13,8 +13,9 @@ import contextlib
 import itertools
 import json
 import socket
+import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,3 +141,35 @@ class OpenAIStandIn:
     def tool_messages(self, request_index: int) -> list[dict[str, Any]]:
         """The ``role: tool`` messages of one recorded request."""
         return [m for m in self.requests[request_index]["messages"] if m.get("role") == "tool"]
+
+
+@contextlib.contextmanager
+def serving_in_thread(script: Script | Sequence[Reply]) -> Iterator[OpenAIStandIn]:
+    """The stand-in on its own event loop in a thread, for synchronous tests of real processes."""
+    standin = OpenAIStandIn(script)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            loop.run_until_complete(standin.__aenter__())
+        except BaseException as exc:
+            failure.append(exc)
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(standin.__aexit__(None, None, None))
+
+    thread = threading.Thread(target=main, name="openai-standin", daemon=True)
+    thread.start()
+    ready.wait(30)
+    if failure:
+        raise failure[0]
+    try:
+        yield standin
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
