@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+import pytest
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from athenic.orchestrator.planners.llm import LlmPlanner
 from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.shared.messages import Execution
 from athenic.shared.settings import load
 from tests.planner.helpers import API_KEY, MODEL, chat, scripted
 from tests.planner.run_context import SubprocessRunContext
@@ -195,3 +199,22 @@ async def test_keyless_endpoint_and_max_completion_tokens_from_env_alone(history
     assert llm.requests[0]["model"] == "llama3.1"
     assert "max_tokens" not in llm.requests[0]
     assert llm.requests[0]["max_completion_tokens"] == settings.athenic_llm_max_tokens
+
+
+class CancellingRunContext(SubprocessRunContext):
+    """A sandbox whose run was cancelled by the user (the cancel route)."""
+
+    async def run_code(self, language: str, code: str) -> Execution:
+        execution = await super().run_code(language, code)
+        return msgspec.structs.replace(execution, cancelled=True)
+
+
+async def test_a_cancelled_run_ends_the_loop_and_is_not_remembered(history_kv: KeyValue) -> None:
+    forever = lambda _body: tool_call("python", "print('partial')")  # noqa: E731
+    async with scripted(forever, history_kv) as (llm, p):
+        result = await p.answer(chat("long job", client_id="ivy"), CancellingRunContext())
+    assert result.message == "Cancelled while running code."
+    assert [e.stdout for e in result.executions] == ["partial\n"]
+    assert len(llm.requests) == 1  # the model is not asked again
+    with pytest.raises(KeyNotFoundError):
+        await history_kv.get("ivy")
