@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 import kopf
+from kopf._core.engines.peering import detect_own_id
 
 from athenic.shared.logging import configure_logging
 from athenic.shared.quotas import Quota
@@ -31,13 +32,15 @@ from athenic_operator.settings import OperatorSettings
 Kwargs = Any
 
 
-def build_registry(operator_settings: OperatorSettings, nats_settings: NatsSettings) -> kopf.OperatorRegistry:
+def build_registry(
+    operator_settings: OperatorSettings, nats_settings: NatsSettings, identity: str,
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     on = kopf.on
 
     @on.startup(registry=registry)
     async def _startup(**kwargs: Kwargs) -> None:
-        await startup(operator_settings=operator_settings, nats_settings=nats_settings,
+        await startup(operator_settings=operator_settings, nats_settings=nats_settings, identity=identity,
                       **_pick(kwargs, ("settings", "memo", "logger")))
 
     @on.cleanup(registry=registry)
@@ -99,8 +102,10 @@ async def run(
     op = operator_settings
     port = op.athenic_operator_liveness_port
     standalone = op.athenic_operator_standalone
+    identity = detect_own_id(manual=False)  # POD_ID when set (the chart sets it), else user@host/...
     await kopf.operator(
-        registry=build_registry(op, nats_settings),
+        registry=build_registry(op, nats_settings, identity),
+        identity=identity,
         settings=kopf.OperatorSettings(),
         memo=kopf.Memo(),
         clusterwide=op.clusterwide,

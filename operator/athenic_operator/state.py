@@ -20,6 +20,7 @@ class OperatorState:
     policies: KeyValue
     leases: KeyValue
     usage: UsageMeter
+    identity: str  # this replica's name among its peers
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 

@@ -44,7 +44,7 @@ class _Versions:
 _versions = _Versions()
 
 
-class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator, plus what the API server does that kopf relies on: naming objects
     created with ``metadata.generateName`` (kopf's events; else the second one conflicts),
     a new ``resourceVersion`` on every write, and a watch that starts at the version of the
@@ -67,7 +67,7 @@ class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return await super()._handle(request)
 
     async def _serve_list(self, request: Any) -> Any:
-        payload = await super()._serve_list(request)
+        payload: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
         payload["metadata"]["resourceVersion"] = str(_versions.current)
         return payload
 
@@ -152,6 +152,11 @@ class Cluster:
     async def delete(self, name: str, *, namespace: str = NAMESPACE) -> None:
         async with self.emulator.delete(f"{BASE}/{namespace}/sandboxquotas/{name}") as rsp:
             assert rsp.status < 300, await rsp.text()
+
+    def body(self, name: str, *, namespace: str = NAMESPACE) -> dict[str, Any]:
+        found = self.get(name, namespace=namespace)
+        assert found is not None, f"no SandboxQuota {namespace}/{name}"
+        return found
 
     def get(self, name: str, *, namespace: str = NAMESPACE) -> dict[str, Any] | None:
         key = (kmock.resource(QUOTAS), namespace, name)

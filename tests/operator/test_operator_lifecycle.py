@@ -25,7 +25,7 @@ async def test_create_publishes_policy_and_reports_status(cluster: Cluster, brok
     assert status["hard"]["memoryMiB"] == 256
     ready = cluster.ready("acme")
     assert (ready["status"], ready["reason"]) == ("True", "Published")
-    assert "athenic.dev/policy" in cluster.get("acme")["metadata"]["finalizers"]
+    assert "athenic.dev/policy" in cluster.body("acme")["metadata"]["finalizers"]
     await eventually(lambda: "Published" in cluster.event_reasons("acme"), what="event posted")
 
 

@@ -36,6 +36,7 @@ async def startup(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     operator_settings: OperatorSettings,
     nats_settings: NatsSettings,
+    identity: str,
 ) -> None:
     configure_kopf(settings)
     options: dict[str, Any] = {
@@ -57,7 +58,7 @@ async def startup(
     interval = operator_settings.athenic_operator_usage_interval_seconds
     state = OperatorState(
         settings=operator_settings, nc=nc, policies=policies, leases=leases,
-        usage=UsageMeter(leases, max_age=interval / 2),
+        usage=UsageMeter(leases, max_age=interval / 2), identity=identity,
     )
     memo.state = state
     task = asyncio.create_task(resync_until_done(state, settings), name="policies-resync")
