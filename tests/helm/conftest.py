@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from tests.support.helm import (
-    CHART_DIR,
     REPO_ROOT,
     HelmUnavailableError,
     ensure_helm,

@@ -85,11 +85,14 @@ def test_every_pod_is_restricted(render: Render, value_set: str) -> None:
                 # the one documented exception: a Localhost profile that admits namespaces
                 assert sc["seccompProfile"] == {"type": "Localhost",
                                                 "localhostProfile": "profiles/athenic-bwrap.json"}
-                assert spec["hostUsers"] is False and sc["procMount"] == "Unmasked"
+                assert spec["hostUsers"] is False
+                assert sc["procMount"] == "Unmasked"
             else:
                 assert sc.get("seccompProfile", {"type": "RuntimeDefault"}) == {"type": "RuntimeDefault"}, name
-                assert "procMount" not in sc and "hostUsers" not in spec, name
-            assert item.get("resources", {}).get("requests") and item["resources"].get("limits"), name
+                assert "procMount" not in sc, name
+                assert "hostUsers" not in spec, name
+            assert item.get("resources", {}).get("requests"), name
+            assert item["resources"].get("limits"), name
             # a read-only root needs somewhere to write: /tmp is an emptyDir
             if not where.startswith(("Pod/", "StatefulSet/")):
                 assert any(m["mountPath"] == "/tmp" for m in item.get("volumeMounts", [])), name
@@ -144,7 +147,8 @@ def test_crds_ship_with_the_chart(render: Render) -> None:
     crds = {m["metadata"]["name"]: m for m in of_kind(render("defaults"), "CustomResourceDefinition")}
     assert "sandboxquotas.athenic.dev" in crds, "charts/athenic/crds/sandboxquotas.athenic.dev.yaml missing"
     quota = crds["sandboxquotas.athenic.dev"]["spec"]
-    assert quota["scope"] == "Namespaced" and quota["names"]["shortNames"] == ["sbq"]
+    assert quota["scope"] == "Namespaced"
+    assert quota["names"]["shortNames"] == ["sbq"]
     version = next(v for v in quota["versions"] if v["name"] == "v1alpha1")
     assert version["subresources"] == {"status": {}}
     assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
@@ -173,7 +177,8 @@ def test_operator_rbac_is_exactly_what_it_uses(render: Render) -> None:
     )
     assert granted == expected
     assert not any("*" in str(rule) for rule in role["rules"])
-    assert not of_kind(manifests, "Role") and len(of_kind(manifests, "ClusterRole")) == 1
+    assert not of_kind(manifests, "Role")
+    assert len(of_kind(manifests, "ClusterRole")) == 1
 
     binding = named(manifests, "ClusterRoleBinding", "athenic-operator")
     assert binding["roleRef"]["name"] == "athenic-operator"
@@ -183,7 +188,8 @@ def test_operator_rbac_is_exactly_what_it_uses(render: Render) -> None:
     # the api and orchestrator never talk to the Kubernetes API: no token mounted
     for name in ("athenic-api", "athenic-orchestrator"):
         pod = named(manifests, "Deployment", name)["spec"]["template"]["spec"]
-        assert pod["serviceAccountName"] == name and pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == name
+        assert pod["automountServiceAccountToken"] is False
     peering = named(manifests, "ClusterKopfPeering", "athenic-operator")
     assert env_value(container(manifests, "athenic-operator"), "ATHENIC_OPERATOR_PEERING") == \
         peering["metadata"]["name"]
@@ -191,7 +197,8 @@ def test_operator_rbac_is_exactly_what_it_uses(render: Render) -> None:
 
 def test_operator_can_be_left_to_another_release(render: Render) -> None:
     manifests = render("defaults", {"operator": {"enabled": False}})
-    assert not of_kind(manifests, "ClusterRole") and not of_kind(manifests, "ClusterKopfPeering")
+    assert not of_kind(manifests, "ClusterRole")
+    assert not of_kind(manifests, "ClusterKopfPeering")
     assert {m["metadata"]["name"] for m in of_kind(manifests, "Deployment")} == {"athenic-api",
                                                                                    "athenic-orchestrator"}
 
@@ -212,7 +219,8 @@ def test_secrets_come_from_existing_secrets(render: Render) -> None:
     # no chart-made Secret for what the user already keeps in one (only the NATS login)
     assert [s["metadata"]["name"] for s in of_kind(manifests, "Secret")] == ["athenic-nats-auth"]
     # and the secrets never reach the orchestrator's neighbours
-    assert "E2B_API_KEY" not in env(api) and "SUPABASE_JWT_SECRET" not in env(orch)
+    assert "E2B_API_KEY" not in env(api)
+    assert "SUPABASE_JWT_SECRET" not in env(orch)
 
 
 def test_inline_secrets_become_secrets_referenced_by_key(render: Render) -> None:
@@ -228,7 +236,9 @@ def test_inline_secrets_become_secrets_referenced_by_key(render: Render) -> None
     # plain values never appear in a pod spec, only in the Secret
     for _, spec in pod_specs(manifests):
         text = repr(spec)
-        assert "e2b_inline_key" not in text and "sk-inline" not in text and "hs256-secret-value" not in text
+        assert "e2b_inline_key" not in text
+        assert "sk-inline" not in text
+        assert "hs256-secret-value" not in text
 
 
 def test_every_secret_reference_resolves(render: Render) -> None:
@@ -260,7 +270,8 @@ def test_no_e2b_key_means_a_named_secret_to_create(render: Render) -> None:
 def test_local_sandbox_is_rendered_as_documented(render: Render,
                                                  helm_run: Callable[[list[str]], str]) -> None:
     dev = container(render("dev"), "athenic-orchestrator")
-    assert env_value(dev, "ATHENIC_SANDBOX") == "local" and "E2B_API_KEY" not in env(dev)
+    assert env_value(dev, "ATHENIC_SANDBOX") == "local"
+    assert "E2B_API_KEY" not in env(dev)
     bwrap = container(render("local-bubblewrap"), "athenic-orchestrator")
     assert env_value(bwrap, "ATHENIC_SANDBOX") == "local"
     with pytest.raises(HelmError, match="seccompProfile"):
@@ -270,12 +281,14 @@ def test_local_sandbox_is_rendered_as_documented(render: Render,
 def test_bundled_nats_dev_and_production(render: Render) -> None:
     dev = render("dev")
     sts = named(dev, "StatefulSet", "athenic-nats")
-    assert sts["spec"]["replicas"] == 1 and "volumeClaimTemplates" not in sts["spec"]
+    assert sts["spec"]["replicas"] == 1
+    assert "volumeClaimTemplates" not in sts["spec"]
     assert "cluster {" not in named(dev, "ConfigMap", "athenic-nats-config")["data"]["nats.conf"]
 
     prod = render("production")
     sts = named(prod, "StatefulSet", "athenic-nats")
-    assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["replicas"] == 3
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
     claim = sts["spec"]["volumeClaimTemplates"][0]
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert sts["spec"]["template"]["spec"]["containers"][0]["image"].startswith("nats:2.1")
@@ -397,7 +410,8 @@ def test_helm_test_hook_checks_health_and_chat(render: Render) -> None:
     (smoke,) = pod["spec"]["containers"]
     script = (CHART_DIR / "files" / "smoke_test.py").read_text()
     assert smoke["command"] == ["python", "-c", script]
-    assert "/api/health" in script and "/api/chat" in script
+    assert "/api/health" in script
+    assert "/api/chat" in script
     assert env_value(smoke, "ATHENIC_API_URL") == "http://athenic-api.athenic.svc:3000"
     # with auth on and no token for the test user, the test checks that auth is enforced
     auth_pod = named(render("auth-on"), "Pod", "athenic-test-chat")

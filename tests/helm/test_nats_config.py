@@ -81,7 +81,8 @@ async def test_three_server_config_forms_a_jetstream_cluster(
         render: Render, tmp_path: Path, servers: list[NatsServer]) -> None:
     conf = write_config(render, "production", tmp_path)
     text = conf.read_text()
-    assert text.count("nats://athenic-nats-") == 3 and "authorization" in text
+    assert text.count("nats://athenic-nats-") == 3
+    assert "authorization" in text
     cluster_ports = [free_port() for _ in range(3)]
     # the pods' DNS names become loopback addresses; the route login is the rendered one
     routes = ",".join(f"nats://{USER}:{PASSWORD}@127.0.0.1:{p}" for p in cluster_ports)
@@ -98,11 +99,12 @@ async def test_three_server_config_forms_a_jetstream_cluster(
             try:
                 await js.add_stream(StreamConfig(name="R3CHECK", subjects=["r3.check"], num_replicas=3))
                 break
-            except Exception:  # noqa: BLE001 - "no suitable peers" until the cluster has formed
+            except Exception:  # "insufficient resources" until the three servers have met
                 await asyncio.sleep(0.2)
         info = await js.stream_info("R3CHECK")
         assert info.config.num_replicas == 3
-        assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+        assert info.cluster is not None
+        assert len(info.cluster.replicas or []) == 2
         settings = load(NatsSettings, {"NATS_URL": servers[0].url, "NATS_REPLICAS": "3"})
         await ensure_topology(js, settings)
     finally:

@@ -30,6 +30,8 @@ def call(method: str, url: str, body: dict[str, Any] | None = None, token: str =
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, f"unreachable: {exc}"
     try:
         return status, json.loads(raw) if raw else None
     except ValueError:
@@ -58,7 +60,7 @@ def main() -> int:
     if expect_401:
         check(status == 401, f"anonymous POST /api/chat is refused with 401 (auth is on) -> {status}")
         return 0
-    check(status == 200 and isinstance(body, dict) and body.get("success") is True and body.get("clientId"),
+    check(status == 200 and isinstance(body, dict) and body.get("success") is True and bool(body.get("clientId")),
           f"POST /api/chat accepted -> {status} {body}")
     client_id = str(body["clientId"])
 
