@@ -1,3 +1,9 @@
+"""One nats-server and one api process per test module; tests use their own clientIds.
+
+Tests that stop the broker start their own (``nats_server`` + ``Api``), so nothing they do
+reaches another test.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -10,16 +16,30 @@ from tests.support.nats import NatsServer
 from tests.support.services import Api
 
 
-@pytest.fixture
-def api(nats_server: NatsServer, tmp_path: Path) -> Iterator[Api]:
-    service = Api(nats_server.url, tmp_path).start()
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("system")
+
+
+@pytest.fixture(scope="module")
+def system_nats(module_tmp: Path) -> Iterator[NatsServer]:
+    server = NatsServer(module_tmp / "jetstream").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(system_nats: NatsServer, module_tmp: Path) -> Iterator[Api]:
+    service = Api(system_nats.url, module_tmp).start()
     try:
         yield service
     finally:
         service.terminate()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(api: Api) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api.url, timeout=10) as http:
         yield http

@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -121,29 +122,35 @@ def test_openapi_documents_every_answer(client: httpx.Client) -> None:
     assert {"200", "404"} <= set(get["responses"])
 
 
-def test_broker_outage_gives_503_then_recovers(nats_server: NatsServer, api: Api, client: httpx.Client) -> None:
-    assert client.post("/api/chat", json={"message": "before"}).status_code == 200
-    nats_server.stop()
-    started = time.monotonic()
-    response = client.post("/api/chat", json={"message": "during"})
-    elapsed = time.monotonic() - started
-    assert_problem(response, 503, "not accepted")
-    print(f"503 after {elapsed:.2f}s")
-    assert client.get("/api/health").status_code == 200  # liveness never depends on the broker
-    assert client.get("/api/ready").status_code == 503
-    nats_server.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        response = client.post("/api/chat", json={"message": "after"})
-        if response.status_code == 200:
-            break
-        time.sleep(0.2)
-    assert response.status_code == 200, "the api did not recover after the broker came back"
-    client_id = response.json()["clientId"]
-    assert client.get(f"/api/chat/response/{client_id}").json()["lastMessage"] == "after"
+def test_broker_outage_gives_503_then_recovers(nats_server: NatsServer, tmp_path: Path) -> None:
+    service = Api(nats_server.url, tmp_path).start()
+    try:
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            assert client.post("/api/chat", json={"message": "before"}).status_code == 200
+            nats_server.stop()
+            started = time.monotonic()
+            response = client.post("/api/chat", json={"message": "during"})
+            elapsed = time.monotonic() - started
+            assert_problem(response, 503, "not accepted")
+            assert response.headers["retry-after"] == "1"
+            print(f"503 after {elapsed:.2f}s")
+            assert client.get("/api/health").status_code == 200  # liveness never depends on the broker
+            assert client.get("/api/ready").status_code == 503
+            nats_server.start()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                response = client.post("/api/chat", json={"message": "after"})
+                if response.status_code == 200:
+                    break
+                time.sleep(0.2)
+            assert response.status_code == 200, "the api did not recover after the broker came back"
+            client_id = response.json()["clientId"]
+            assert client.get(f"/api/chat/response/{client_id}").json()["lastMessage"] == "after"
+    finally:
+        service.terminate()
 
 
-def test_api_starts_while_the_broker_is_down(nats_server: NatsServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_api_starts_while_the_broker_is_down(nats_server: NatsServer, tmp_path: Path) -> None:
     nats_server.stop()
     service = Api(nats_server.url, tmp_path)
     service.start(wait_ready=False)

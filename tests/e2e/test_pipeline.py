@@ -19,8 +19,8 @@ FINAL = {"completed", "failed", "cancelled"}
 
 
 @pytest.fixture
-def orchestrator(nats_server: NatsServer, tmp_path: Path) -> Iterator[Orchestrator]:
-    service = Orchestrator(nats_server.url, tmp_path, ATHENIC_CONCURRENCY="4").start()
+def orchestrator(system_nats: NatsServer, tmp_path: Path) -> Iterator[Orchestrator]:
+    service = Orchestrator(system_nats.url, tmp_path, ATHENIC_CONCURRENCY="4").start()
     try:
         yield service
     finally:
@@ -112,9 +112,9 @@ def test_a_slow_earlier_message_never_overwrites_a_later_answer(
 
 
 def test_sigkill_while_holding_messages_loses_nothing(
-    nats_server: NatsServer, client: httpx.Client, tmp_path: Path
+    system_nats: NatsServer, client: httpx.Client, tmp_path: Path
 ) -> None:
-    first = Orchestrator(nats_server.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5").start()
+    first = Orchestrator(system_nats.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5").start()
     posted = [post(client, f"```python\nimport time\ntime.sleep(1.5)\nprint({i})\n```") for i in range(6)]
     posted += [post(client, f"hello {i}") for i in range(6)]
     # wait until the first orchestrator holds work, then kill it without warning
@@ -122,7 +122,7 @@ def test_sigkill_while_holding_messages_loses_nothing(
     while "answering" not in first.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     first.kill()
-    second = Orchestrator(nats_server.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5").start()
+    second = Orchestrator(system_nats.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5").start()
     try:
         for client_id, request_id in posted:
             state = wait_for_status(client, client_id, FINAL, timeout=60, request_id=request_id)
@@ -131,8 +131,8 @@ def test_sigkill_while_holding_messages_loses_nothing(
         second.terminate()
 
 
-def test_sigterm_drains_in_flight_work(nats_server: NatsServer, client: httpx.Client, tmp_path: Path) -> None:
-    service = Orchestrator(nats_server.url, tmp_path).start()
+def test_sigterm_drains_in_flight_work(system_nats: NatsServer, client: httpx.Client, tmp_path: Path) -> None:
+    service = Orchestrator(system_nats.url, tmp_path).start()
     client_id, request_id = post(client, "```python\nimport time\ntime.sleep(2)\nprint('done')\n```")
     wait_for_status(client, client_id, {"processing"}, request_id=request_id)
     assert service.terminate() == 0
@@ -141,10 +141,12 @@ def test_sigterm_drains_in_flight_work(nats_server: NatsServer, client: httpx.Cl
     assert state["lastResponse"]["executions"][0]["stdout"] == "done\n"
 
 
-def test_last_delivery_writes_a_failed_answer(nats_server: NatsServer, client: httpx.Client, tmp_path: Path) -> None:
+def test_last_delivery_writes_a_failed_answer(
+    system_nats: NatsServer, client: httpx.Client, tmp_path: Path
+) -> None:
     # E2B unreachable is retryable: after the last allowed delivery the app gets a clear failure.
     dead = f"http://127.0.0.1:{free_port()}"
-    service = Orchestrator(nats_server.url, tmp_path, ATHENIC_SANDBOX="e2b", E2B_API_KEY="e2b_test",
+    service = Orchestrator(system_nats.url, tmp_path, ATHENIC_SANDBOX="e2b", E2B_API_KEY="e2b_test",
                            E2B_API_URL=dead, E2B_SANDBOX_URL=dead, ATHENIC_MAX_DELIVER="2").start()
     try:
         client_id, request_id = post(client, "```python\nprint(1)\n```")

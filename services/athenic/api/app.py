@@ -87,6 +87,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
                                      exclude=["/metrics"], group_path=True).middleware],
         lifespan=[broker_lifespan],
         request_max_body_size=settings.max_body_bytes,
+        logging_config=None,  # structlog (shared.logging) owns the log format
         openapi_config=OpenAPIConfig(
             title="Athenic API",
             version="1.0.0",

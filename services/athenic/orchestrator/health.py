@@ -30,7 +30,7 @@ def health_app(broker: Broker, alive: Callable[[], bool]) -> Litestar:
     def metrics() -> bytes:
         return generate_latest()
 
-    return Litestar(route_handlers=[healthz, readyz, metrics], openapi_config=None)
+    return Litestar(route_handlers=[healthz, readyz, metrics], openapi_config=None, logging_config=None)
 
 
 class _EmbeddedServer(uvicorn.Server):

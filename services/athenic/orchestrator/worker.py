@@ -19,6 +19,7 @@ from typing import Literal
 import msgspec
 import nats.errors
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
 from athenic.orchestrator.errors import RetryableError, TerminalError
@@ -105,23 +106,29 @@ class Worker:
                 await cancel_sub.unsubscribe()
 
     async def _slot(self, index: int, stop: asyncio.Event) -> None:
-        psub = None
-        while not stop.is_set():
-            self.alive_at = asyncio.get_running_loop().time()
-            try:
-                if psub is None:
-                    psub = await self.broker.js.pull_subscribe_bind(
-                        durable=names.ORCHESTRATOR_CONSUMER, stream=names.REQUEST_STREAM
-                    )
-                msgs = await psub.fetch(1, timeout=self.settings.athenic_fetch_timeout_seconds)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.Error, OSError) as exc:
-                log.warning("fetch failed; retrying", slot=index, error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1)
-                continue
-            for msg in msgs:
-                await self.handle(msg)
+        psub: JetStreamContext.PullSubscription | None = None
+        try:
+            while not stop.is_set():
+                self.alive_at = asyncio.get_running_loop().time()
+                try:
+                    if psub is None:
+                        psub = await self.broker.js.pull_subscribe_bind(
+                            durable=names.ORCHESTRATOR_CONSUMER, stream=names.REQUEST_STREAM
+                        )
+                    msgs = await psub.fetch(1, timeout=self.settings.athenic_fetch_timeout_seconds)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                except (nats.errors.Error, OSError) as exc:
+                    log.warning("fetch failed; retrying", slot=index, error=str(exc) or type(exc).__name__)
+                    await asyncio.sleep(1)
+                    continue
+                for msg in msgs:
+                    await self.handle(msg)
+        finally:
+            if psub is not None:
+                # a pull subscription left behind would hold up the connection's drain
+                with contextlib.suppress(nats.errors.Error):
+                    await psub.unsubscribe()
 
     async def handle(self, msg: Msg) -> None:
         meta = msg.metadata
