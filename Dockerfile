@@ -35,10 +35,11 @@ RUN /opt/athenic/bin/pip install --no-deps . \
 
 # ---- runtime: the interpreter, the virtualenv, bubblewrap; no compilers, no pip cache ----
 FROM ${PYTHON_IMAGE} AS runtime
-# bubblewrap + Debian's python3: the local sandbox runs user code with /usr/bin/python3 inside
-# bubblewrap (sandbox.backend=local); the services themselves run on /usr/local/bin/python.
+# bubblewrap, prlimit (util-linux) and Debian's python3: the local sandbox runs user code with
+# /usr/bin/python3 inside bubblewrap (sandbox.backend=local); the services themselves run on
+# /usr/local/bin/python.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap python3-minimal \
+ && apt-get install -y --no-install-recommends bubblewrap python3-minimal util-linux \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 athenic \
  && useradd --system --uid 10001 --gid athenic --home-dir /home/athenic --create-home \

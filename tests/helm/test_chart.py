@@ -126,6 +126,7 @@ def test_deployments_probes_and_replicas(render: Render) -> None:
     op = container(manifests, "athenic-operator")
     assert op["command"] == ["athenic-operator"]
     assert probe(op, "livenessProbe") == ("/healthz", 8080)
+    assert env_value(op, "ATHENIC_OPERATOR_LIVENESS_PORT") == "8080"
     assert {p["name"]: p["containerPort"] for p in op["ports"]}["metrics"] == 9090
 
     for name in deployments:
