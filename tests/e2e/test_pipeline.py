@@ -157,3 +157,24 @@ def test_last_delivery_writes_a_failed_answer(
         assert response["message"].startswith("Sorry")
     finally:
         service.terminate()
+
+
+def test_cancel_stops_a_running_execution(orchestrator: Orchestrator, client: httpx.Client) -> None:
+    client_id, request_id = post(client, "```python\nimport time\nprint('started', flush=True)\ntime.sleep(25)\n```")
+    wait_for_status(client, client_id, {"processing"}, request_id=request_id)
+    time.sleep(0.5)  # let the code start
+    started = time.monotonic()
+    response = client.delete(f"/api/chat/{client_id}/run")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"cancelled": True, "clientId": client_id}
+    state = wait_for_status(client, client_id, {"cancelled"}, request_id=request_id, timeout=10)
+    print(f"cancelled record after {time.monotonic() - started:.2f}s")
+    assert state["lastResponse"]["status"] == "cancelled"  # type: ignore[index]
+    # nothing runs any more: a second cancel finds nothing
+    again = client.delete(f"/api/chat/{client_id}/run")
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith("application/problem+json")
+
+
+def test_cancel_of_an_unknown_client_is_404(client: httpx.Client) -> None:
+    assert client.delete("/api/chat/never-seen-before/run").status_code == 404

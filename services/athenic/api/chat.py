@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
 
 from athenic.api import problems
 from athenic.api.chat_service import ChatService
 from athenic.api.identity import Identity
-from athenic.api.schemas import ChatAccepted, ChatIn
+from athenic.api.schemas import Cancelled, ChatAccepted, ChatIn
 from athenic.shared.logging import bind_request
 from athenic.shared.messages import ChatState
 
@@ -56,3 +56,16 @@ class ChatController(Controller):
     )
     async def get_response(self, client_id: str, chat_service: ChatService, identity: Identity) -> ChatState:
         return await chat_service.state(client_id, identity)
+
+    @delete(
+        "/{client_id:str}/run",
+        status_code=200,
+        summary="Cancel the running execution of a conversation",
+        description="Stops the code running for this clientId within a second (either sandbox backend); "
+        "the response record then says `cancelled`. 409 when nothing is running.",
+        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
+                   409: problems.NOTHING_RUNNING, 503: problems.UNAVAILABLE},
+    )
+    async def cancel_run(self, client_id: str, chat_service: ChatService, identity: Identity) -> Cancelled:
+        await chat_service.cancel(client_id, identity)
+        return Cancelled(cancelled=True, client_id=client_id)

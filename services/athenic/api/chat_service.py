@@ -17,7 +17,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from athenic.api.errors import BrokerUnavailable, InvalidRequest, NotFound, PayloadTooLarge
+from athenic.api.errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from athenic.api.identity import Identity
 from athenic.api.settings import ApiSettings
 from athenic.shared import names
@@ -96,6 +96,24 @@ class ChatService:
                     ) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
+
+    async def cancel(self, client_id: str, who: Identity) -> int:
+        """Stop what runs for this client now; the record then says ``cancelled``."""
+        await self.state(client_id, who)  # 404 for an unknown clientId or another user's
+        # Only the replica running this client's work answers; silence means nothing runs.
+        try:
+            reply = await self.broker.nc.request(names.cancel_subject(client_id), b"", timeout=0.5)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if self.broker.ready:
+                raise Conflict(f"nothing is running for {client_id}") from None
+            raise BrokerUnavailable("the message broker is unavailable; retry later",
+                                    headers={"Retry-After": "1"}) from None
+        except BROKER_FAULTS as exc:
+            raise BrokerUnavailable("the message broker is unavailable; retry later",
+                                    headers={"Retry-After": "1"}) from exc
+        cancelled = int(msgspec.json.decode(reply.data).get("cancelled", 0))
+        log.info("run cancelled", client_id=client_id, jobs=cancelled)
+        return cancelled
 
     async def state(self, client_id: str, who: Identity) -> ChatState:
         check_client_id(client_id, "clientId")

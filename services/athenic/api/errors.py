@@ -41,6 +41,11 @@ class NotFound(ApiError):
     title = "Not found"
 
 
+class Conflict(ApiError):
+    status = 409
+    title = "Conflict"
+
+
 class RateLimited(ApiError):
     status = 429
     title = "Too many requests"

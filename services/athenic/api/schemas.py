@@ -32,3 +32,8 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     title: str
     detail: str = ""
     type: str = "about:blank"
+
+
+class Cancelled(msgspec.Struct, frozen=True, rename="camel"):
+    cancelled: bool
+    client_id: str
