@@ -30,6 +30,7 @@ bubblewrap:
 	  else echo "WARNING: bubblewrap missing and cannot be installed here (need root + apt)"; fi; }
 
 tools: $(STAMP) bubblewrap
+	$(BIN)/python -m tests.support.helm >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check services operator tests bench
