@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from athenic.shared.quotas import QuotaFileError, load_and_publish, load_quotas
 
 DEFAULT_API = "http://127.0.0.1:3000"
 FINAL = {"completed", "failed", "cancelled"}
@@ -58,7 +61,30 @@ def _api_ready(url: str) -> bool:
         return False
 
 
+async def _publish_quotas(path: Path, nats_url: str) -> str:
+    """Publish a YAML file of SandboxQuota objects exactly as the operator would."""
+    import nats
+
+    from athenic.shared import names
+    from athenic.shared.settings import NatsSettings, load
+    from athenic.shared.topology import ensure_topology
+
+    settings = load(NatsSettings, {**os.environ, "NATS_URL": nats_url, "NATS_REPLICAS": "1"})
+    nc = await nats.connect(nats_url)
+    try:
+        buckets = await ensure_topology(nc.jetstream(), settings)
+        report = await load_and_publish(buckets[names.POLICIES_BUCKET], path)
+    finally:
+        await nc.close()
+    return f"{len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
+
+
 def dev(args: argparse.Namespace) -> None:
+    if args.quotas:
+        try:  # refuse a bad file before starting anything
+            load_quotas(args.quotas)
+        except QuotaFileError as exc:
+            sys.exit(f"athenic dev: {exc}")
     data = Path(args.data_dir).resolve()
     (data / "jetstream").mkdir(parents=True, exist_ok=True)
     if _port_open(args.nats_port):
@@ -87,10 +113,8 @@ def dev(args: argparse.Namespace) -> None:
                                        "-a", "127.0.0.1", "-p", str(args.nats_port)]))
         _wait("nats-server", lambda: _port_open(args.nats_port), 15, procs)
         if args.quotas:
-            from athenic.shared.quotas import publish_quota_file
-
-            count = publish_quota_file(Path(args.quotas), nats_url)
-            print(f"athenic dev: published {count} sandbox quota(s) from {args.quotas}", flush=True)
+            written = asyncio.run(_publish_quotas(Path(args.quotas), nats_url))
+            print(f"athenic dev: sandbox quotas from {args.quotas}: {written}", flush=True)
         procs.append(subprocess.Popen([_bin("athenic-orchestrator")], env=env))
         procs.append(subprocess.Popen([_bin("athenic-api")], env=env))
         api = f"http://127.0.0.1:{args.port}"
