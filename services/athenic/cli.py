@@ -98,10 +98,10 @@ def dev(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen[bytes]] = []
 
     def stop_all(*_: object) -> None:
+        # In order: the api stops taking messages, the orchestrator drains, then the broker.
         for proc in reversed(procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in reversed(procs):
             try:
                 proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
@@ -110,13 +110,13 @@ def dev(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         procs.append(subprocess.Popen([_bin("nats-server"), "-js", "-sd", str(data / "jetstream"),
-                                       "-a", "127.0.0.1", "-p", str(args.nats_port)]))
+                                       "-a", "127.0.0.1", "-p", str(args.nats_port)], start_new_session=True))
         _wait("nats-server", lambda: _port_open(args.nats_port), 15, procs)
         if args.quotas:
             written = asyncio.run(_publish_quotas(Path(args.quotas), nats_url))
             print(f"athenic dev: sandbox quotas from {args.quotas}: {written}", flush=True)
-        procs.append(subprocess.Popen([_bin("athenic-orchestrator")], env=env))
-        procs.append(subprocess.Popen([_bin("athenic-api")], env=env))
+        procs.append(subprocess.Popen([_bin("athenic-orchestrator")], env=env, start_new_session=True))
+        procs.append(subprocess.Popen([_bin("athenic-api")], env=env, start_new_session=True))
         api = f"http://127.0.0.1:{args.port}"
         _wait("the api", lambda: _api_ready(api), 30, procs)
         print(f"\nathenic dev: api listening on {api}  (NATS {nats_url}, data in {data})\n"
