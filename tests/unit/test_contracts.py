@@ -1,0 +1,38 @@
+"""The shared contracts: names that cannot escape a subject, the app's timestamp format, wire names."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from athenic.shared import names
+from athenic.shared.messages import ChatResponse, ResponseRecord, encode, iso_timestamp
+
+
+def test_timestamps_have_milliseconds_and_z() -> None:
+    moment = datetime(2025, 4, 27, 20, 53, 57, 947_512, tzinfo=UTC)
+    assert iso_timestamp(moment) == "2025-04-27T20:53:57.947Z"
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "a*", ">", "a b", "a/b", "ü", "x" * 129])
+def test_client_ids_that_could_reach_another_subject_are_refused(bad: str) -> None:
+    assert not names.valid_client_id(bad)
+    with pytest.raises(ValueError, match="invalid clientId"):
+        names.request_subject(bad)
+
+
+def test_uuid_and_longest_client_ids_pass() -> None:
+    assert names.request_subject("2cd39703-d6ff-4d1c-b9ae-b83340986ca3").endswith("b83340986ca3")
+    assert names.valid_client_id("A" * 128)
+
+
+def test_wire_names_are_the_apps() -> None:
+    response = ChatResponse(message="m", requires_e2b=True, client_id="c", timestamp="t", request_id="r",
+                            status="completed")
+    record = ResponseRecord(last_message="m", last_response=response, requires_e2b=True, status="completed",
+                            request_id="r", seq=1, updated_at="t")
+    wire = msgspec.json.decode(encode(record))
+    assert {"lastMessage", "lastResponse", "requiresE2B"} <= set(wire)
+    assert {"message", "requiresE2B", "clientId", "timestamp"} <= set(wire["lastResponse"])

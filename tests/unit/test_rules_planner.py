@@ -1,0 +1,62 @@
+"""The rules planner decides requiresE2B and runs every fenced block it can."""
+
+from __future__ import annotations
+
+from athenic.orchestrator.planners.rules import RulesPlanner, fenced_blocks, needs_code
+from athenic.shared.messages import ChatRequest, Execution, Phase
+
+
+class RecordingContext:
+    """Stands in for the worker's Job: records what the planner asks to run."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, str]] = []
+        self.phases: list[Phase] = []
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return frozenset({"python"})
+
+    async def phase(self, phase: Phase) -> None:
+        self.phases.append(phase)
+
+    async def run_code(self, language: str, code: str) -> Execution:
+        self.ran.append((language, code))
+        return Execution(language=language, code=code, stdout="120\n")
+
+
+def request(message: str) -> ChatRequest:
+    return ChatRequest(request_id="r", client_id="c", message=message, submitted_at="t")
+
+
+def test_fences() -> None:
+    assert fenced_blocks("x\n```python\nprint(1)\n```\n```py\nprint(2)\n```") == [
+        ("python", "print(1)\n"), ("python", "print(2)\n")]
+    assert fenced_blocks("```\nprint(3)\n```") == [("python", "print(3)\n")]
+
+
+def test_intent() -> None:
+    assert needs_code("Write some code to calculate the factorial of a number")
+    assert not needs_code("Hello")
+    assert not needs_code("What a lovely day")
+
+
+async def test_fenced_code_runs_and_the_answer_says_what_it_printed() -> None:
+    ctx = RecordingContext()
+    answer = await RulesPlanner().answer(request("run\n```python\nprint(120)\n```"), ctx)
+    assert ctx.ran == [("python", "print(120)\n")]
+    assert answer.requires_e2b
+    assert "120" in answer.message
+    assert len(answer.executions) == 1
+
+
+async def test_unsupported_language_is_explained_not_run() -> None:
+    ctx = RecordingContext()
+    answer = await RulesPlanner().answer(request("```cobol\nDISPLAY 'X'.\n```"), ctx)
+    assert ctx.ran == []
+    assert "cannot run" in answer.message
+
+
+async def test_greeting_needs_no_code() -> None:
+    answer = await RulesPlanner().answer(request("hello!"), RecordingContext())
+    assert not answer.requires_e2b
