@@ -40,8 +40,7 @@ def notes(helm_run: Callable[[list[str]], str], tmp_path_factory: pytest.TempPat
     def render(values: dict[str, Any]) -> str:
         path = values_dir / f"v{len(list(values_dir.iterdir()))}.yaml"
         path.write_text(yaml.safe_dump(values))
-        args = template_args([path], kube_version=KUBE_VERSION, include_crds=False)
-        args[2] = str(chart)
+        args = template_args([path], kube_version=KUBE_VERSION, include_crds=False, chart=chart)
         args += ["--show-only", "templates/zz-notes.yaml"]
         (probe,) = parse_manifests(helm_run(args))
         return str(probe["data"]["notes"])

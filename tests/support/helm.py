@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -138,8 +139,9 @@ def template_args(
     namespace: str = "athenic",
     kube_version: str = "1.33.0",
     include_crds: bool = True,
+    chart: Path = CHART_DIR,
 ) -> list[str]:
-    args = ["template", release, str(CHART_DIR), "--namespace", namespace, "--kube-version", kube_version]
+    args = ["template", release, str(chart), "--namespace", namespace, "--kube-version", kube_version]
     # The ServiceMonitor kind is only rendered when the cluster is said to serve it.
     args += ["--api-versions", "monitoring.coreos.com/v1"]
     if include_crds:
@@ -151,7 +153,7 @@ def template_args(
     return args
 
 
-def parse_manifests(text: str) -> list[dict[str, object]]:
+def parse_manifests(text: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
 
 
