@@ -131,6 +131,10 @@ async def test_filling_the_disk_stops_at_the_private_tmp(isolated_sandbox: Local
     one_big_file = "with open('/tmp/big', 'wb') as f:\n    while True:\n        f.write(b'\\0' * (1 << 20))"
     execution = await isolated_sandbox.run(spec(one_big_file))
     explained(execution, "OSError")
+    # shared memory is a tmpfs too: bounded the same way
+    execution = await isolated_sandbox.run(spec(code.replace("/tmp/", "/dev/shm/")))
+    explained(execution, "OSError")
+    assert "No space left on device" in execution.error.value  # type: ignore[union-attr]
     await still_serves(isolated_sandbox)
 
 

@@ -149,7 +149,7 @@ async def test_the_code_sees_an_empty_environment_and_an_unprivileged_user(isola
 async def test_the_system_is_read_only_and_the_host_is_out_of_sight(isolated_sandbox: LocalSandbox) -> None:
     code = (
         "import os\n"
-        "for path in ('/usr/evil', '/etc/evil', '/evil'):\n"
+        "for path in ('/usr/evil', '/etc/evil', '/evil', '/dev/evil', '/proc/evil', '/sandbox/evil'):\n"
         "    try:\n"
         "        open(path, 'w')\n"
         "        print('wrote', path)\n"
@@ -162,11 +162,11 @@ async def test_the_system_is_read_only_and_the_host_is_out_of_sight(isolated_san
     )
     execution = await isolated_sandbox.run(spec(code))
     assert "wrote" not in execution.stdout
-    assert execution.stdout.count("refused") == 3
-    listing = execution.stdout.splitlines()[3]
+    assert execution.stdout.count("refused") == 6
+    listing = execution.stdout.splitlines()[6]
     for private in ("home", "root", "run", "var", "work"):
         assert f"'{private}'" not in listing
-    assert execution.stdout.splitlines()[4:] == ["False", "ok"]
+    assert execution.stdout.splitlines()[7:] == ["False", "ok"]
 
 
 async def test_without_bubblewrap_it_warns_loudly_and_still_runs() -> None:

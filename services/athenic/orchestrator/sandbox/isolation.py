@@ -24,6 +24,7 @@ SANDBOX_GID = 65534
 SCRIPT_DIR = "/sandbox"
 WORKDIR = "/tmp"  # noqa: S108 (a private tmpfs inside the sandbox)
 PATH = "/usr/local/bin:/usr/bin:/bin"
+SHM_MIB = 16
 # The system's top-level directories besides /usr: symlinks into /usr on merged-/usr systems.
 _SYSTEM_ROOTS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What of /etc an interpreter needs; the rest of /etc (and all of /run, /var, /home...) stays out.
@@ -104,9 +105,12 @@ class Bubblewrap:
         args += [
             "--proc", "/proc",
             "--dev", "/dev",
+            # POSIX shared memory (multiprocessing's locks) needs a writable /dev/shm: a small one
+            "--size", str(min(tmp_mib, SHM_MIB) * 1024 * 1024), "--tmpfs", "/dev/shm",
             "--size", str(tmp_mib * 1024 * 1024), "--tmpfs", WORKDIR,
             "--ro-bind-data", str(script_fd), f"{SCRIPT_DIR}/{script_name}",
-            # bwrap's root is a tmpfs without a size: nothing may be written there
+            # bwrap's root and /dev are tmpfs without a size: nothing may be written there
+            "--remount-ro", "/dev",
             "--remount-ro", "/",
             "--chdir", WORKDIR,
             "--clearenv",
