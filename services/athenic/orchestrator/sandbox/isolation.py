@@ -106,7 +106,7 @@ class Bubblewrap:
             "--proc", "/proc",
             "--dev", "/dev",
             # POSIX shared memory (multiprocessing's locks) needs a writable /dev/shm: a small one
-            "--size", str(min(tmp_mib, SHM_MIB) * 1024 * 1024), "--tmpfs", "/dev/shm",
+            "--size", str(min(tmp_mib, SHM_MIB) * 1024 * 1024), "--tmpfs", "/dev/shm",  # noqa: S108
             "--size", str(tmp_mib * 1024 * 1024), "--tmpfs", WORKDIR,
             "--ro-bind-data", str(script_fd), f"{SCRIPT_DIR}/{script_name}",
             # bwrap's root and /dev are tmpfs without a size: nothing may be written there
