@@ -16,13 +16,14 @@ from litestar.plugins.problem_details import (
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from athenic.api.chat import ChatController
 from athenic.api.chat_service import ChatService
 from athenic.api.errors import ApiError, to_problem
 from athenic.api.health import HealthController
 from athenic.api.identity import provide_identity
+from athenic.api.metrics import MetricsController
 from athenic.api.settings import ApiSettings
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
@@ -76,7 +77,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         Exception: _unexpected_problem,
     }
     return Litestar(
-        route_handlers=[HealthController, ChatController, PrometheusController],
+        route_handlers=[HealthController, ChatController, MetricsController],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "chat_service": Provide(lambda: chat_service, sync_to_thread=False),
