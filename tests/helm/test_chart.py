@@ -446,3 +446,14 @@ def test_bad_combinations_fail_with_the_fix(helm_run: Callable[[list[str]], str]
     with pytest.raises(HelmError) as refused:
         helm_run(template_args(set_values=values))
     assert complaint in refused.value.stderr
+
+
+def test_forwarded_headers_trusted_only_behind_a_restricted_api(render: Render) -> None:
+    """Rate limits per client need the real address; believing X-Forwarded-For from anyone is
+    safe only when nothing but the ingress controller (and scrapers, the test pod) reaches the api."""
+    prod = render("production")
+    assert env_value(container(prod, "athenic-api"), "FORWARDED_ALLOW_IPS") == "*"
+    (rule,) = named(prod, "NetworkPolicy", "athenic-api")["spec"]["ingress"]
+    assert rule["from"], "the api is open to every pod"
+    assert all(peer != {} and peer.get("namespaceSelector") != {} for peer in rule["from"])
+    assert "FORWARDED_ALLOW_IPS" not in env(container(render("defaults"), "athenic-api"))

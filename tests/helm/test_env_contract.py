@@ -23,11 +23,9 @@ READ_BY: dict[str, list[type[msgspec.Struct]]] = {
     "athenic-orchestrator": [OrchestratorSettings, NatsSettings, LogSettings],
     "athenic-operator": [OperatorSettings, NatsSettings, LogSettings],
 }
-# read by libraries rather than our settings: kopf names its peering identity after POD_ID
-READ_ELSEWHERE = {"athenic-operator": {"POD_ID"}}
-# The api's auth settings (issue 4) are part of the deploy contract but not in ApiSettings
-# yet (the api's settings struct for them does not exist); drop a name once it is read.
-NOT_YET_READ = {"athenic-api": {"ATHENIC_AUTH", "SUPABASE_URL", "SUPABASE_JWT_SECRET", "ATHENIC_TENANT_CLAIM"}}
+# read by libraries rather than our settings: kopf names its peering identity after POD_ID,
+# uvicorn takes its trusted proxies from FORWARDED_ALLOW_IPS
+READ_ELSEWHERE = {"athenic-operator": {"POD_ID"}, "athenic-api": {"FORWARDED_ALLOW_IPS"}}
 
 
 def declared(structs: list[type[msgspec.Struct]]) -> set[str]:
@@ -40,6 +38,6 @@ def test_chart_sets_only_variables_the_services_read(render: Callable[..., list[
     manifests = render(value_set)
     for deployment, structs in READ_BY.items():
         names = set(env(container(manifests, deployment)))
-        known = declared(structs) | READ_ELSEWHERE.get(deployment, set()) | NOT_YET_READ.get(deployment, set())
+        known = declared(structs) | READ_ELSEWHERE.get(deployment, set())
         assert names - known == set(), f"{value_set}: {deployment} is given variables nothing reads"
 
