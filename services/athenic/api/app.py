@@ -18,12 +18,14 @@ from litestar.plugins.problem_details import (
 )
 from litestar.plugins.prometheus import PrometheusConfig
 
+from athenic.api.auth import Authenticator, provide_identity
 from athenic.api.chat import ChatController
 from athenic.api.chat_service import ChatService
 from athenic.api.errors import ApiError, to_problem
 from athenic.api.health import HealthController
-from athenic.api.identity import provide_identity
 from athenic.api.metrics import MetricsController
+from athenic.api.push import PushController
+from athenic.api.realtime import Feeds
 from athenic.api.settings import ApiSettings
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
@@ -60,7 +62,10 @@ def _unexpected_problem(exc: Exception) -> ProblemDetailsException:
 
 def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broker | None = None) -> Litestar:
     broker = broker or Broker(nats_settings, name="athenic-api")
-    chat_service = ChatService(broker, settings)
+    chat_service = ChatService(broker, settings.check())
+    authenticator = Authenticator(settings)
+    authenticator.log_mode()
+    feeds = Feeds(broker)
 
     @asynccontextmanager
     async def broker_lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -68,6 +73,8 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         try:
             yield
         finally:
+            await feeds.close()
+            await authenticator.close()
             await broker.close()
 
     problem_map: dict[type[Any], Any] = {
@@ -77,10 +84,13 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         Exception: _unexpected_problem,
     }
     return Litestar(
-        route_handlers=[HealthController, ChatController, MetricsController],
+        route_handlers=[HealthController, ChatController, PushController, MetricsController],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "chat_service": Provide(lambda: chat_service, sync_to_thread=False),
+            "api_settings": Provide(lambda: settings, sync_to_thread=False),
+            "authenticator": Provide(lambda: authenticator, sync_to_thread=False),
+            "feeds": Provide(lambda: feeds, sync_to_thread=False),
             "identity": Provide(provide_identity),
         },
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=problem_map))],

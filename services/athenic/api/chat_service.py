@@ -2,7 +2,9 @@
 
 Accepting makes exactly one broker round trip (a JetStream publish and its ack), retried
 with the same ``Nats-Msg-Id`` inside the deadline so a leader election or a lost ack never
-stores a message twice. Reading combines the response record (KV) with the newest request
+stores a message twice. With auth on, a message to an existing clientId first checks that the
+caller owns it (a KV get and a look at the stream, in parallel): only then is there a second
+round trip. Reading combines the response record (KV) with the newest request
 still waiting in the stream, so an accepted message is never answered 404.
 """
 
@@ -19,6 +21,7 @@ from nats.js.kv import KeyValue
 
 from athenic.api.errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from athenic.api.identity import Identity
+from athenic.api.ratelimit import RateLimiter
 from athenic.api.settings import ApiSettings
 from athenic.shared import names
 from athenic.shared.broker import Broker
@@ -55,13 +58,21 @@ def check_message(message: str, limit: int) -> str:
 
 
 class ChatService:
-    def __init__(self, broker: Broker, settings: ApiSettings) -> None:
+    def __init__(self, broker: Broker, settings: ApiSettings, limiter: RateLimiter | None = None) -> None:
         self.broker = broker
         self.settings = settings
+        self.limiter = limiter or RateLimiter(settings.athenic_rate_limit_per_minute,
+                                              settings.athenic_rate_limit_burst)
 
     async def accept(self, message: str, client_id: str | None, who: Identity, request_id: str) -> str:
         check_message(message, self.settings.athenic_max_message_bytes)
-        client_id = check_client_id(client_id) if client_id is not None else str(uuid.uuid4())
+        if client_id is not None:
+            check_client_id(client_id)
+        self.limiter.admit(who.rate_key)
+        if client_id is None:
+            client_id = str(uuid.uuid4())
+        elif who.user is not None:  # auth is on: only the owner may post to an existing clientId
+            await self._check_owner(client_id, who)
         request = ChatRequest(
             request_id=request_id, client_id=client_id, message=message,
             submitted_at=iso_timestamp(), tenant=who.tenant, owner=who.user,
@@ -73,6 +84,18 @@ class ChatService:
         await self._publish(names.request_subject(client_id), encode(request), headers)
         log.info("chat message accepted", client_id=client_id, tenant=who.tenant, bytes=len(message))
         return client_id
+
+    async def _check_owner(self, client_id: str, who: Identity) -> None:
+        try:
+            (record, _), pending = await asyncio.gather(
+                self._record(self.broker.bucket(names.RESPONSES_BUCKET), client_id), self._pending(client_id))
+        except BROKER_FAULTS as exc:
+            raise BrokerUnavailable("the message broker is unavailable; the message was not accepted, retry later",
+                                    headers={"Retry-After": "1"}) from exc
+        owners = {record.owner if record else None, pending[0].owner if pending else None}
+        if not all(who.may_access(owner) for owner in owners):
+            log.warning("message to a clientId of another user refused", client_id=client_id)
+            raise NotFound(f"no conversation {client_id}")
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         deadline = time.monotonic() + self.settings.athenic_publish_deadline_seconds

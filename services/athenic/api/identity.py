@@ -11,13 +11,17 @@ DEFAULT_TENANT = "default"
 class Identity:
     user: str | None  # None when auth is off: every caller is the same anonymous user
     tenant: str = DEFAULT_TENANT
+    # The caller's address (the rate-limit key when there is no user).
+    address: str | None = None
+    # When the token stops being valid (epoch seconds); a WebSocket closes then.
+    expires_at: float | None = None
 
     def may_access(self, owner: str | None) -> bool:
         return owner is None or owner == self.user
 
+    @property
+    def rate_key(self) -> str:
+        return f"user:{self.user}" if self.user is not None else f"ip:{self.address or 'unknown'}"
+
 
 ANONYMOUS = Identity(user=None)
-
-
-async def provide_identity() -> Identity:
-    return ANONYMOUS

@@ -15,7 +15,7 @@ from athenic.shared.settings import LogSettings, NatsSettings, SettingsError, lo
 def main() -> None:
     try:
         log_settings = load(LogSettings)
-        settings = load(ApiSettings)
+        settings = load(ApiSettings).check()
         nats_settings = load(NatsSettings)
     except SettingsError as exc:
         print(f"athenic-api: {exc}", file=sys.stderr)
@@ -30,8 +30,9 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.athenic_shutdown_grace_seconds),
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        # uvicorn pings idle WebSockets so proxies keep them open, and drops dead peers
+        ws_ping_interval=settings.athenic_ws_ping_seconds,
+        ws_ping_timeout=settings.athenic_ws_ping_seconds,
     )
 
 

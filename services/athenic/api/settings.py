@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
-from athenic.shared.settings import Port, PositiveFloat
+from athenic.shared.settings import Port, PositiveFloat, SettingsError
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ApiSettings(msgspec.Struct, frozen=True, rename=str.upper):
@@ -18,7 +20,48 @@ class ApiSettings(msgspec.Struct, frozen=True, rename=str.upper):
     athenic_publish_deadline_seconds: PositiveFloat = 1.5
     athenic_shutdown_grace_seconds: PositiveFloat = 10.0
 
+    # Authentication: `none` (every caller is one anonymous user) or Supabase access tokens.
+    athenic_auth: Literal["none", "supabase"] = "none"
+    supabase_jwt_secret: str | None = None  # HS256 tokens
+    supabase_url: str | None = None  # RS256/ES256 tokens, keys from <url>/auth/v1/.well-known/jwks.json
+    athenic_jwt_audience: str = "authenticated"
+    athenic_jwt_issuer: str | None = None
+    # Dotted path of the claim naming the tenant (e.g. `app_metadata.tenant`); `default` without it.
+    athenic_tenant_claim: str | None = None
+    # A token with an unknown `kid` refetches the JWKS, at most once per this many seconds.
+    athenic_jwks_refresh_floor_seconds: PositiveFloat = 30.0
+    # Known keys are refetched after this long anyway, so a removed key stops being accepted.
+    athenic_jwks_max_age_seconds: PositiveFloat = 600.0
+    # Clock skew tolerated on `exp`/`nbf`/`iat`.
+    athenic_jwt_leeway_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
+
+    # Posting (POST /api/chat and chat frames on the WebSocket), per user (per client IP without
+    # auth), per api replica: a token bucket refilled at this rate; 0 turns the limit off.
+    athenic_rate_limit_per_minute: NonNegative = 60
+    # How many posts may come at once before the rate applies (0: the per-minute figure).
+    athenic_rate_limit_burst: NonNegative = 10
+
+    # Keep-alives of idle push connections through proxies: WebSocket pings (uvicorn) and SSE comments.
+    athenic_ws_ping_seconds: PositiveFloat = 20.0
+    # A WebSocket without an Authorization header must send {"type":"auth"} within this time.
+    athenic_ws_auth_timeout_seconds: PositiveFloat = 10.0
+
     @property
     def max_body_bytes(self) -> int:
         # JSON escaping can grow a message up to 6x (\uXXXX); leave room for the envelope.
         return self.athenic_max_message_bytes * 6 + 1024
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.athenic_auth == "supabase"
+
+    def check(self) -> ApiSettings:
+        """Combinations a single field cannot express; fails naming the variable to set."""
+        if self.auth_enabled and not (self.supabase_jwt_secret or self.supabase_url):
+            raise SettingsError(
+                "ATHENIC_AUTH=supabase needs SUPABASE_JWT_SECRET (HS256 tokens) "
+                "or SUPABASE_URL (RS256/ES256 keys from the project's JWKS), or both"
+            )
+        if self.supabase_url is not None and not self.supabase_url.startswith(("https://", "http://")):
+            raise SettingsError(f"bad setting SUPABASE_URL: {self.supabase_url!r} is not an http(s) URL")
+        return self
