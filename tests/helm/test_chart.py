@@ -4,12 +4,16 @@ reference, an ingress that carries WebSockets, a schema that refuses bad values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils as kv_utils
 import pytest
+import yaml
 
 from tests.helm.conftest import KUBE_VERSION, VALUE_SETS
 from tests.helm.manifests import (
@@ -41,22 +45,48 @@ def test_lint_strict(helm_run: Callable[[list[str]], str], values_files: Callabl
     assert "0 chart(s) failed" in out
 
 
+
+
+def minor(version: str) -> str:
+    return ".".join(re.findall(r"\d+", version)[:2])
+
+
+# the chart's minimum (Chart.yaml kubeVersion), the version rendered for, the newest known
+CHART_MINIMUM = minor(yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["kubeVersion"])
+VALIDATE_VERSIONS = sorted({CHART_MINIMUM, minor(KUBE_VERSION), minor(kubernetes_validate.latest_version())},
+                           key=lambda v: tuple(map(int, v.split("."))))
+
+
+@pytest.fixture(scope="module")
+def schemas_cached() -> Iterator[None]:
+    """kubernetes-validate re-reads its 1.4 MB definitions file for every object: read each once."""
+    original = kv_utils.schema_contents
+    kv_utils.schema_contents = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        kv_utils.schema_contents = original
+
+
+@pytest.mark.usefixtures("schemas_cached")
 @pytest.mark.parametrize("value_set", ALL_SETS)
 def test_manifests_valid_for_kubernetes(render: Render, value_set: str) -> None:
     manifests = render(value_set)
     assert manifests, "nothing rendered"
-    validated: set[str] = set()
-    for manifest in manifests:
-        where = f"{manifest['kind']}/{manifest['metadata']['name']}"
-        try:
-            kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
-        except kubernetes_validate.SchemaNotFoundError:
-            assert manifest["kind"] in CUSTOM_KINDS, f"{where}: no Kubernetes schema for this kind"
-            continue
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{value_set}: {where} invalid at {'.'.join(map(str, exc.path))}: {exc.message}")
-        validated.add(manifest["kind"])
-    assert {"Deployment", "Service", "ClusterRole", "NetworkPolicy", "CustomResourceDefinition"} <= validated
+    for version in VALIDATE_VERSIONS:
+        validated: set[str] = set()
+        for manifest in manifests:
+            where = f"{manifest['kind']}/{manifest['metadata']['name']}"
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                assert manifest["kind"] in CUSTOM_KINDS, f"{where}: no Kubernetes {version} schema for this kind"
+                continue
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{value_set}: {where} invalid for Kubernetes {version} at "
+                            f"{'.'.join(map(str, exc.path))}: {exc.message}")
+            validated.add(manifest["kind"])
+        assert {"Deployment", "Service", "ClusterRole", "NetworkPolicy", "CustomResourceDefinition"} <= validated
 
 
 @pytest.mark.parametrize("value_set", ALL_SETS)
