@@ -1,0 +1,74 @@
+"""The Server-Sent Events route: the same objects as the WebSocket, resumable with Last-Event-ID."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from tests.realtime.helpers import Records, next_sse, sse_events
+from tests.support.nats import NatsServer
+from tests.support.services import Api
+
+
+def new_id() -> str:
+    return f"sse-{uuid.uuid4().hex[:12]}"
+
+
+async def test_the_stream_sends_the_record_progress_and_changes(api: Api, system_nats: NatsServer) -> None:
+    client_id = new_id()
+    async with Records(system_nats.url) as records, httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        first = await records.put(client_id, "processing")
+        async with http.stream("GET", f"/api/chat/stream/{client_id}") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(response)
+            opening = await next_sse(events, "response")
+            assert opening["id"] == str(first)
+            assert opening.data["type"] == "response" and opening.data["status"] == "processing"
+            assert opening.data["revision"] == first
+
+            await records.progress(client_id, "stdout", data="line one\nline two")
+            out = await next_sse(events, "stdout")
+            assert "id" not in out  # progress events keep the client's Last-Event-ID on the record
+            assert out.data == {**out.data, "type": "stdout", "clientId": client_id, "data": "line one\nline two"}
+
+            final = await records.put(client_id, "completed")
+            answered = await next_sse(events, "response")
+            assert answered["id"] == str(final) and answered.data["status"] == "completed"
+
+
+async def test_last_event_id_resumes_without_repeat_and_without_loss(api: Api, system_nats: NatsServer) -> None:
+    client_id = new_id()
+    async with Records(system_nats.url) as records, httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        seen = await records.put(client_id, "processing")
+        # reconnecting with the revision it has: only keep-alives until something changes
+        async with http.stream("GET", f"/api/chat/stream/{client_id}",
+                               headers={"Last-Event-ID": str(seen)}) as response:
+            events = sse_events(response)
+            first = await anext(events)
+            assert first.get("comment") == "keep-alive", first  # proxies see bytes on idle streams
+        final = await records.put(client_id, "completed")
+        async with http.stream("GET", f"/api/chat/stream/{client_id}",
+                               headers={"Last-Event-ID": str(seen)}) as response:
+            event = await anext(sse_events(response))
+            assert event["event"] == "response" and event["id"] == str(final)
+            assert event.data["status"] == "completed"
+        async with http.stream("GET", f"/api/chat/stream/{client_id}?after={final}") as response:
+            assert (await anext(sse_events(response))).get("comment") == "keep-alive"
+
+
+async def test_unknown_client_id_is_a_404_problem_before_any_event(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        response = await http.get(f"/api/chat/stream/{new_id()}")
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "no conversation" in response.json()["detail"]
+        assert (await http.get("/api/chat/stream/bad.id")).status_code == 400
+
+
+def test_the_stream_route_is_in_the_openapi_document(api: Api) -> None:
+    document = httpx.get(f"{api.url}/schema/openapi.json").json()
+    route = document["paths"]["/api/chat/stream/{client_id}"]["get"]
+    assert "text/event-stream" in route["responses"]["200"]["content"]
+    assert {"400", "401", "404", "503"} <= set(route["responses"])
