@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from athenic.shared.quotas import Quota, Resolution, quota_of, resolve
+from athenic.shared.quotas import Quota, QuotaRef, Resolution, quota_of, resolve
 
 
 def index_entry(body: Mapping[str, Any]) -> dict[str, Quota]:
@@ -21,6 +21,10 @@ def index_entry(body: Mapping[str, Any]) -> dict[str, Quota]:
 
 def all_quotas(index: kopf.Index[str, Quota]) -> list[Quota]:
     return [quota for store in index.values() for quota in store]
+
+
+def indexed(index: kopf.Index[str, Quota], ref: QuotaRef) -> Quota | None:
+    return next((quota for quota in all_quotas(index) if quota.ref == ref), None)
 
 
 def resolve_with(index: kopf.Index[str, Quota], current: Quota, *, without: bool = False) -> Resolution:

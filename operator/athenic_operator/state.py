@@ -22,6 +22,8 @@ class OperatorState:
     usage: UsageMeter
     identity: str  # this replica's name among its peers
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    next_sweep: float = 0.0  # monotonic time of the next whole-bucket reconcile
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one policies-bucket writer at a time
 
 
 def state_of(memo: Any) -> OperatorState:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonpatch
 import kmock
 import nats
 import pytest
@@ -47,7 +48,7 @@ _versions = _Versions()
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator, plus what the API server does that kopf relies on: naming objects
     created with ``metadata.generateName`` (kopf's events; else the second one conflicts),
-    a new ``resourceVersion`` on every write, and a watch that starts at the version of the
+    a new ``resourceVersion`` on every write, 422 for a failed JSON-patch test, and a watch that starts at the version of the
     list before it (else kopf sees listed objects twice, the second time stale, and its
     optimistic finalizer patch fails)."""
 
@@ -64,7 +65,12 @@ class Emulator(kmock.KubernetesEmulator):
                 meta["resourceVersion"] = version
             elif isinstance(data, list):  # a JSON patch
                 data.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
-        return await super()._handle(request)
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            # kopf's optimistic patch lost a race: the API server answers 422, and kopf
+            # retries on its next cycle (a 500 would make it resend the stale patch).
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
 
     async def _serve_list(self, request: Any) -> Any:
         payload: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]

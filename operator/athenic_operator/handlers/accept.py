@@ -29,12 +29,11 @@ async def accept(
 ) -> None:
     state = state_of(memo)
     quota = quota_of(body)
-    resolution = resolve_with(quotas, quota)
-    standing = resolution.standings[quota.ref]
     # A quota that changed tenant leaves its old one: that tenant's key follows its own winner.
     old_spec = (old or {}).get("spec") or {}
     old_tenant = old_spec.get("tenant") if isinstance(old_spec, Mapping) else None
-    await sync_tenants(state, resolution, [quota.tenant, old_tenant])
+    resolution = await sync_tenants(state, lambda: resolve_with(quotas, quota), [quota.tenant, old_tenant])
+    standing = resolution.standings[quota.ref]
 
     previous_phase = status.get("phase")
     patch.status.update(build_status(

@@ -1,7 +1,8 @@
 """Periodically: report usage into ``status.used`` and re-check the quota's standing.
 
-The re-check promotes a duplicate whose older rival was deleted, and rewrites the tenant's
-policy if the bucket lost it (a broker restored from an old snapshot, a manual edit).
+The re-check promotes a duplicate whose older rival was deleted; the sweep it triggers
+(at most once per interval for all quotas) repairs the bucket if it drifted (a broker
+restored from an old snapshot, a manual edit, an orphaned key).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import nats.errors
 
 from athenic.shared.policy import DEFAULT_TENANT
 from athenic.shared.quotas import Quota, quota_of
-from athenic_operator.publishing import sync_tenants
-from athenic_operator.quota_index import resolve_with
+from athenic_operator.publishing import sweep
+from athenic_operator.quota_index import indexed, resolve_with
 from athenic_operator.state import state_of
 from athenic_operator.status import build_status, differs, phase_of
 
@@ -31,10 +32,14 @@ async def report_usage(
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
     state = state_of(memo)
-    quota = quota_of(body)
-    resolution = resolve_with(quotas, quota)
+    # A timer's body can be older than the index (which kopf updates before any handler):
+    # judge the indexed copy, so a stale body never re-publishes what an update withdrew.
+    quota = indexed(quotas, quota_of(body).ref)
+    if quota is None:
+        return
+    every = state.settings.athenic_operator_usage_interval_seconds
+    resolution = await sweep(state, lambda: resolve_with(quotas, quota), every)
     standing = resolution.standings[quota.ref]
-    await sync_tenants(state, resolution, [quota.tenant])
 
     used: dict[str, int] | None = None
     if standing.active and quota.tenant is not None:

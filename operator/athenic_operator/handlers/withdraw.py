@@ -22,8 +22,7 @@ async def withdraw(
 ) -> None:
     state = state_of(memo)
     quota = quota_of(body)
-    resolution = resolve_with(quotas, quota, without=True)
-    await sync_tenants(state, resolution, [quota.tenant])
+    resolution = await sync_tenants(state, lambda: resolve_with(quotas, quota, without=True), [quota.tenant])
     if quota.tenant is None:
         return
     successor = resolution.winners.get(quota.tenant)
