@@ -48,9 +48,9 @@ _versions = _Versions()
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator, plus what the API server does that kopf relies on: naming objects
     created with ``metadata.generateName`` (kopf's events; else the second one conflicts),
-    a new ``resourceVersion`` on every write, 422 for a failed JSON-patch test, and a watch that starts at the version of the
-    list before it (else kopf sees listed objects twice, the second time stale, and its
-    optimistic finalizer patch fails)."""
+    a new ``resourceVersion`` on every write, 422 for a failed JSON-patch test, and a watch
+    that starts at the version of the list before it (else kopf sees listed objects twice,
+    the second time stale, and its optimistic finalizer patch fails)."""
 
     _suffixes = itertools.count(1)
 
