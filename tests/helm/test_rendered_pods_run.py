@@ -1,0 +1,113 @@
+"""The api and the orchestrator started with exactly the environment the chart gives their pods
+(Secrets filled with stand-in values, addresses moved to loopback) against a nats-server
+running the chart's own NATS config: they start, and every probe the Deployment declares
+answers 200 on the port it names. The operator needs a Kubernetes API and is covered by the
+operator's kmock tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helm.manifests import Manifest, container, named
+from tests.support.nats import NatsServer, free_port
+from tests.support.services import Service
+
+Render = Callable[..., list[Manifest]]
+USER, PASSWORD = "athenic", "stand-in-nats-password"
+SECRET_STAND_INS = {"NATS_USER": USER, "NATS_PASSWORD": PASSWORD, "E2B_API_KEY": "e2b_stand_in",
+                    "OPENAI_API_KEY": "sk-stand-in", "SUPABASE_JWT_SECRET": "stand-in-hs256-secret"}
+
+
+@pytest.fixture
+def chart_nats(render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NatsServer]:
+    conf = named(render("defaults"), "ConfigMap", "athenic-nats-config")["data"]["nats.conf"]
+    path = tmp_path / "nats.conf"
+    path.write_text(conf.replace("store_dir: /data\n", ""))
+    monkeypatch.setenv("SERVER_NAME", "athenic-nats-0")
+    monkeypatch.setenv("NATS_USER", USER)
+    monkeypatch.setenv("NATS_PASSWORD", PASSWORD)
+    server = NatsServer(tmp_path / "store", extra_args=["-c", str(path), "-m", str(free_port()),
+                                                        "-P", str(tmp_path / "nats.pid")])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def pod_environment(spec: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("ATHENIC_", "E2B_", "OPENAI_", "NATS_", "SUPABASE_", "API_", "LOG_"))}
+    for item in spec.get("env", []):
+        if "value" in item:
+            base[item["name"]] = item["value"]
+        elif "secretKeyRef" in item.get("valueFrom", {}):
+            base[item["name"]] = SECRET_STAND_INS[item["name"]]
+        else:
+            base[item["name"]] = "athenic-pod-0"
+    base.update(overrides)
+    return base
+
+
+def probes(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, path, port name) of every HTTP probe of the container."""
+    return [(kind, spec[kind]["httpGet"]["path"], spec[kind]["httpGet"]["port"])
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe") if kind in spec]
+
+
+def wait_ok(url: str, service: Service, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        assert service.proc is not None and service.proc.poll() is None, f"{service.name} exited:\n{service.log()}"
+        try:
+            answer = httpx.get(url, timeout=2)
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    pytest.fail(f"{url} never answered 200 (last: {last})\n{service.log()[-3000:]}")
+
+
+@pytest.mark.parametrize("value_set", ["dev", "auth-on"])
+def test_services_start_with_the_rendered_environment_and_pass_their_probes(
+        render: Render, chart_nats: NatsServer, tmp_path: Path, value_set: str) -> None:
+    manifests = render(value_set)
+    api_spec = container(manifests, "athenic-api")
+    orch_spec = container(manifests, "athenic-orchestrator")
+    api_port, health_port = free_port(), free_port()
+    local = {"NATS_URL": chart_nats.url}
+    services = {
+        "api": (api_spec, Service("athenic-api", pod_environment(api_spec, {
+            **local, "API_SERVER_PORT": str(api_port), "API_HOST": "127.0.0.1"}), tmp_path / "api.log"),
+                {"http": api_port}),
+        "orchestrator": (orch_spec, Service("athenic-orchestrator", pod_environment(orch_spec, {
+            **local, "ATHENIC_HEALTH_PORT": str(health_port), "ATHENIC_HEALTH_HOST": "127.0.0.1",
+            # not a chart setting: a shorter idle fetch only makes this test stop sooner
+            "ATHENIC_FETCH_TIMEOUT_SECONDS": "1"}),
+            tmp_path / "orchestrator.log"), {"metrics": health_port}),
+    }
+    try:
+        for _, service, _ in services.values():
+            service.start()
+        for name, (spec, service, ports) in services.items():
+            declared = probes(spec)
+            assert {kind for kind, _, _ in declared} == {"startupProbe", "livenessProbe", "readinessProbe"}, name
+            for _, path, port in declared:
+                wait_ok(f"http://127.0.0.1:{ports[port]}{path}", service)
+        if pod_environment(api_spec, {})["LOG_FORMAT"] == "json":
+            first_line = services["api"][1].log().splitlines()[0]
+            assert first_line.startswith("{"), f"LOG_FORMAT=json is not in effect: {first_line}"
+    finally:
+        for _, service, _ in services.values():
+            service.terminate()
