@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from tests.helm.manifests import (
     pod_specs,
     secret_ref,
 )
-from tests.support.helm import CHART_DIR, HelmError, template_args
+from tests.support.helm import CHART_DIR, HelmError, parse_manifests, template_args
 
 Render = Callable[..., list[Manifest]]
 ALL_SETS = list(VALUE_SETS)
@@ -487,3 +488,20 @@ def test_forwarded_headers_trusted_only_behind_a_restricted_api(render: Render) 
     assert rule["from"], "the api is open to every pod"
     assert all(peer != {} and peer.get("namespaceSelector") != {} for peer in rule["from"])
     assert "FORWARDED_ALLOW_IPS" not in env(container(render("defaults"), "athenic-api"))
+
+
+def test_packaged_chart_is_complete(helm_run: Callable[[list[str]], str], tmp_path: Path) -> None:
+    """What a platform team pulls from a chart repository: `helm package` output, installable alone."""
+    out = helm_run(["package", str(CHART_DIR), "--destination", str(tmp_path)])
+    (package,) = tmp_path.glob("athenic-*.tgz")
+    assert str(package) in out
+    with tarfile.open(package) as tar:
+        names = set(tar.getnames())
+    for needed in ("Chart.yaml", "values.yaml", "values.schema.json", "templates/NOTES.txt",
+                   "templates/tests/test-chat.yaml", "files/smoke_test.py",
+                   "crds/sandboxquotas.athenic.dev.yaml", "crds/kopf.dev_clusterkopfpeerings.yaml"):
+        assert f"athenic/{needed}" in names, needed
+    args = template_args(kube_version=KUBE_VERSION, chart=package)
+    rendered = parse_manifests(helm_run(args))
+    assert {m["metadata"]["name"] for m in of_kind(rendered, "Deployment")} == {
+        "athenic-api", "athenic-orchestrator", "athenic-operator"}
