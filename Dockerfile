@@ -21,12 +21,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/athenic
 WORKDIR /src
-# metadata first: the dependency layer is rebuilt only when pyproject.toml changes
-COPY pyproject.toml README.md ./
+# metadata first: the dependency layer is rebuilt only when pyproject.toml changes (empty
+# stand-ins for the packages and the readme let the build backend resolve the extras)
+COPY pyproject.toml ./
 RUN mkdir -p services/athenic operator/athenic_operator \
- && touch services/athenic/__init__.py operator/athenic_operator/__init__.py \
+ && touch README.md services/athenic/__init__.py operator/athenic_operator/__init__.py \
  && /opt/athenic/bin/pip install ".[api,orchestrator,operator]" \
  && /opt/athenic/bin/pip uninstall -y athenic
+COPY README.md ./
 COPY services/ services/
 COPY operator/ operator/
 # a real (non-editable) install, bytecode compiled now: the root filesystem is read-only at run time
