@@ -505,3 +505,17 @@ def test_packaged_chart_is_complete(helm_run: Callable[[list[str]], str], tmp_pa
     rendered = parse_manifests(helm_run(args))
     assert {m["metadata"]["name"] for m in of_kind(rendered, "Deployment")} == {
         "athenic-api", "athenic-orchestrator", "athenic-operator"}
+
+
+def test_bundled_nats_login_from_an_existing_secret(render: Render) -> None:
+    manifests = render("defaults", {"nats": {"bundled": {"auth": {"existingSecret": "my-nats-login"}}}})
+    assert not of_kind(manifests, "Secret"), "nothing to generate"
+    nats = named(manifests, "StatefulSet", "athenic-nats")["spec"]["template"]["spec"]["containers"][0]
+    assert secret_ref(nats, "NATS_PASSWORD") == ("my-nats-login", "NATS_PASSWORD")
+    for name in ("athenic-api", "athenic-orchestrator", "athenic-operator"):
+        assert secret_ref(container(manifests, name), "NATS_USER") == ("my-nats-login", "NATS_USER")
+    # without auth the broker still only takes this release's pods (NetworkPolicy), with no login
+    open_broker = render("defaults", {"nats": {"bundled": {"auth": {"enabled": False}}}})
+    conf = named(open_broker, "ConfigMap", "athenic-nats-config")["data"]["nats.conf"]
+    assert "authorization" not in conf
+    assert "NATS_PASSWORD" not in env(container(open_broker, "athenic-api"))
