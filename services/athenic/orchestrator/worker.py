@@ -123,7 +123,13 @@ class Worker:
                     await asyncio.sleep(1)
                     continue
                 for msg in msgs:
-                    await self.handle(msg)
+                    try:
+                        await self.handle(msg)
+                    except (nats.errors.Error, OSError, TimeoutError) as exc:
+                        # The broker went away mid-answer (a record write or an ack failed): the
+                        # message comes back after ack_wait; this slot must live to answer it.
+                        log.warning("answer interrupted by a broker fault; it will be redelivered",
+                                    slot=index, error=str(exc) or type(exc).__name__)
         finally:
             if psub is not None:
                 # a pull subscription left behind would hold up the connection's drain

@@ -1,0 +1,146 @@
+"""What the drills do as users: post many messages, then read every answer back over HTTP.
+
+A POST answered 200 is an accepted message (its clientId and ``x-request-id`` are kept);
+a 503 or a dropped connection is a message the user knows was not accepted and would retry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Accepted:
+    index: int
+    message: str
+    client_id: str
+    request_id: str
+
+
+@dataclass
+class Load:
+    """Posts ``target`` accepted messages from ``workers`` threads (each message its own clientId)."""
+
+    base_url: str
+    target: int
+    message_for: Callable[[int], str]
+    workers: int = 8
+    accepted: list[Accepted] = field(default_factory=list)
+    unavailable: int = 0
+    dropped: int = 0
+    unexpected: list[tuple[int, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _next: int = 0
+    _in_flight: int = 0
+    _thread: threading.Thread | None = None
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.accepted)
+
+    def _take(self) -> int | None:
+        with self._lock:
+            # one attempt in flight per missing acceptance, so the target is met exactly
+            if len(self.accepted) + self._in_flight >= self.target:
+                return None
+            self._in_flight += 1
+            index = self._next
+            self._next += 1
+            return index
+
+    def _worker(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            while (index := self._take()) is not None:
+                message = self.message_for(index)
+                client_id = f"drill-{index}"
+                try:
+                    response = client.post("/api/chat", json={"message": message}, headers={"x-client-id": client_id})
+                except httpx.TransportError:
+                    with self._lock:
+                        self.dropped += 1
+                        self._in_flight -= 1
+                    time.sleep(0.05)
+                    continue
+                with self._lock:
+                    self._in_flight -= 1
+                    if response.status_code == 200:
+                        self.accepted.append(Accepted(index, message, client_id, response.headers["x-request-id"]))
+                    elif response.status_code == 503:
+                        self.unavailable += 1
+                    else:
+                        self.unexpected.append((response.status_code, response.text))
+                if response.status_code != 200:
+                    time.sleep(0.05)  # what a client does before it retries
+
+    def start(self) -> Load:
+        def run() -> None:
+            with ThreadPoolExecutor(self.workers) as pool:
+                for future in [pool.submit(self._worker) for _ in range(self.workers)]:
+                    future.result()
+
+        self._thread = threading.Thread(target=run, name="drill-load", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_for(self, count: int, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < count:
+            assert time.monotonic() < deadline, f"only {self.count} of {count} messages accepted"
+            assert self._thread is not None and (self._thread.is_alive() or self.count >= count)
+            time.sleep(0.02)
+
+    def join(self, timeout: float = 180) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the load did not finish: {self.count} accepted"
+
+    def summary(self) -> str:
+        return (f"{len(self.accepted)} accepted, {self.unavailable} answered 503, "
+                f"{self.dropped} connections dropped, {len(self.unexpected)} other answers")
+
+
+def read_answers(base_url: str, accepted: list[Accepted], timeout: float = 120,
+                 workers: int = 8) -> dict[str, dict[str, Any]]:
+    """Poll every accepted message's conversation until its own final answer is there.
+
+    Returns the final state per request id; those missing at the deadline are absent.
+    """
+    answers: dict[str, dict[str, Any]] = {}
+    waiting = list(accepted)
+    deadline = time.monotonic() + timeout
+
+    def read(client: httpx.Client, item: Accepted) -> tuple[Accepted, dict[str, Any] | None]:
+        try:
+            response = client.get(f"/api/chat/response/{item.client_id}")
+        except httpx.TransportError:
+            return item, None
+        if response.status_code != 200:
+            return item, None
+        state: dict[str, Any] = response.json()
+        if state["requestId"] == item.request_id and state["status"] in FINAL:
+            return item, state
+        return item, None
+
+    with httpx.Client(base_url=base_url, timeout=10, limits=httpx.Limits(max_connections=workers)) as client, \
+            ThreadPoolExecutor(workers) as pool:
+        while waiting and time.monotonic() < deadline:
+            still: list[Accepted] = []
+            for item, state in pool.map(lambda item: read(client, item), waiting):
+                if state is None:
+                    still.append(item)
+                else:
+                    answers[item.request_id] = state
+            waiting = still
+            if waiting:
+                time.sleep(0.5)
+    return answers
