@@ -19,6 +19,7 @@ from athenic.shared.quota_keys import (
     ALL_LEASES,
     RATE_PREFIX,
     epoch_minute,
+    lease_admitted,
     parse_counter,
     tenant_of_lease_key,
 )
@@ -57,8 +58,11 @@ async def _scan(kv: KeyValue, subject_filter: str, *, values: bool, timeout: flo
 
 async def read_usage(kv: KeyValue, now: float | None = None, timeout: float = 5.0) -> Usage:
     minute = epoch_minute(time.time() if now is None else now)
-    leases = await _scan(kv, ALL_LEASES, values=False, timeout=timeout)
-    concurrent = Counter(t for key in leases if (t := tenant_of_lease_key(key)) is not None)
+    leases = await _scan(kv, ALL_LEASES, values=True, timeout=timeout)
+    concurrent = Counter(
+        tenant for key, value in leases.items()
+        if (tenant := tenant_of_lease_key(key)) is not None and lease_admitted(value)
+    )
     counters = await _scan(kv, f"{RATE_PREFIX}.*.{minute}", values=True, timeout=timeout)
     this_minute = {key.split(".")[1]: parse_counter(value) for key, value in counters.items()}
     return Usage(dict(concurrent), this_minute)

@@ -14,10 +14,12 @@ async def test_status_reports_usage_per_tenant_and_for_the_default(cluster: Clus
     await cluster.create(quota_body("acme", {"tenant": "acme", "maxConcurrentExecutions": 5}))
     await cluster.create(quota_body("default", {"tenant": "*"}, age_rank=1))
     minute = epoch_minute(time.time())
-    await broker.leases.create(lease_key("acme", "run1"), b"orchestrator-0")
-    await broker.leases.create(lease_key("acme", "run2"), b"orchestrator-1")
-    await broker.leases.create(lease_key("bob", "run3"), b"orchestrator-0")
-    await broker.leases.create(lease_key("carol", "run4"), b"orchestrator-2")
+    running = b'{"holder":"orchestrator-0","admitted":true}'
+    await broker.leases.create(lease_key("acme", "run1"), running)
+    await broker.leases.create(lease_key("acme", "run2"), running)
+    await broker.leases.create(lease_key("acme", "run9"), b'{"holder":"orchestrator-1"}')  # still deciding
+    await broker.leases.create(lease_key("bob", "run3"), running)
+    await broker.leases.create(lease_key("carol", "run4"), running)
     for current in (minute, minute + 1):  # the same in the next minute, should the test straddle one
         await broker.leases.put(rate_key("acme", current), encode_counter(7))
         await broker.leases.put(rate_key("bob", current), encode_counter(2))

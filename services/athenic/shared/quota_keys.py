@@ -4,11 +4,13 @@ The orchestrators enforce a tenant's quota with two kinds of keys in ``LEASES_BU
 the operator only reads them to report ``status.used``. Both sides build keys here.
 
 ``lease.<tenant>.<lease_id>``
-    One key per execution running now. Created (``kv.create``, so an id is never reused)
+    One key per execution of the tenant. Created (``kv.create``, so an id is never reused)
     with a per-message TTL and refreshed while the run lasts, so a lease of a replica that
-    died expires on its own; deleted when the run ends. Its value is free (the holder's
-    description). The number of live (not deleted, not expired) ``lease.<tenant>.*`` keys
-    is the tenant's concurrent executions.
+    died expires on its own; deleted or purged when the run ends. Its value is a JSON
+    object; ``"admitted": true`` marks a lease whose execution was admitted and runs now,
+    a key without it is a candidate still being decided (``lease_admitted``). The number of
+    live (not deleted, not expired) admitted ``lease.<tenant>.*`` keys is the tenant's
+    concurrent executions.
 
 ``rate.<tenant>.<epoch_minute>``
     The number of executions of the tenant started in that UTC minute
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import re
 from typing import Final
+
+import msgspec
 
 LEASE_PREFIX: Final = "lease"
 RATE_PREFIX: Final = "rate"
@@ -60,6 +64,23 @@ def tenant_of_lease_key(key: str) -> str | None:
     if len(parts) != 3 or parts[0] != LEASE_PREFIX:
         return None
     return parts[1]
+
+
+class _Admitted(msgspec.Struct):
+    admitted: bool = False
+
+
+_admitted_decoder: Final = msgspec.json.Decoder(_Admitted)
+
+
+def lease_admitted(value: bytes | None) -> bool:
+    """Whether a lease key's value marks an admitted (running) execution."""
+    if not value:
+        return False
+    try:
+        return _admitted_decoder.decode(value).admitted
+    except msgspec.DecodeError:
+        return False
 
 
 def epoch_minute(unix_seconds: float) -> int:
