@@ -36,3 +36,13 @@ def test_wire_names_are_the_apps() -> None:
     wire = msgspec.json.decode(encode(record))
     assert {"lastMessage", "lastResponse", "requiresE2B"} <= set(wire)
     assert {"message", "requiresE2B", "clientId", "timestamp"} <= set(wire["lastResponse"])
+
+
+def test_settings_repr_never_shows_secrets() -> None:
+    from athenic.orchestrator.settings import OrchestratorSettings
+    from athenic.shared.settings import NatsSettings, load
+
+    settings = load(OrchestratorSettings, {"E2B_API_KEY": "e2b_sekrit", "OPENAI_API_KEY": "sk-sekrit"})
+    assert "sekrit" not in repr(settings)
+    assert "ATHENIC_CONCURRENCY=8" in repr(settings)
+    assert "hunter2" not in repr(load(NatsSettings, {"NATS_PASSWORD": "hunter2"}))

@@ -37,7 +37,23 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
         raise SettingsError(f"bad setting {name}: {detail or text}") from None
 
 
-class NatsSettings(msgspec.Struct, frozen=True, rename=str.upper):
+SECRET_WORDS = ("key", "secret", "password", "token")
+
+
+class EnvSettings(msgspec.Struct, frozen=True, rename=str.upper):
+    """Base of every settings class: its repr masks secrets, so logging one leaks nothing."""
+
+    def __repr__(self) -> str:
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and any(word in name for word in SECRET_WORDS):
+                value = "***"
+            shown.append(f"{name.upper()}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class NatsSettings(EnvSettings, frozen=True, rename=str.upper):
     """The broker and the topology every service provisions at start."""
 
     nats_url: str = "nats://127.0.0.1:4222"
@@ -56,6 +72,6 @@ class NatsSettings(msgspec.Struct, frozen=True, rename=str.upper):
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
 
-class LogSettings(msgspec.Struct, frozen=True, rename=str.upper):
+class LogSettings(EnvSettings, frozen=True, rename=str.upper):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"
     log_format: Literal["json", "console"] | None = None
