@@ -6,12 +6,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from athenic.shared.settings import Port, PositiveFloat, SettingsError
+from athenic.shared.settings import EnvSettings, Port, PositiveFloat, SettingsError
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class ApiSettings(msgspec.Struct, frozen=True, rename=str.upper):
+class ApiSettings(EnvSettings, frozen=True, rename=str.upper):
     api_server_port: Port = 3000
     api_host: str = "0.0.0.0"
     # Largest accepted `message`, in UTF-8 bytes.

@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from athenic.shared.settings import Port, Positive, PositiveFloat
+from athenic.shared.settings import EnvSettings, Port, Positive, PositiveFloat
 
 
-class OrchestratorSettings(msgspec.Struct, frozen=True, rename=str.upper):
+class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     athenic_health_port: Port = 9090
     athenic_health_host: str = "0.0.0.0"
