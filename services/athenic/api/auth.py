@@ -176,8 +176,8 @@ class Authenticator:
         if not isinstance(user, str) or not user:
             raise unauthorized("the token's sub claim is not a user id")
         exp = claims.get("exp")
-        return Identity(user=user, tenant=self._tenant(claims), address=address,
-                        expires_at=float(exp) if isinstance(exp, int | float) else None)
+        expires_at = float(exp) + self.settings.athenic_jwt_leeway_seconds if isinstance(exp, int | float) else None
+        return Identity(user=user, tenant=self._tenant(claims), address=address, expires_at=expires_at)
 
     def _tenant(self, claims: dict[str, Any]) -> str:
         path = self.settings.athenic_tenant_claim
