@@ -33,7 +33,7 @@ async def test_liveness_probe_answers_and_reports_nats(cluster: Cluster, operato
 def _declare_peering(cluster: Cluster) -> None:
     cluster.emulator.resources[PEERINGS] = kmock.ResourceInfo(
         kind="ClusterKopfPeering", singular="clusterkopfpeering", namespaced=False,
-        verbs={"list", "watch", "get", "patch"}, subresources={"status"})
+        verbs={"list", "watch", "get", "patch"})  # as deploy/kopf-peering.yaml: no status subresource
     cluster.emulator.objects[kmock.resource(PEERINGS), None, "athenic-operator"] = {
         "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
         "metadata": {"name": "athenic-operator", "resourceVersion": "1"}, "status": {}}
