@@ -204,11 +204,25 @@ async def test_a_dropped_connection_is_retryable(e2b: E2BSandbox, standin: E2BSt
 async def test_server_errors_are_retryable(e2b: E2BSandbox, standin: E2BStandIn, where: str) -> None:
     if where == "execute":
         await e2b.run(spec("1"))
-        standin.execute_mode = "error500"
+        standin.execute_status = 500
     else:
         standin.create_status = 500
     with pytest.raises(RetryableError):
         await e2b.run(spec("print(1)"))
+
+
+async def test_a_request_the_code_interpreter_refuses_is_terminal(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    await e2b.run(spec("1"))
+    standin.execute_status = 400
+    with pytest.raises(TerminalError, match="400"):
+        await e2b.run(spec("print(1)"))
+
+
+async def test_an_unknown_language_is_answered_without_calling_e2b(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    execution = await e2b.run(RunSpec(client_id="c1", language="cobol", code="DISPLAY 1"))
+    assert execution.error is not None
+    assert execution.error.name == "UnsupportedLanguage"
+    assert standin.create_attempts == 0
 
 
 async def test_rate_limiting_is_retryable(e2b: E2BSandbox, standin: E2BStandIn) -> None:

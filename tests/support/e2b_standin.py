@@ -8,8 +8,8 @@ refreshes their lifetime with ``POST /sandboxes/{id}/timeout``, kills them with
 
 Each sandbox is a real Python process holding one namespace (so state survives between
 executions, like E2B's kernel); a client that goes away mid-execution interrupts it (SIGINT),
-as the code interpreter does. Everything is recorded for assertions; ``execute_mode`` and
-``create_status`` make the service misbehave.
+as the code interpreter does. Everything is recorded for assertions; ``execute_mode``,
+``execute_status`` and ``create_status`` make the service misbehave.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ for line in sys.stdin:
     _send({"type": "__end__"})
 '''
 
-ExecuteMode = Literal["ok", "hang", "drop", "error500"]
+ExecuteMode = Literal["ok", "hang", "drop"]
 
 
 @dataclass(eq=False)
@@ -124,6 +124,8 @@ class E2BStandIn:
         # None accepts any key; otherwise any other key gets 401 as from E2B
         self.accepted_keys = accepted_keys
         self.execute_mode: ExecuteMode = "ok"
+        # answer every execution with this error status (400, 500...) when set
+        self.execute_status: int | None = None
         # answer every create with this error status (429, 500, 503...) when set
         self.create_status: int | None = None
         self.sandboxes: dict[str, StandInSandbox] = {}
@@ -235,8 +237,8 @@ class E2BStandIn:
             return web.Response(status=401, text="bad envd access token")
         code = (await request.json())["code"]
         self.executes.append(sandbox.sandbox_id)
-        if self.execute_mode == "error500":
-            return web.Response(status=500, text="stand-in told to fail")
+        if self.execute_status is not None:
+            return web.Response(status=self.execute_status, text="stand-in told to fail")
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         if self.execute_mode == "hang":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -46,9 +47,8 @@ log = get_logger(__name__)
 # E2B's lifetime of a sandbox beyond our idle period: our reaper kills it first; E2B's timer
 # only catches sandboxes an orchestrator crash left behind.
 _LIFETIME_SLACK_SECONDS = 60
-# The SDK's own read deadline is a backstop behind ours.
-_SDK_TIMEOUT_SLACK_SECONDS = 5.0
 _KILL_TIMEOUT_SECONDS = 10.0
+_STATUS_PREFIX = re.compile(r"^(\d{3})\b")
 
 
 @dataclass(eq=False)
@@ -96,6 +96,12 @@ class E2BSandbox:
     async def run(self, spec: RunSpec, on_output: OutputSink | None = None) -> Execution:
         if self._closed:
             raise RetryableError("the E2B backend is shutting down")
+        if spec.language not in self.languages:
+            return Execution(
+                language=spec.language, code=spec.code, backend=self.name,
+                error=ExecutionError(name="UnsupportedLanguage",
+                                     value=f"E2B runs {', '.join(sorted(self.languages))}, not {spec.language!r}"),
+            )
         async with self._client_lock(spec.client_id):
             started = time.monotonic()
             session = await self._session_for(spec)
@@ -153,7 +159,11 @@ class E2BSandbox:
                     language=None if spec.language == "python" else spec.language,
                     on_stdout=on_stdout,
                     on_stderr=on_stderr,
-                    timeout=spec.timeout_seconds + _SDK_TIMEOUT_SLACK_SECONDS,
+                    # 0: no deadline of the SDK's own. With one, its transport reads through
+                    # asyncio.wait_for, which on cancellation waits for the pending read to
+                    # finish (seen here: a minute, until the code printed again); ours cancels
+                    # the read at once.
+                    timeout=0,
                     request_timeout=self._request_timeout,
                 )
         except TimeoutError:
@@ -275,6 +285,10 @@ class E2BSandbox:
             return RetryableError(f"E2B is busy or slow: {exc}")
         if isinstance(exc, SandboxException):
             status = getattr(exc, "status_code", None)
+            if status is None:
+                # errors of the code interpreter carry the status only in the text: "400 Bad Request: ..."
+                leading = _STATUS_PREFIX.match(str(exc))
+                status = int(leading[1]) if leading else None
             if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
                 log.error("E2B refused the request", client_id=client_id, status=status, error=str(exc))
                 return TerminalError(f"E2B refused the request: {exc}")
