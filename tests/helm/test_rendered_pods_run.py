@@ -1,13 +1,16 @@
 """The api and the orchestrator started with exactly the environment the chart gives their pods
 (Secrets filled with stand-in values, addresses moved to loopback) against a nats-server
-running the chart's own NATS config: they start, and every probe the Deployment declares
-answers 200 on the port it names. The operator needs a Kubernetes API and is covered by the
-operator's kmock tests.
+running the chart's own NATS config: they start, every probe the Deployment declares answers
+200 on the port it names, and the `helm test` pod's command, run with its rendered
+environment, passes. The operator needs a Kubernetes API and is covered by the operator's
+kmock tests.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,7 +83,7 @@ def wait_ok(url: str, service: Service, timeout: float = 30) -> None:
 
 
 @pytest.mark.parametrize("value_set", ["dev", "auth-on"])
-def test_services_start_with_the_rendered_environment_and_pass_their_probes(
+def test_rendered_pods_start_pass_their_probes_and_helm_test(
         render: Render, chart_nats: NatsServer, tmp_path: Path, value_set: str) -> None:
     manifests = render(value_set)
     api_spec = container(manifests, "athenic-api")
@@ -108,6 +111,20 @@ def test_services_start_with_the_rendered_environment_and_pass_their_probes(
         if pod_environment(api_spec, {})["LOG_FORMAT"] == "json":
             first_line = services["api"][1].log().splitlines()[0]
             assert first_line.startswith("{"), f"LOG_FORMAT=json is not in effect: {first_line}"
+
+        # `helm test`: the hook pod's command and environment, pointed at this api
+        hook = named(manifests, "Pod", "athenic-test-chat")["spec"]["containers"][0]
+        hook_env = pod_environment(hook, {"ATHENIC_API_URL": f"http://127.0.0.1:{api_port}",
+                                          "ATHENIC_ANSWER_TIMEOUT": "30"})
+        assert hook["command"][0] == "python"
+        done = subprocess.run([sys.executable, *hook["command"][1:]], env=hook_env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        if value_set == "auth-on":
+            # no token for a test user given: the hook proves that auth is really on
+            assert "ok: anonymous POST /api/chat is refused with 401" in done.stdout
+        else:
+            assert "ok: the message was answered" in done.stdout
     finally:
         for _, service, _ in services.values():
             service.terminate()
