@@ -107,7 +107,8 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 @pytest.mark.slow
 def test_losing_the_stream_leader_loses_no_accepted_message(cluster: NatsCluster, tmp_path: Path) -> None:
     settings = {"NATS_REPLICAS": REPLICAS, "ATHENIC_ACK_WAIT_SECONDS": "5"}
-    api = Api(cluster.url, tmp_path, LOG_LEVEL="WARNING", NATS_REPLICAS=REPLICAS).start()
+    api = Api(cluster.url, tmp_path, LOG_LEVEL="WARNING", NATS_REPLICAS=REPLICAS,
+              ATHENIC_RATE_LIMIT_PER_MINUTE="0").start()
     orchestrators = [Orchestrator(cluster.url, tmp_path, ATHENIC_CONCURRENCY="8", **settings).start()
                      for _ in range(2)]
     try:

@@ -33,7 +33,7 @@ def start_orchestrator(nats: NatsServer, tmp_path: Path) -> Orchestrator:
 @pytest.mark.slow
 def test_two_orchestrator_kills_and_a_broker_restart_lose_no_accepted_message(tmp_path: Path) -> None:
     nats = NatsServer(tmp_path / "jetstream").start()
-    api = Api(nats.url, tmp_path, LOG_LEVEL="WARNING").start()
+    api = Api(nats.url, tmp_path, LOG_LEVEL="WARNING", ATHENIC_RATE_LIMIT_PER_MINUTE="0").start()
     orchestrators = [start_orchestrator(nats, tmp_path)]
     try:
         load = Load(api.url, MESSAGES, message_for).start()
