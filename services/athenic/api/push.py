@@ -95,15 +95,22 @@ class PushSession:
         self._listener: Listener | None = None
 
     async def open(self) -> Frame | None:
-        """Check access (404/400/503 as ``ApiError``), start listening, return the first frame if due."""
-        self.state = await self.service.state(self.client_id, self.who)
+        """Start listening, then check access (404/400/503 as ``ApiError``); the first frame if due.
+
+        Listening starts before the state is read, so a change in between is not lost (the
+        revision check drops what the state already holds).
+        """
+        check_client_id(self.client_id, "clientId")
         self._listening = self.feeds.listen(self.client_id)
         try:
             self._listener = await self._listening.__aenter__()
         except Exception as exc:
             self._listening = None
+            log.warning("cannot follow the conversation", client_id=self.client_id,
+                        error=str(exc) or type(exc).__name__)
             raise BrokerUnavailable("the message broker is unavailable; retry later",
                                     headers={"Retry-After": "1"}) from exc
+        self.state = await self.service.state(self.client_id, self.who)
         revision = self.state.revision or 0
         self.sent_revision = revision
         # A reconnecting client that already has this record (and no newer message waits) gets no repeat.
@@ -219,25 +226,21 @@ class SocketConversation:
 
     async def _push(self, session: PushSession) -> None:
         while True:
-            frame = await self._until_expiry(session.next())
-            await self._send(frame.data)
+            await self._send((await self._next_before_expiry(session)).data)
 
-    async def _until_expiry(self, next_frame: Any) -> Frame:
+    async def _next_before_expiry(self, session: PushSession) -> Frame:
         """The next frame, or close 4401 when the token expires (a fresh ``auth`` frame extends it)."""
-        task: asyncio.Task[Frame] = asyncio.ensure_future(next_frame)
-        try:
-            while True:
-                assert self.who is not None
-                expires_at = self.who.expires_at
-                timeout = None if expires_at is None else max(expires_at - time.time(), 0.0)
-                done, _ = await asyncio.wait({task}, timeout=timeout)
-                if done:
-                    return task.result()
+        while True:
+            assert self.who is not None
+            expires_at = self.who.expires_at
+            if expires_at is None:
+                return await session.next()
+            try:
+                async with asyncio.timeout(max(expires_at - time.time(), 0.0)):
+                    return await session.next()  # cancelling the wait for a frame loses none
+            except TimeoutError:
                 if self.who.expires_at is not None and self.who.expires_at <= time.time():
-                    raise Closed(CLOSE_UNAUTHORIZED, "the token has expired; reconnect with a fresh one")
-        finally:
-            if not task.done():
-                task.cancel()
+                    raise Closed(CLOSE_UNAUTHORIZED, "the token has expired; reconnect with a fresh one") from None
 
     async def _read(self) -> None:
         while True:
@@ -325,7 +328,11 @@ class PushController(Controller):
         if after is None and last_event_id is not None and last_event_id.isdigit():
             after = int(last_event_id)
         session = PushSession(chat_service, feeds, client_id, identity, after)
-        first = await session.open()  # 404 / 503 as problem details, before any event is sent
+        try:
+            first = await session.open()  # 404 / 503 as problem details, before any event is sent
+        except BaseException:
+            await session.close()
+            raise
         return ServerSentEvent(self._events(session, first, api_settings.athenic_ws_ping_seconds))
 
     @staticmethod

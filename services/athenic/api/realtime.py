@@ -1,10 +1,15 @@
-"""Per-client feeds: every change of a client's record and every progress event, fanned out.
+"""Feeds: every change of a client's record and every progress event, fanned out to its listeners.
 
-One feed per clientId per api process, shared by all of that client's open sockets and
-streams: a KV watch of the client's key (the record, with its revision) and a core-NATS
-subscription to its event subject. The feed stops when its last listener leaves, so an idle
-process holds nothing per clientId nobody listens to, and a thousand sockets on one
-conversation cost one watch.
+Records come from ONE watch of the responses bucket per api process (an ordered consumer
+delivering new changes only), dispatched by key to the clientIds someone here listens to.
+Not a watch per clientId: the server caps consumers per stream (1,000 by default on
+nats-server 2.11+), so a consumer per open socket would cap every api replica together at a
+thousand followed conversations. The ordered consumer resumes from the last sequence it saw
+after missed heartbeats, so a broker restart loses no change.
+
+Progress events come from a core-NATS subscription to the client's event subject, one per
+clientId with listeners in this process (the server routes them by interest, so a replica
+receives only the events of the clients it serves), dropped with the last listener.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js import api
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
 
 from athenic.shared import names
 from athenic.shared.broker import Broker
@@ -32,6 +38,7 @@ log = get_logger(__name__)
 # Updates a listener may have waiting before it counts as too slow and is dropped (it
 # reconnects with its last revision and loses no record).
 LISTENER_CAPACITY: Final = 256
+RECORD_SUBJECT_PREFIX: Final = f"$KV.{names.RESPONSES_BUCKET}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,22 +75,18 @@ class Listener:
 
 
 class Feed:
+    """The listeners of one clientId in this process and its event subscription."""
+
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
         self.listeners: set[Listener] = set()
-        self.latest: RecordChanged | None = None
         self.started: asyncio.Task[None] | None = None
-        self._sub: Subscription | None = None
-        self._watcher: KeyValue.KeyWatcher | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._events: Subscription | None = None
 
     async def start(self, broker: Broker) -> None:
-        kv = broker.bucket(names.RESPONSES_BUCKET)
-        self._sub = await broker.nc.subscribe(names.event_subject(self.client_id), cb=self._on_event)
-        self._watcher = await kv.watch(self.client_id)
-        self._pump = asyncio.create_task(self._pump_records(self._watcher), name=f"feed-{self.client_id}")
+        self._events = await broker.nc.subscribe(names.event_subject(self.client_id), cb=self._on_event)
 
-    def _fan_out(self, update: Update) -> None:
+    def fan_out(self, update: Update) -> None:
         for listener in list(self.listeners):
             listener.offer(update)
 
@@ -93,31 +96,12 @@ class Feed:
         except msgspec.DecodeError:
             log.warning("undecodable progress event dropped", client_id=self.client_id)
             return
-        self._fan_out(Progress(event.type, msg.data))
-
-    async def _pump_records(self, watcher: KeyValue.KeyWatcher) -> None:
-        async for entry in watcher:
-            if entry is None or entry.revision is None:  # None: the end of the initial values
-                continue
-            record: ResponseRecord | None = None
-            if entry.value and entry.operation not in (KV_DEL, KV_PURGE):
-                try:
-                    record = response_record_decoder.decode(entry.value)
-                except msgspec.DecodeError:
-                    log.error("undecodable response record", client_id=self.client_id, revision=entry.revision)
-                    continue
-            self.latest = RecordChanged(record, entry.revision)
-            self._fan_out(self.latest)
+        self.fan_out(Progress(event.type, msg.data))
 
     async def stop(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-        with contextlib.suppress(nats.errors.Error, OSError, AttributeError):
-            if self._watcher is not None:
-                await self._watcher.stop()  # type: ignore[no-untyped-call]
         with contextlib.suppress(nats.errors.Error, OSError):
-            if self._sub is not None:
-                await self._sub.unsubscribe()
+            if self._events is not None:
+                await self._events.unsubscribe()
 
 
 class Feeds:
@@ -126,12 +110,15 @@ class Feeds:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._feeds: dict[str, Feed] = {}
+        self._records: asyncio.Task[Subscription] | None = None
 
     def __len__(self) -> int:
         return len(self._feeds)
 
     @asynccontextmanager
     async def listen(self, client_id: str) -> AsyncIterator[Listener]:
+        """Updates of ``client_id`` from now on; read the current state only after entering."""
+        await self._watch_records()
         feed = self._feeds.get(client_id)
         if feed is None:
             feed = self._feeds[client_id] = Feed(client_id)
@@ -142,8 +129,6 @@ class Feeds:
         try:
             # shielded: one listener giving up must not cancel the start the others wait for
             await asyncio.shield(feed.started)
-            if feed.latest is not None:  # a feed already running: catch up on its newest record
-                listener.offer(feed.latest)
             yield listener
         finally:
             feed.listeners.discard(listener)
@@ -151,7 +136,36 @@ class Feeds:
                 del self._feeds[client_id]
                 await feed.stop()
 
+    async def _watch_records(self) -> None:
+        if self._records is None or (self._records.done() and self._records.exception() is not None):
+            self._records = asyncio.create_task(self._subscribe_records())
+        await asyncio.shield(self._records)
+
+    async def _subscribe_records(self) -> Subscription:
+        return await self.broker.js.subscribe(
+            RECORD_SUBJECT_PREFIX + ">", stream=f"KV_{names.RESPONSES_BUCKET}", cb=self._on_record,
+            ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW,
+        )
+
+    async def _on_record(self, msg: Msg) -> None:
+        feed = self._feeds.get(msg.subject[len(RECORD_SUBJECT_PREFIX):])
+        if feed is None:  # nobody here follows this conversation
+            return
+        revision = msg.metadata.sequence.stream
+        operation = msg.headers.get(KV_OP) if msg.headers else None
+        record: ResponseRecord | None = None
+        if msg.data and operation not in (KV_DEL, KV_PURGE):
+            try:
+                record = response_record_decoder.decode(msg.data)
+            except msgspec.DecodeError:
+                log.error("undecodable response record", client_id=feed.client_id, revision=revision)
+                return
+        feed.fan_out(RecordChanged(record, revision))
+
     async def close(self) -> None:
         feeds, self._feeds = list(self._feeds.values()), {}
         for feed in feeds:
             await feed.stop()
+        if self._records is not None and self._records.done() and self._records.exception() is None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._records.result().unsubscribe()
