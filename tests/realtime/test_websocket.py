@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from athenic.shared import names
 from tests.realtime.conftest import PING_SECONDS
 from tests.realtime.helpers import Records, close_code, nothing_within, open_socket, recv, recv_type, ws_url
 from tests.support.nats import NatsServer
@@ -196,3 +198,21 @@ async def test_a_real_run_is_pushed_from_status_to_answer(api: Api, system_nats:
     final = frames[-1]
     assert isinstance(final["lastResponse"], dict) and final["lastResponse"]["requiresE2B"] is True
     assert "42" in json.dumps(final["lastResponse"])
+
+
+async def test_following_many_conversations_costs_the_broker_one_consumer(api: Api, system_nats: NatsServer) -> None:
+    # nats-server caps consumers per stream (1,000): a watch per socket would refuse the 1,001st socket
+    # of the whole cluster. One watch of the bucket per api process, however many sockets.
+    client_ids = [new_id() for _ in range(12)]
+    async with Records(system_nats.url) as records:
+        for client_id in client_ids:
+            await records.put(client_id, "processing")
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = [await stack.enter_async_context(open_socket(api.url, client_id)) for client_id in client_ids]
+            for ws in sockets:
+                await recv_type(ws, "response")
+            assert records.nc is not None
+            info = await records.nc.jetstream().stream_info(f"KV_{names.RESPONSES_BUCKET}")
+            assert info.state.consumer_count == 1
+            final = await records.put(client_ids[-1], "completed")
+            assert (await recv(sockets[-1]))["revision"] == final
