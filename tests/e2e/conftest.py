@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.nats import NatsServer
-from tests.support.services import Api
+from tests.support.services import Api, Service
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +43,14 @@ def api(system_nats: NatsServer, module_tmp: Path) -> Iterator[Api]:
 def client(api: Api) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api.url, timeout=10) as http:
         yield http
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[Service]]:
+    """Services a test starts itself; whatever happens, none outlives the test."""
+    services: list[Service] = []
+    try:
+        yield services
+    finally:
+        for service in reversed(services):
+            service.kill()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.nats import NatsServer, free_port
-from tests.support.services import Api, Orchestrator, wait_for_status
+from tests.support.services import Api, Orchestrator, Service, wait_for_status
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 FINAL = {"completed", "failed", "cancelled"}
@@ -112,9 +112,10 @@ def test_a_slow_earlier_message_never_overwrites_a_later_answer(
 
 
 def test_sigkill_while_holding_messages_loses_nothing(
-    system_nats: NatsServer, client: httpx.Client, tmp_path: Path
+    system_nats: NatsServer, client: httpx.Client, tmp_path: Path, spawned: list[Service]
 ) -> None:
-    first = Orchestrator(system_nats.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5").start()
+    first = Orchestrator(system_nats.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5")
+    spawned.append(first.start())
     posted = [post(client, f"```python\nimport time\ntime.sleep(1.5)\nprint({i})\n```") for i in range(6)]
     posted += [post(client, f"hello {i}") for i in range(6)]
     # wait until the first orchestrator holds work, then kill it without warning
@@ -122,17 +123,18 @@ def test_sigkill_while_holding_messages_loses_nothing(
     while "answering" not in first.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     first.kill()
-    second = Orchestrator(system_nats.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5").start()
-    try:
-        for client_id, request_id in posted:
-            state = wait_for_status(client, client_id, FINAL, timeout=60, request_id=request_id)
-            assert state["status"] == "completed", state
-    finally:
-        second.terminate()
+    second = Orchestrator(system_nats.url, tmp_path, ATHENIC_CONCURRENCY="4", ATHENIC_ACK_WAIT_SECONDS="5")
+    spawned.append(second.start())
+    for client_id, request_id in posted:
+        state = wait_for_status(client, client_id, FINAL, timeout=60, request_id=request_id)
+        assert state["status"] == "completed", state
 
 
-def test_sigterm_drains_in_flight_work(system_nats: NatsServer, client: httpx.Client, tmp_path: Path) -> None:
+def test_sigterm_drains_in_flight_work(
+    system_nats: NatsServer, client: httpx.Client, tmp_path: Path, spawned: list[Service]
+) -> None:
     service = Orchestrator(system_nats.url, tmp_path).start()
+    spawned.append(service)
     client_id, request_id = post(client, "```python\nimport time\ntime.sleep(2)\nprint('done')\n```")
     wait_for_status(client, client_id, {"processing"}, request_id=request_id)
     assert service.terminate() == 0
@@ -142,21 +144,19 @@ def test_sigterm_drains_in_flight_work(system_nats: NatsServer, client: httpx.Cl
 
 
 def test_last_delivery_writes_a_failed_answer(
-    system_nats: NatsServer, client: httpx.Client, tmp_path: Path
+    system_nats: NatsServer, client: httpx.Client, tmp_path: Path, spawned: list[Service]
 ) -> None:
     # E2B unreachable is retryable: after the last allowed delivery the app gets a clear failure.
     dead = f"http://127.0.0.1:{free_port()}"
     service = Orchestrator(system_nats.url, tmp_path, ATHENIC_SANDBOX="e2b", E2B_API_KEY="e2b_test",
                            E2B_API_URL=dead, E2B_SANDBOX_URL=dead, ATHENIC_MAX_DELIVER="2").start()
-    try:
-        client_id, request_id = post(client, "```python\nprint(1)\n```")
-        state = wait_for_status(client, client_id, {"failed"}, timeout=60, request_id=request_id)
-        response = state["lastResponse"]
-        assert isinstance(response, dict)
-        assert "2 attempts" in response["error"]
-        assert response["message"].startswith("Sorry")
-    finally:
-        service.terminate()
+    spawned.append(service)
+    client_id, request_id = post(client, "```python\nprint(1)\n```")
+    state = wait_for_status(client, client_id, {"failed"}, timeout=60, request_id=request_id)
+    response = state["lastResponse"]
+    assert isinstance(response, dict)
+    assert "2 attempts" in response["error"]
+    assert response["message"].startswith("Sorry")
 
 
 def test_cancel_stops_a_running_execution(orchestrator: Orchestrator, client: httpx.Client) -> None:

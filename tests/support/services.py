@@ -65,6 +65,8 @@ def base_env(nats_url: str, **extra: str) -> dict[str, str]:
 class Api(Service):
     def __init__(self, nats_url: str, tmp: Path, **extra: str) -> None:
         self.port = free_port()
+        # Tests post faster than a person: the rate limit is off unless a test sets it.
+        extra = {"ATHENIC_RATE_LIMIT_PER_MINUTE": "0", **extra}
         super().__init__("athenic-api", base_env(nats_url, API_SERVER_PORT=str(self.port),
                                                  API_HOST="127.0.0.1", **extra), tmp / f"api-{self.port}.log")
 
