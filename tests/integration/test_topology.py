@@ -35,3 +35,20 @@ def test_bad_setting_names_the_variable() -> None:
         load(NatsSettings, {"NATS_REPLICAS": "two"})
     with pytest.raises(SettingsError, match="ATHENIC_MAX_DELIVER"):
         load(NatsSettings, {"ATHENIC_MAX_DELIVER": "0"})
+
+
+async def test_a_conflict_nats_cannot_update_is_reported_clearly(nats_url: str) -> None:
+    from nats.js.api import RetentionPolicy, StreamConfig
+
+    from athenic.shared.topology import TopologyError
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        # someone else's stream under our name, with a retention NATS cannot change
+        await js.add_stream(StreamConfig(name=names.REQUEST_STREAM, subjects=[names.REQUEST_SUBJECTS],
+                                         retention=RetentionPolicy.LIMITS))
+        with pytest.raises(TopologyError, match=names.REQUEST_STREAM):
+            await ensure_topology(js, load(NatsSettings, {"NATS_URL": nats_url}))
+    finally:
+        await nc.close()

@@ -19,7 +19,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServerError
 from nats.js.kv import KeyValue
 
 from athenic.shared import names
@@ -92,7 +92,7 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
             raise
         try:
             await js.update_stream(config)
-        except BadRequestError as update_exc:
+        except APIError as update_exc:
             raise TopologyError(
                 f"stream {config.name} exists with a configuration NATS cannot update to ours: "
                 f"{update_exc.description}"
@@ -118,7 +118,7 @@ async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValu
     )
     try:
         await js.update_stream(wanted)
-    except BadRequestError as exc:
+    except APIError as exc:
         raise TopologyError(f"KV bucket {config.bucket} conflicts: {exc.description}") from exc
     return await js.key_value(config.bucket)
 
@@ -128,7 +128,7 @@ async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> dict[
     await _ensure_stream(js, request_stream_config(settings))
     try:
         await js.add_consumer(names.REQUEST_STREAM, consumer_config(settings))
-    except BadRequestError as exc:
+    except (BadRequestError, ServerError) as exc:
         raise TopologyError(
             f"consumer {names.ORCHESTRATOR_CONSUMER} exists with a configuration NATS cannot "
             f"update to ours: {exc.description}"
