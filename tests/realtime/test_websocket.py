@@ -216,3 +216,24 @@ async def test_following_many_conversations_costs_the_broker_one_consumer(api: A
             assert info.state.consumer_count == 1
             final = await records.put(client_ids[-1], "completed")
             assert (await recv(sockets[-1]))["revision"] == final
+
+
+@pytest.mark.slow
+async def test_an_open_socket_gets_changes_written_after_a_broker_restart(nats_server: NatsServer,
+                                                                          tmp_path: Path) -> None:
+    api = Api(nats_server.url, tmp_path).start()
+    try:
+        client_id = new_id()
+        async with Records(nats_server.url) as records:
+            await records.put(client_id, "processing")
+        async with open_socket(api.url, client_id) as ws:
+            await recv_type(ws, "response")
+            nats_server.stop()
+            nats_server.start()
+            api.wait(ready=True)
+            async with Records(nats_server.url) as records:
+                final = await records.put(client_id, "completed")
+            frame = await recv_type(ws, "response", timeout=15)  # the watch resumes after missed heartbeats
+            assert (frame["status"], frame["revision"]) == ("completed", final)
+    finally:
+        api.terminate()

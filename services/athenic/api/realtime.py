@@ -39,6 +39,7 @@ log = get_logger(__name__)
 # reconnects with its last revision and loses no record).
 LISTENER_CAPACITY: Final = 256
 RECORD_SUBJECT_PREFIX: Final = f"$KV.{names.RESPONSES_BUCKET}."
+RECORDS_HEARTBEAT_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,9 @@ class Feeds:
         return await self.broker.js.subscribe(
             RECORD_SUBJECT_PREFIX + ">", stream=f"KV_{names.RESPONSES_BUCKET}", cb=self._on_record,
             ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW,
+            # two missed heartbeats and the consumer is recreated after the last change seen:
+            # pushes resume within seconds of a broker restart (one heartbeat a second per process)
+            idle_heartbeat=RECORDS_HEARTBEAT_SECONDS,
         )
 
     async def _on_record(self, msg: Msg) -> None:
