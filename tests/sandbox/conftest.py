@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +17,23 @@ from tests.support.e2b_standin import E2BStandIn
 OUTPUT_LIMIT = 4096
 
 
-def sandbox_processes() -> list[int]:
-    """Processes of local sandboxes still alive (bwrap and whatever runs inside it)."""
+# Each test's backend gets a /tmp size of its own, which its bubblewrap command line carries:
+# sandboxes that other test runs on this machine start at the same time are not counted.
+_sizes = itertools.count(17)
+
+
+def _unique_tmp_mib() -> int:
+    return 17 + next(_sizes) % 32
+
+
+def sandbox_processes(backend: LocalSandbox) -> list[int]:
+    """Live processes of this backend's sandboxes (bubblewrap, and the interpreter without it).
+
+    With bubblewrap, the code's own processes live in a PID namespace whose init is bubblewrap:
+    when it is gone the kernel has killed every process of the namespace.
+    """
+    size = f"--size\0{backend.tmp_mib * 1024 * 1024}\0".encode()
+    marker = size if backend.isolated else b"athenic-sandbox-"
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -24,15 +42,22 @@ def sandbox_processes() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"/sandbox/main." in cmdline or b"athenic-sandbox-" in cmdline:
+        if marker in cmdline:
             found.append(int(entry.name))
     return found
+
+
+async def wait_until_no_sandbox_processes(backend: LocalSandbox, deadline: float) -> list[int]:
+    """The backend's processes still alive at ``deadline`` (monotonic), polling until then."""
+    while (left := sandbox_processes(backend)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return left
 
 
 @pytest.fixture
 async def local_sandbox() -> AsyncIterator[LocalSandbox]:
     """The local backend as the orchestrator runs it: isolated when bubblewrap works here."""
-    backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=16, max_processes=32)
+    backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=_unique_tmp_mib(), max_processes=32)
     try:
         yield backend
     finally:

@@ -3,7 +3,6 @@ and the backend answers a normal run right after."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 import time
@@ -14,7 +13,7 @@ import pytest
 from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.shared.messages import Execution
-from tests.sandbox.conftest import OUTPUT_LIMIT, sandbox_processes
+from tests.sandbox.conftest import OUTPUT_LIMIT, wait_until_no_sandbox_processes
 
 
 def spec(code: str, *, timeout: float = 3, memory_mib: int = 256) -> RunSpec:
@@ -28,11 +27,8 @@ async def still_serves(backend: LocalSandbox) -> None:
     assert execution.error is None
 
 
-async def no_sandbox_processes_left() -> None:
-    deadline = time.monotonic() + 2
-    while sandbox_processes() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert sandbox_processes() == []
+async def no_sandbox_processes_left(backend: LocalSandbox) -> None:
+    assert await wait_until_no_sandbox_processes(backend, time.monotonic() + 2) == []
 
 
 def explained(execution: Execution, name: str) -> None:
@@ -56,7 +52,7 @@ async def test_infinite_loop_is_stopped_at_the_time_limit(any_local: LocalSandbo
     assert execution.timed_out
     assert execution.stdout == "spinning\n"
     explained(execution, "TimeoutError")
-    await no_sandbox_processes_left()
+    await no_sandbox_processes_left(any_local)
     await still_serves(any_local)
 
 
@@ -104,7 +100,7 @@ async def test_fork_bomb_hits_the_process_limit(isolated_sandbox: LocalSandbox) 
     forks = int(execution.stdout.split()[1])
     assert 0 < forks < 32
     # the sleeping children die with the sandbox
-    await no_sandbox_processes_left()
+    await no_sandbox_processes_left(isolated_sandbox)
     await still_serves(isolated_sandbox)
 
 
@@ -113,7 +109,7 @@ async def test_fork_bomb_that_never_gives_up_is_cleaned_away(isolated_sandbox: L
     execution = await isolated_sandbox.run(spec(code, timeout=1.5))
     assert execution.timed_out
     explained(execution, "TimeoutError")
-    await no_sandbox_processes_left()
+    await no_sandbox_processes_left(isolated_sandbox)
     await still_serves(isolated_sandbox)
 
 

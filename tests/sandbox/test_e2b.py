@@ -28,7 +28,7 @@ async def test_output_streams_in_chunks_as_it_is_printed(e2b: E2BSandbox) -> Non
     async def sink(stream: Stream, text: str) -> None:
         chunks.append((time.monotonic(), stream, text))
 
-    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(0.6)\nprint('second')"
+    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(1)\nprint('second')"
     execution = await e2b.run(spec(code), on_output=sink)
     finished = time.monotonic()
     first = next(at for at, stream, text in chunks if stream == "stdout" and "first" in text)

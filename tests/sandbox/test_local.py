@@ -11,7 +11,7 @@ import structlog
 from athenic.orchestrator.errors import TerminalError
 from athenic.orchestrator.sandbox.base import RunSpec, Stream
 from athenic.orchestrator.sandbox.local import LocalSandbox
-from tests.sandbox.conftest import OUTPUT_LIMIT, sandbox_processes
+from tests.sandbox.conftest import OUTPUT_LIMIT, sandbox_processes, wait_until_no_sandbox_processes
 
 
 def spec(code: str, *, timeout: float = 10, language: str = "python", memory_mib: int = 256) -> RunSpec:
@@ -61,7 +61,7 @@ async def test_output_streams_while_the_code_runs(local_sandbox: LocalSandbox) -
     async def sink(stream: Stream, text: str) -> None:
         chunks.append((time.monotonic(), stream, text))
 
-    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(0.6)\nprint('second')"
+    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(1)\nprint('second')"
     execution = await local_sandbox.run(spec(code), on_output=sink)
     finished = time.monotonic()
     first = next(at for at, stream, text in chunks if stream == "stdout" and "first" in text)
@@ -89,13 +89,13 @@ async def test_cancelling_the_run_kills_the_process_at_once(local_sandbox: Local
 
     task = asyncio.create_task(local_sandbox.run(spec("import time\nprint('go')\ntime.sleep(60)", timeout=60), sink))
     await asyncio.wait_for(started.wait(), 10)
-    assert sandbox_processes(), "the run's processes should be visible while it runs"
+    assert sandbox_processes(local_sandbox), "the run's processes should be visible while it runs"
     cancelled_at = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - cancelled_at < 1.0
-    assert sandbox_processes() == []
+    assert await wait_until_no_sandbox_processes(local_sandbox, cancelled_at + 1.0) == []
 
 
 async def test_output_over_the_limit_is_cut_with_a_marker_and_keeps_the_end(local_sandbox: LocalSandbox) -> None:

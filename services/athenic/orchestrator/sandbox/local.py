@@ -69,7 +69,7 @@ class LocalSandbox:
         require_isolation: bool = False,
     ) -> None:
         self._output_limit = output_limit_bytes
-        self._tmp_mib = tmp_mib
+        self.tmp_mib = tmp_mib
         self._max_processes = max_processes
         self._languages = available()
         self._running: set[asyncio.subprocess.Process] = set()
@@ -101,7 +101,7 @@ class LocalSandbox:
                                            f"not {spec.language!r}"),
             )
         limits = Limits(cpu_seconds=math.ceil(spec.timeout_seconds) + 1, memory_mib=spec.memory_mib,
-                        file_mib=self._tmp_mib, processes=self._max_processes)
+                        file_mib=self.tmp_mib, processes=self._max_processes)
         started = time.monotonic()
         launch = self._launch(spec, language, limits)
         try:
@@ -210,7 +210,7 @@ class LocalSandbox:
         script = os.memfd_create("athenic-code", os.MFD_CLOEXEC)
         os.write(script, spec.code.encode("utf-8", errors="replace"))
         os.lseek(script, 0, os.SEEK_SET)
-        argv = bwrap.argv(script_fd=script, script_name=language.script, tmp_mib=self._tmp_mib,
+        argv = bwrap.argv(script_fd=script, script_name=language.script, tmp_mib=self.tmp_mib,
                           limits=limits, command=language.argv)
         return _Launch(argv, {"pass_fds": (script,), "env": {}, "cwd": "/", **drop_to_sandbox_user()})
 
