@@ -3,8 +3,12 @@ and the backend answers a normal run right after."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
+import subprocess
+import sys
+import sysconfig
 import time
 import tracemalloc
 
@@ -188,3 +192,55 @@ async def test_no_secret_of_the_orchestrator_is_readable(
     assert secret not in execution.stderr
     assert "ATHENIC_FAKE_SECRET" not in execution.stdout
     await still_serves(isolated_sandbox)
+
+
+_DEGRADED_AS_NON_ROOT = """
+import asyncio, os, site, sys
+site.addsitedir(sys.argv[1])
+from athenic.orchestrator.sandbox.base import RunSpec
+from athenic.orchestrator.sandbox.local import LocalSandbox
+
+CODE = '''
+import glob
+for path in glob.glob('/proc/*/environ'):
+    try:
+        print(path, open(path, 'rb').read())
+    except OSError as exc:
+        print(path, type(exc).__name__)
+'''
+
+async def main():
+    backend = LocalSandbox(output_limit_bytes=1 << 20, bwrap_path="/nonexistent/bwrap")
+    execution = await backend.run(RunSpec(client_id="c", language="python", code=CODE, timeout_seconds=10))
+    print("RESULT", f"/proc/{os.getpid()}/environ" in execution.stdout, execution.stdout.count("environ"))
+    sys.stdout.write(execution.stdout)
+
+asyncio.run(main())
+"""
+
+
+def test_without_bubblewrap_a_non_root_orchestrator_keeps_its_environment() -> None:
+    """Degraded and not root, the code runs as the orchestrator's own uid: /proc/<us>/environ
+    must still be out of its reach."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start the orchestrator stand-in as another, unprivileged uid")
+    # The test's interpreter may sit where the unprivileged uid cannot go (a pyenv under /root):
+    # run the system's, of the same version, on the venv's packages.
+    system_python = "/usr/bin/python3"
+    version = subprocess.run([system_python, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, check=False).stdout.strip()
+    if version != str(sys.version_info[:2]):
+        pytest.skip(f"needs {system_python} of this Python version ({sys.version_info[:2]}), found {version}")
+    secret = f"s3cret-{secrets.token_hex(8)}"
+    done = subprocess.run(
+        [system_python, "-c", _DEGRADED_AS_NON_ROOT, sysconfig.get_paths()["purelib"]],
+        env={"ATHENIC_FAKE_SECRET": secret, "PATH": "/usr/bin:/bin"},
+        cwd="/", capture_output=True, text=True, timeout=60, check=False,
+        user=65534, group=65534, extra_groups=[],
+    )
+    assert done.returncode == 0, done.stderr
+    result = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    _, seen_self, listed = result.split()
+    assert seen_self == "True", "the orchestrator's own environ should have been tried"
+    assert int(listed) > 1
+    assert secret not in done.stdout

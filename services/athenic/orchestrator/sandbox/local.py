@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import math
 import os
 import shutil
@@ -84,6 +85,10 @@ class LocalSandbox:
                 reason=why,
                 same_uid_as_orchestrator=os.geteuid() != 0,
             )
+            if os.geteuid() != 0:
+                # The code runs as our uid: make our /proc entries (environ, mem) root-owned and
+                # unreadable to it, as they are to other users.
+                _set_not_dumpable()
         else:
             log.info("local sandbox isolated by bubblewrap", detail=why)
 
@@ -237,6 +242,13 @@ class LocalSandbox:
             {"env": sandbox_env(workdir), "cwd": workdir, "preexec_fn": apply_limits, **switch},
             cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
         )
+
+
+def _set_not_dumpable() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_dumpable = 4
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        log.warning("could not protect the orchestrator's /proc entries", errno=ctypes.get_errno())
 
 
 async def _pump(reader: asyncio.StreamReader, capture: CappedOutput, stream: Stream, forward: OutputForwarder) -> None:
