@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -72,3 +75,24 @@ def test_the_stream_route_is_in_the_openapi_document(api: Api) -> None:
     route = document["paths"]["/api/chat/stream/{client_id}"]["get"]
     assert "text/event-stream" in route["responses"]["200"]["content"]
     assert {"400", "401", "404", "503"} <= set(route["responses"])
+
+
+async def test_streams_end_as_soon_as_the_api_shuts_down(system_nats: NatsServer, tmp_path: Path) -> None:
+    # uvicorn would hold an SSE response until its grace period (10 s) ran out; the client
+    # must reconnect (to another replica) at once.
+    api = Api(system_nats.url, tmp_path).start()
+    try:
+        client_id = new_id()
+        async with Records(system_nats.url) as records:
+            await records.put(client_id, "processing")
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as http, \
+                http.stream("GET", f"/api/chat/stream/{client_id}") as response:
+            events = sse_events(response)
+            await next_sse(events, "response")
+            assert api.proc is not None
+            api.proc.send_signal(signal.SIGTERM)
+            rest = [event async for event in events]  # ends cleanly, well before the grace period
+            assert all(event.get("event") != "error" for event in rest), rest
+            assert await asyncio.to_thread(api.proc.wait, 5) is not None
+    finally:
+        api.terminate()

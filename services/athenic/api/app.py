@@ -83,7 +83,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         HTTPException: _http_problem,
         Exception: _unexpected_problem,
     }
-    return Litestar(
+    app = Litestar(
         route_handlers=[HealthController, ChatController, PushController, MetricsController],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
@@ -107,3 +107,5 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
     )
+    app.state.feeds = feeds  # the server ends push streams as its shutdown begins (main.py)
+    return app

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import uvicorn
 
 from athenic.api.app import create_app
+from athenic.api.realtime import Feeds
 from athenic.api.settings import ApiSettings
 from athenic.shared.logging import configure_logging, get_logger
 from athenic.shared.settings import LogSettings, NatsSettings, SettingsError, load
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn, ending the push streams first when it shuts down (it would wait for SSE until its grace ends)."""
+
+    def __init__(self, config: uvicorn.Config, feeds: Feeds) -> None:
+        super().__init__(config)
+        self.feeds = feeds
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.feeds.end_all()
+        await super().shutdown(sockets)
 
 
 def main() -> None:
@@ -23,8 +37,9 @@ def main() -> None:
     configure_logging(log_settings, service="api")
     get_logger(__name__).info("api starting", host=settings.api_host, port=settings.api_server_port,
                               nats=nats_settings.servers)
-    uvicorn.run(
-        create_app(settings, nats_settings),
+    app = create_app(settings, nats_settings)
+    config = uvicorn.Config(
+        app,
         host=settings.api_host,
         port=settings.api_server_port,
         log_config=None,
@@ -34,7 +49,10 @@ def main() -> None:
         ws_ping_interval=settings.athenic_ws_ping_seconds,
         ws_ping_timeout=settings.athenic_ws_ping_seconds,
     )
-
+    server = ApiServer(config, app.state.feeds)
+    server.run()
+    if not server.started:  # e.g. the port is taken (uvicorn logged why)
+        raise SystemExit(3)
 
 if __name__ == "__main__":
     main()

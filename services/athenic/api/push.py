@@ -30,7 +30,7 @@ from athenic.api.auth import Authenticator
 from athenic.api.chat_service import ChatService, check_client_id
 from athenic.api.errors import ApiError, BrokerUnavailable, InvalidRequest, Unauthorized
 from athenic.api.identity import Identity
-from athenic.api.realtime import Feeds, Lagging, Listener, Progress, RecordChanged
+from athenic.api.realtime import Feeds, Lagging, Listener, Progress, RecordChanged, Restarting
 from athenic.api.settings import ApiSettings
 from athenic.shared.logging import bind_request, get_logger
 from athenic.shared.messages import ChatState, encode
@@ -44,6 +44,7 @@ CLOSE_BAD_REQUEST: Final = 4400
 CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_NOT_FOUND: Final = 4404
 CLOSE_TRY_AGAIN: Final = 1013  # broker unavailable, or the client read too slowly
+CLOSE_RESTARTING: Final = 1012  # the api is shutting down: reconnect (to another replica)
 CLOSE_CODES: Final = {400: CLOSE_BAD_REQUEST, 401: CLOSE_UNAUTHORIZED, 404: CLOSE_NOT_FOUND, 503: CLOSE_TRY_AGAIN}
 
 
@@ -126,6 +127,8 @@ class PushSession:
                 return Frame(update.type, update.payload)
             if isinstance(update, Lagging):
                 raise Closed(CLOSE_TRY_AGAIN, "too slow to read updates; reconnect with ?after=<revision>")
+            if isinstance(update, Restarting):
+                raise Closed(CLOSE_RESTARTING, "the server is restarting; reconnect with ?after=<revision>")
             if isinstance(update, RecordChanged):
                 if update.revision <= self.sent_revision or update.record is None:
                     continue
@@ -349,6 +352,8 @@ class PushController(Controller):
                     continue
                 yield sse_message(frame)
         except Closed as exc:
+            if exc.code == CLOSE_RESTARTING:
+                return  # the stream just ends: EventSource reconnects by itself, with Last-Event-ID
             status = 404 if exc.code == CLOSE_NOT_FOUND else 503
             title = "Not found" if status == 404 else "Service unavailable"
             yield ServerSentEventMessage(event="error", data=json_frame(

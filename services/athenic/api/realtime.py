@@ -58,8 +58,13 @@ class Lagging:
     """Put in place of everything a listener missed when its queue overflowed."""
 
 
+class Restarting:
+    """The process is shutting down: the listener should end so its client reconnects elsewhere."""
+
+
 LAGGING: Final = Lagging()
-Update = RecordChanged | Progress | Lagging
+RESTARTING: Final = Restarting()
+Update = RecordChanged | Progress | Lagging | Restarting
 
 
 class Listener:
@@ -112,6 +117,7 @@ class Feeds:
         self.broker = broker
         self._feeds: dict[str, Feed] = {}
         self._records: asyncio.Task[Subscription] | None = None
+        self.ending = False
 
     def __len__(self) -> int:
         return len(self._feeds)
@@ -119,6 +125,8 @@ class Feeds:
     @asynccontextmanager
     async def listen(self, client_id: str) -> AsyncIterator[Listener]:
         """Updates of ``client_id`` from now on; read the current state only after entering."""
+        if self.ending:
+            raise RuntimeError("the api is shutting down")
         await self._watch_records()
         feed = self._feeds.get(client_id)
         if feed is None:
@@ -165,6 +173,16 @@ class Feeds:
                 log.error("undecodable response record", client_id=feed.client_id, revision=revision)
                 return
         feed.fan_out(RecordChanged(record, revision))
+
+    def end_all(self) -> None:
+        """Shutdown begins: end every stream now, not when the server's grace period runs out.
+
+        uvicorn closes WebSockets itself (1012) but waits for streaming responses (SSE) until
+        its graceful timeout; ended now, their clients reconnect to another replica at once.
+        """
+        self.ending = True
+        for feed in self._feeds.values():
+            feed.fan_out(RESTARTING)
 
     async def close(self) -> None:
         feeds, self._feeds = list(self._feeds.values()), {}
