@@ -18,6 +18,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from athenic.orchestrator.sandbox import seccomp
+
 # `nobody`: owns nothing on the host, so the code can signal or read no one's processes.
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -84,9 +86,11 @@ def sandbox_env(home: str) -> dict[str, str]:
 class Bubblewrap:
     path: str
     prlimit: str
+    # the compiled seccomp filter (seccomp.py); None runs without one
+    seccomp: bytes | None = None
 
     def argv(self, *, script_fd: int, script_name: str, tmp_mib: int, limits: Limits,
-             command: tuple[str, ...]) -> list[str]:
+             command: tuple[str, ...], seccomp_fd: int | None = None) -> list[str]:
         args = [
             self.path,
             "--unshare-all", "--unshare-user", "--disable-userns",
@@ -117,6 +121,8 @@ class Bubblewrap:
         ]
         for key, value in sandbox_env(WORKDIR).items():
             args += ["--setenv", key, value]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
         return [*args, "--", *limits.prlimit_argv(self.prlimit), *command, f"{SCRIPT_DIR}/{script_name}"]
 
 
@@ -128,19 +134,38 @@ def find_bubblewrap(configured: str | None) -> tuple[Bubblewrap | None, str]:
     prlimit = shutil.which("prlimit")
     if prlimit is None:
         return None, "prlimit (util-linux) not found"
-    bwrap = Bubblewrap(path=path, prlimit=prlimit)
+    program, seccomp_note = seccomp.compile_filter()
+    plain = Bubblewrap(path=path, prlimit=prlimit)
+    failure = _probe(plain)
+    if failure:
+        return None, failure
+    if program is None:
+        return plain, f"bubblewrap at {path}, without a seccomp filter: {seccomp_note}"
+    filtered = Bubblewrap(path=path, prlimit=prlimit, seccomp=program)
+    failure = _probe(filtered)
+    if failure:
+        return plain, f"bubblewrap at {path}, without a seccomp filter: {failure}"
+    return filtered, f"bubblewrap at {path} with a seccomp filter ({seccomp_note})"
+
+
+def _probe(bwrap: Bubblewrap) -> str | None:
+    """Why bubblewrap cannot run a sandbox here, or None when it can."""
     read_fd, write_fd = os.pipe()
     os.close(write_fd)
+    fds = [read_fd]
+    if bwrap.seccomp is not None:
+        fds.append(seccomp.filter_fd(bwrap.seccomp))
     try:
         probe = bwrap.argv(script_fd=read_fd, script_name="probe", tmp_mib=1,
                            limits=Limits(cpu_seconds=5, memory_mib=256, file_mib=1, processes=8),
-                           command=("/usr/bin/true",))
-        done = subprocess.run(probe, pass_fds=(read_fd,), capture_output=True, text=True, env={},
+                           command=("/usr/bin/true",), seccomp_fd=fds[1] if len(fds) > 1 else None)
+        done = subprocess.run(probe, pass_fds=fds, capture_output=True, text=True, env={},
                               cwd="/", timeout=10, check=False, **drop_to_sandbox_user())  # type: ignore[call-overload]
     except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"bubblewrap at {path} could not start: {exc}"
+        return f"bubblewrap at {bwrap.path} could not start: {exc}"
     finally:
-        os.close(read_fd)
+        for fd in fds:
+            os.close(fd)
     if done.returncode != 0:
-        return None, f"bubblewrap at {path} fails here (exit {done.returncode}): {done.stderr.strip()}"
-    return bwrap, f"bubblewrap at {path}"
+        return f"bubblewrap at {bwrap.path} fails here (exit {done.returncode}): {done.stderr.strip()}"
+    return None

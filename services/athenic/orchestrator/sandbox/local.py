@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from athenic.orchestrator.errors import RetryableError, TerminalError
-from athenic.orchestrator.sandbox import tracebacks
+from athenic.orchestrator.sandbox import seccomp, tracebacks
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
@@ -215,9 +215,12 @@ class LocalSandbox:
         script = os.memfd_create("athenic-code", os.MFD_CLOEXEC)
         os.write(script, spec.code.encode("utf-8", errors="replace"))
         os.lseek(script, 0, os.SEEK_SET)
+        fds = [script]
+        if bwrap.seccomp is not None:
+            fds.append(seccomp.filter_fd(bwrap.seccomp))
         argv = bwrap.argv(script_fd=script, script_name=language.script, tmp_mib=self.tmp_mib,
-                          limits=limits, command=language.argv)
-        return _Launch(argv, {"pass_fds": (script,), "env": {}, "cwd": "/", **drop_to_sandbox_user()})
+                          limits=limits, command=language.argv, seccomp_fd=fds[1] if len(fds) > 1 else None)
+        return _Launch(argv, {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **drop_to_sandbox_user()})
 
     def _launch_bare(self, spec: RunSpec, language: Language, limits: Limits) -> _Launch:
         workdir = tempfile.mkdtemp(prefix="athenic-sandbox-")
