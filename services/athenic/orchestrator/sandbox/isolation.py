@@ -2,8 +2,9 @@
 
 bubblewrap gives the code its own user, PID, network, IPC, UTS and cgroup namespaces (no
 network at all, a fresh /proc that shows only its own processes), the system directories
-read-only, a size-limited private /tmp, and an empty environment. Resource limits bound CPU
-time, address space, file size, open files and processes.
+read-only, a size-limited private /tmp, an empty environment, and a seccomp filter
+(seccomp.py). Resource limits bound CPU time, address space, file size, open files and
+processes.
 
 ``RLIMIT_NPROC`` counts the processes of a user *per user namespace*, and never binds uid 0:
 so an orchestrator running as root starts bubblewrap as an unprivileged uid, and the process
