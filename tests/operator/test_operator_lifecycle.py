@@ -74,12 +74,13 @@ async def test_delete_withdraws_policy_and_releases_object(cluster: Cluster, bro
     await cluster.create(quota_body("acme", {"tenant": "acme"}))
     await cluster.create(quota_body("default", {"tenant": "*", "maxConcurrentExecutions": 1}, age_rank=1))
     await eventually(lambda: _keys_are(broker, {"tenant.acme", "default"}), what="both published")
+    await eventually(lambda: cluster.status("acme").get("phase") == "Active", what="handled (finalizer on)")
 
     await cluster.delete("acme")
 
     await eventually(lambda: _keys_are(broker, {"default"}), what="acme withdrawn, the default stays")
     await eventually(lambda: cluster.get("acme") is None, what="finalizer released, object gone")
-    assert "Withdrawn" in cluster.event_reasons("acme")
+    await eventually(lambda: "Withdrawn" in cluster.event_reasons("acme"), what="event posted")
 
 
 async def _keys_are(broker: Broker, expected: set[str]) -> bool:
