@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import structlog
@@ -179,6 +182,26 @@ async def test_without_bubblewrap_it_warns_loudly_and_still_runs() -> None:
     execution = await backend.run(spec("print(1)"))
     assert execution.stdout == "1\n"
     await backend.aclose()
+
+
+async def test_a_bubblewrap_that_cannot_work_here_is_detected_at_start() -> None:
+    """Installed but refused by the kernel (no unprivileged user namespaces, a container's
+    seccomp profile): the probe at start sees it, says why, and the backend degrades."""
+    home = Path(tempfile.mkdtemp(prefix="fake-bwrap-"))
+    try:
+        home.chmod(0o755)
+        fake = home / "bwrap"
+        fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+        fake.chmod(0o755)
+        with structlog.testing.capture_logs() as logs:
+            backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, bwrap_path=str(fake))
+        assert not backend.isolated
+        (warning,) = [entry for entry in logs if entry["log_level"] == "warning"]
+        assert "uid map: Permission denied" in warning["reason"]
+        assert (await backend.run(spec("print(1)"))).stdout == "1\n"
+        await backend.aclose()
+    finally:
+        shutil.rmtree(home)
 
 
 def test_isolation_can_be_required() -> None:
