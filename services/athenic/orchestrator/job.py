@@ -7,20 +7,25 @@ keeps the executions so far (a cancelled answer still shows what ran).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
+
+import msgspec
 
 from athenic.orchestrator.events import EventPublisher
 from athenic.orchestrator.sandbox.base import RunSpec, SandboxBackend, Stream
 from athenic.orchestrator.settings import OrchestratorSettings
-from athenic.shared.messages import ChatRequest, Execution, Phase
+from athenic.shared.messages import ChatRequest, Execution, Phase, iso_timestamp
 from athenic.shared.policy import SandboxPolicy
 
 
 class ExecutionGate(Protocol):
-    """Admission of one execution under a tenant's quota (see quota.py)."""
+    """Admission of one execution under a tenant's quota (see quota.py): held around the run,
+    it yields the policy in force at admission; ``on_queued`` is awaited if the run must wait."""
 
-    def slot(self, tenant: str, policy: SandboxPolicy) -> AbstractAsyncContextManager[None]: ...
+    def slot(self, tenant: str, policy: SandboxPolicy, request_id: str = "",
+             on_queued: Callable[[], Awaitable[None]] | None = None) -> AbstractAsyncContextManager[SandboxPolicy]: ...
 
 
 class Job:
@@ -51,24 +56,31 @@ class Job:
         await self.events.phase(phase)
 
     async def run_code(self, language: str, code: str) -> Execution:
-        spec = RunSpec(
-            client_id=self.request.client_id,
-            language=language,
-            code=code,
-            timeout_seconds=min(self.settings.athenic_execution_timeout_seconds,
-                                float(self.policy.max_execution_seconds)),
-            memory_mib=self.policy.memory_mib,
-            allow_internet=self.policy.allow_internet,
-            template=self.policy.e2b_template or self.settings.e2b_template,
-            idle_seconds=self.policy.sandbox_idle_seconds,
-        )
-        async with self.gate.slot(self.request.tenant, self.policy):
+        async def queued() -> None:
+            await self.events.phase("queued")
+
+        async def forward(stream: Stream, chunk: str) -> None:
+            await self.events.output(stream, chunk)
+
+        async with self.gate.slot(self.request.tenant, self.policy, self.request.request_id,
+                                  on_queued=queued) as policy:
+            # the policy in force when the quota admitted the run, not when the message arrived
+            self.policy = policy
+            spec = RunSpec(
+                client_id=self.request.client_id,
+                language=language,
+                code=code,
+                timeout_seconds=min(self.settings.athenic_execution_timeout_seconds,
+                                    float(policy.max_execution_seconds)),
+                memory_mib=policy.memory_mib,
+                allow_internet=policy.allow_internet,
+                template=policy.e2b_template or self.settings.e2b_template,
+                idle_seconds=policy.sandbox_idle_seconds,
+            )
             await self.events.phase("running")
-
-            async def forward(stream: Stream, chunk: str) -> None:
-                await self.events.output(stream, chunk)
-
+            started_at = iso_timestamp()
             execution = await self.sandbox.run(spec, on_output=forward)
+        execution = msgspec.structs.replace(execution, started_at=started_at)
         self.executions.append(execution)
         return execution
 

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 from athenic.orchestrator.health import health_app, serve_health
 from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
-from athenic.orchestrator.quota import make_gate
+from athenic.orchestrator.quota import QuotaSettings, make_gate
 from athenic.orchestrator.sandbox.factory import make_sandbox
 from athenic.orchestrator.settings import OrchestratorSettings
 from athenic.orchestrator.worker import Worker
@@ -23,7 +23,9 @@ log = get_logger(__name__)
 STALLED_AFTER_SECONDS = 120.0
 
 
-async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, stop: asyncio.Event) -> None:
+async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, stop: asyncio.Event,
+                quota_settings: QuotaSettings | None = None) -> None:
+    quota_settings = quota_settings or QuotaSettings()
     async with AsyncExitStack() as stack:
         broker = Broker(nats_settings, name="athenic-orchestrator")
         stack.push_async_callback(broker.close)
@@ -55,7 +57,8 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         policies = PolicyCache(broker.bucket(names.POLICIES_BUCKET))
         await policies.start()
         stack.push_async_callback(policies.aclose)
-        gate = make_gate(broker)
+        gate = await make_gate(broker, policies, quota_settings)
+        stack.push_async_callback(gate.aclose)
         worker = Worker(settings, nats_settings, broker, planner, sandbox, policies, gate)
         await worker.run(stop)
 
@@ -65,6 +68,7 @@ def main() -> None:
         log_settings = load(LogSettings)
         settings = load(OrchestratorSettings)
         nats_settings = load(NatsSettings)
+        quota_settings = load(QuotaSettings)
     except SettingsError as exc:
         print(f"athenic-orchestrator: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -77,7 +81,7 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         log.info("orchestrator starting", nats=nats_settings.servers, sandbox=settings.sandbox_backend,
                  planner=settings.planner, health_port=settings.athenic_health_port)
-        await serve(settings, nats_settings, stop)
+        await serve(settings, nats_settings, stop, quota_settings)
         log.info("orchestrator stopped")
 
     asyncio.run(run())

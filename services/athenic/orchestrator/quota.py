@@ -1,27 +1,175 @@
-"""Admission of executions under a tenant's quota.
+"""Admission of executions under each tenant's ``SandboxQuota``, across every replica.
 
-``Unlimited`` admits everything; the cross-replica enforcement of ``SandboxQuota`` limits
-(leases and per-minute counters in NATS KV) implements the same ``slot`` interface.
+``QuotaGate.slot(tenant, ...)`` is held around each run. On entry it reads the tenant's
+policy in force *now* (the ``PolicyCache`` follows the policies bucket, so a change applies
+to the next admission within the watch's latency, without a restart), then:
+
+- takes a lease (``leases.py``): at most ``maxConcurrentExecutions`` leases of a tenant are
+  admitted at once over all replicas, and a dead replica's leases expire;
+- counts the execution in the tenant's minute (``rate.py``): at most
+  ``maxExecutionsPerMinute`` start per UTC minute. Only admitted executions are counted;
+- when either limit is reached, ``onExceed: Reject`` raises ``QuotaExceeded`` (the app gets
+  a ``failed`` answer naming the limit) and ``onExceed: Queue`` waits: for a release of one
+  of the tenant's leases (watched) or a periodic re-check, or for the next minute. Waiting
+  keeps the message (the worker keeps sending in-progress acks); nothing is lost.
+
+While the run lasts the lease is rewritten every third of its TTL; at the end it is deleted.
+The policy the gate admitted under is what the run uses (timeout, memory, template...).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
 
+import msgspec
+import nats.errors
+
+from athenic.orchestrator.errors import QuotaExceeded, RetryableError, TerminalError
+from athenic.orchestrator.leases import Lease, LeaseStore, ReleaseSignals
+from athenic.orchestrator.policies import PolicyCache
+from athenic.orchestrator.rate import RateCounter
+from athenic.shared import names
+from athenic.shared.broker import Broker
+from athenic.shared.logging import get_logger
 from athenic.shared.policy import SandboxPolicy
+from athenic.shared.settings import PositiveFloat
+
+log = get_logger(__name__)
+
+OnQueued = Callable[[], Awaitable[None]]
 
 
-class Unlimited:
-    def slot(self, tenant: str, policy: SandboxPolicy) -> AbstractAsyncContextManager[None]:
-        return _admit()
+class QuotaSettings(msgspec.Struct, frozen=True, rename=str.upper):
+    # How long a lease outlives the replica holding it (it is rewritten every third of this).
+    athenic_lease_ttl_seconds: Annotated[int, msgspec.Meta(ge=3, le=3600)] = 15
+    # How often a queued execution re-checks without a release (expired leases, raised limits).
+    athenic_quota_recheck_seconds: PositiveFloat = 2.0
 
 
-@asynccontextmanager
-async def _admit() -> AsyncIterator[None]:
-    yield
+@dataclass(frozen=True)
+class Refusal:
+    message: str
+    retry_in: float | None = None  # seconds until the next minute (per-minute limit); None: at a release
 
 
-def make_gate(broker: object) -> Unlimited:
-    """The execution gate for this deployment (quota enforcement plugs in here)."""
-    return Unlimited()
+def concurrency_refusal(tenant: str, policy: SandboxPolicy) -> Refusal:
+    limit = policy.max_concurrent_executions
+    return Refusal(f"sandbox quota exceeded: tenant {tenant!r} may run at most {limit} execution"
+                   f"{'s' if limit != 1 else ''} at a time (maxConcurrentExecutions); "
+                   "try again when a running one has finished")
+
+
+def rate_refusal(tenant: str, policy: SandboxPolicy, retry_in: float) -> Refusal:
+    limit = policy.max_executions_per_minute
+    return Refusal(f"sandbox quota exceeded: tenant {tenant!r} may start at most {limit} execution"
+                   f"{'s' if limit != 1 else ''} per minute (maxExecutionsPerMinute); "
+                   f"try again in {max(round(retry_in), 1)} s", retry_in)
+
+
+class QuotaGate:
+    def __init__(self, leases: LeaseStore, rates: RateCounter, signals: ReleaseSignals, policies: PolicyCache,
+                 settings: QuotaSettings) -> None:
+        self.leases = leases
+        self.rates = rates
+        self.signals = signals
+        self.policies = policies
+        self.settings = settings
+        # One attempt at a time per tenant on this replica: local waiters do not race each other.
+        self._attempting: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def slot(self, tenant: str, policy: SandboxPolicy, request_id: str = "",
+             on_queued: OnQueued | None = None) -> AbstractAsyncContextManager[SandboxPolicy]:
+        """Hold a slot of ``tenant`` around one run; yields the policy in force at admission
+        (``policy``, captured when the message started, is superseded by the current one)."""
+        return self._slot(tenant, request_id, on_queued)
+
+    @asynccontextmanager
+    async def _slot(self, tenant: str, request_id: str, on_queued: OnQueued | None) -> AsyncIterator[SandboxPolicy]:
+        lease, policy = await self._admit(tenant, request_id, on_queued)
+        keeper = asyncio.create_task(self._keep(lease), name=f"lease-{lease.key}")
+        try:
+            yield policy
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self.leases.release(lease)
+            self.signals.notify(tenant)
+
+    async def _admit(self, tenant: str, request_id: str, on_queued: OnQueued | None) -> tuple[Lease, SandboxPolicy]:
+        queued = False
+        while True:
+            policy = self.policies.for_tenant(tenant)
+            released = self.signals.event(tenant)
+            async with self._attempting[tenant]:
+                outcome = await self._attempt(tenant, policy, request_id)
+            if isinstance(outcome, Lease):
+                if queued:
+                    log.info("queued execution admitted", tenant=tenant)
+                return outcome, policy
+            if policy.on_exceed == "Reject":
+                log.info("execution refused by quota", tenant=tenant, reason=outcome.message)
+                raise QuotaExceeded(outcome.message)
+            if not queued:
+                queued = True
+                log.info("execution queued by quota", tenant=tenant, reason=outcome.message)
+                if on_queued is not None:
+                    await on_queued()
+            await self._wait(released, outcome)
+
+    async def _attempt(self, tenant: str, policy: SandboxPolicy, request_id: str) -> Lease | Refusal:
+        try:
+            lease = await self.leases.try_acquire(tenant, policy.max_concurrent_executions, request_id)
+            if lease is None:
+                return concurrency_refusal(tenant, policy)
+            try:
+                retry_in = await self.rates.take(tenant, policy.max_executions_per_minute)
+            except BaseException:
+                await self.leases.release(lease)
+                raise
+            if retry_in is None:
+                return lease
+            await self.leases.release(lease)
+            return rate_refusal(tenant, policy, retry_in)
+        except ValueError as exc:  # a tenant no key may hold (the api validates tenants)
+            raise TerminalError(f"cannot apply the sandbox quota: {exc}") from exc
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise RetryableError(f"the quota store is unavailable: {str(exc) or type(exc).__name__}") from exc
+
+    async def _wait(self, released: asyncio.Event, refusal: Refusal) -> None:
+        recheck = self.settings.athenic_quota_recheck_seconds
+        jitter = random.uniform(0, recheck / 4)  # noqa: S311 - spreads re-checks, not secrecy
+        if refusal.retry_in is not None:  # nothing frees a minute's units before it ends
+            await asyncio.sleep(min(refusal.retry_in + jitter, recheck))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), recheck + jitter)
+
+    async def _keep(self, lease: Lease) -> None:
+        interval = self.leases.ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.leases.refresh(lease)
+            except Exception as exc:  # NATS unreachable for now: the next round tries again
+                log.warning("could not refresh an execution lease; retrying", key=lease.key,
+                            error=str(exc) or type(exc).__name__)
+
+    async def aclose(self) -> None:
+        await self.signals.aclose()
+
+
+async def make_gate(broker: Broker, policies: PolicyCache, settings: QuotaSettings) -> QuotaGate:
+    """The execution gate of this replica, watching releases from now on."""
+    kv = broker.bucket(names.LEASES_BUCKET)
+    signals = ReleaseSignals(kv)
+    await signals.start()
+    return QuotaGate(LeaseStore(broker.js, kv, settings.athenic_lease_ttl_seconds), RateCounter(broker.js, kv),
+                     signals, policies, settings)

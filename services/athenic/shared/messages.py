@@ -57,6 +57,8 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     truncated: bool = False
     cancelled: bool = False
     backend: str = "local"
+    # when the run was admitted and started (ISO-8601 UTC, ms): with durationMs, when it ran
+    started_at: str | None = None
 
 
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

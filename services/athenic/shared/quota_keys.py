@@ -1,6 +1,6 @@
 """Keys of the leases bucket: what enforcement writes and the operator counts.
 
-The orchestrators enforce a tenant's quota with two kinds of keys in ``LEASES_BUCKET``;
+The orchestrators enforce a tenant's quota with three kinds of keys in ``LEASES_BUCKET``;
 the operator only reads them to report ``status.used``. Both sides build keys here.
 
 ``lease.<tenant>.<lease_id>``
@@ -18,6 +18,13 @@ the operator only reads them to report ``status.used``. Both sides build keys he
     compare-and-set on the key's revision; written with a per-message TTL of a few minutes
     so old minutes vanish.
 
+``slots.<tenant>``
+    Written by the orchestrators only (the operator does not read it): the ids of the
+    tenant's admitted leases, a JSON object ``{"leases": [lease_id, ...]}``, changed only by
+    compare-and-set on its revision. Admission appends an id when fewer ids than the limit
+    still have a live lease; a release removes its id. It serialises the admissions of a
+    tenant across replicas (see ``athenic.orchestrator.leases``).
+
 ``<tenant>`` is the request's tenant (never ``*``: the default quota governs each tenant
 without its own separately). Tenants and lease ids match ``[A-Za-z0-9_-]{1,128}``, so a
 key never holds another ``.``, ``*`` or ``>``.
@@ -32,6 +39,7 @@ import msgspec
 
 LEASE_PREFIX: Final = "lease"
 RATE_PREFIX: Final = "rate"
+SLOTS_PREFIX: Final = "slots"
 ALL_LEASES: Final = f"{LEASE_PREFIX}.>"
 """The subject filter matching every lease key (watch/keys filter)."""
 
@@ -81,6 +89,15 @@ def lease_admitted(value: bytes | None) -> bool:
         return _admitted_decoder.decode(value).admitted
     except msgspec.DecodeError:
         return False
+
+
+def slots_key(tenant: str) -> str:
+    return f"{SLOTS_PREFIX}.{_token('tenant', tenant)}"
+
+
+def tenant_of_slots_key(key: str) -> str | None:
+    parts = key.split(".")
+    return parts[1] if len(parts) == 2 and parts[0] == SLOTS_PREFIX else None
 
 
 def epoch_minute(unix_seconds: float) -> int:

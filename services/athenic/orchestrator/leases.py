@@ -1,0 +1,268 @@
+"""Leases of running executions in NATS KV: how ``maxConcurrentExecutions`` holds across replicas.
+
+Keys follow ``athenic.shared.quota_keys``. Each execution holds a ``lease.<tenant>.<id>``
+key with a per-message TTL (``ATHENIC_LEASE_TTL_SECONDS``), rewritten every third of it while
+the run lasts and purged when it ends: a replica that dies stops rewriting, so its leases
+vanish after at most one TTL. The tenant's ``slots.<tenant>`` key lists the ids admitted.
+
+Admission (``LeaseStore.try_acquire``):
+
+1. create the lease key (``kv.create``, a fresh id), so it is live before anyone can see its id;
+2. read ``slots.<tenant>`` (ids and the key's revision), keep the ids whose lease key is still
+   live (read from the stream's leader), and if fewer than the limit remain, write them plus
+   my id with compare-and-set on that revision. A lost race reads again. At the limit, the
+   attempt withdraws its lease key.
+
+Why no race exceeds the limit: every admission is one compare-and-set of the same key, so
+admissions are totally ordered and each sees the list the previous one wrote. An execution
+that runs was admitted by an earlier write and its id stays listed until it is released (or
+until its lease is gone, which a live holder prevents by rewriting it), and its lease is live
+when the next admission checks it. So each admission counts every execution running at that
+moment, and adds itself only when they are fewer than the limit. Reading the lease keys
+through the stream's leader (not a direct get that a follower may serve) keeps "live" exact.
+
+The price of leases: a replica cut off from NATS for longer than a TTL while its code still
+runs loses its slot, so another replica may start one more execution meanwhile.
+
+Waking queued executions: every replica watches the ``slots.*`` keys and wakes a tenant's
+waiters when its list shrinks (a release, or a dead replica's lease pruned). Expiries leave no
+trace in a watch, so waiters also re-check on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import Header
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
+
+from athenic.shared.logging import get_logger
+from athenic.shared.quota_keys import SLOTS_PREFIX, lease_key, slots_key, tenant_of_slots_key
+
+log = get_logger(__name__)
+
+WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequence(Constant)Err
+MAX_ROUNDS = 50
+# A deleted lease's purge marker only has to outlive a watcher's reading of it; its own TTL
+# removes it, so the bucket does not keep a tombstone per execution ever run.
+MARKER_TTL_SECONDS = 60
+
+
+class LeaseValue(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """What a lease key holds: who holds it, for which request, and whether it runs now."""
+
+    holder: str
+    request_id: str = ""
+    admitted: bool = False
+
+
+class Slots(msgspec.Struct, frozen=True):
+    """The value of ``slots.<tenant>``: the ids of the tenant's admitted leases."""
+
+    leases: list[str] = msgspec.field(default_factory=list)
+
+
+_decode_slots = msgspec.json.Decoder(Slots).decode
+
+
+def decode_slots(value: bytes | None) -> Slots:
+    if not value:
+        return Slots()
+    try:
+        return _decode_slots(value)
+    except msgspec.DecodeError:  # unreadable: treated as empty, the next admission rewrites it
+        return Slots()
+
+
+@dataclass
+class Lease:
+    tenant: str
+    lease_id: str
+    key: str
+    revision: int
+    value: LeaseValue
+
+
+def holder_id() -> str:
+    """This replica: the pod name (the hostname in Kubernetes) and the process."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def kv_subject(kv: KeyValue, key: str) -> str:
+    return f"$KV.{kv._name}.{key}"  # as nats-py's kv.py builds it
+
+
+async def write_if_last(js: JetStreamContext, kv: KeyValue, key: str, value: bytes, last: int,
+                        ttl: int | None = None) -> int:
+    """Write ``key`` only if its last revision is ``last`` (0: absent), with a per-message TTL.
+
+    nats-py's ``kv.update`` takes no TTL, hence the publish with the expected-sequence header
+    that ``update`` sends. Raises ``KeyWrongLastSequenceError`` when someone wrote first.
+    """
+    try:
+        ack = await js.publish(kv_subject(kv, key), value,
+                               headers={Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}, msg_ttl=ttl)
+    except APIError as exc:
+        if exc.err_code in WRONG_LAST_SEQUENCE:
+            raise KeyWrongLastSequenceError(description=exc.description) from exc
+        raise
+    return int(ack.seq)
+
+
+class LeaseStore:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, ttl_seconds: int, holder: str | None = None) -> None:
+        self.js = js
+        self.kv = kv
+        self.stream = f"KV_{kv._name}"
+        self.ttl = ttl_seconds
+        self.holder = holder or holder_id()
+
+    async def _read_slots(self, tenant: str) -> tuple[Slots, int]:
+        """The tenant's admitted ids and the revision to compare-and-set against."""
+        try:
+            entry = await self.kv.get(slots_key(tenant))
+        except KeyNotFoundError as exc:  # absent, or deleted (then write after the marker)
+            return Slots(), (exc.entry.revision or 0) if exc.entry is not None else 0
+        return decode_slots(entry.value), entry.revision or 0
+
+    async def _alive(self, tenant: str, lease_id: str) -> bool:
+        """Whether the lease key exists and is not deleted, asked of the stream's leader."""
+        try:
+            msg = await self.js.get_msg(self.stream, subject=kv_subject(self.kv, lease_key(tenant, lease_id)))
+        except NotFoundError:  # expired, or never written
+            return False
+        return not (msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE))
+
+    async def _write_slots(self, tenant: str, ids: list[str], last: int) -> None:
+        await write_if_last(self.js, self.kv, slots_key(tenant), msgspec.json.encode(Slots(ids)), last)
+
+    async def try_acquire(self, tenant: str, limit: int, request_id: str = "") -> Lease | None:
+        """An admitted lease, or None when ``limit`` executions of the tenant run now."""
+        lease_id = uuid.uuid4().hex
+        key = lease_key(tenant, lease_id)
+        value = LeaseValue(holder=self.holder, request_id=request_id)
+        revision = await self.kv.create(key, msgspec.json.encode(value), msg_ttl=self.ttl)
+        try:
+            for _ in range(MAX_ROUNDS):
+                slots, last = await self._read_slots(tenant)
+                alive = [i for i in slots.leases if await self._alive(tenant, i)]
+                if len(alive) >= limit:
+                    await self.withdraw_key(key)
+                    return None
+                try:
+                    await self._write_slots(tenant, [*alive, lease_id], last)
+                except KeyWrongLastSequenceError:
+                    continue  # another admission or release came first: read again
+                lease = Lease(tenant, lease_id, key, revision, value)
+                await self._mark_admitted(lease)
+                return lease
+        except BaseException:
+            await self.withdraw_key(key)
+            raise
+        await self.withdraw_key(key)
+        raise TimeoutError(f"the slots of tenant {tenant!r} are too contended")
+
+    async def _mark_admitted(self, lease: Lease) -> None:
+        # what the operator counts as running (quota_keys.lease_admitted)
+        lease.value = msgspec.structs.replace(lease.value, admitted=True)
+        await self.refresh(lease)
+
+    async def refresh(self, lease: Lease) -> None:
+        """Rewrite the lease with a fresh TTL; if it was lost (expired while this replica could
+        not reach NATS), write it again so that it counts while the run goes on."""
+        data = msgspec.json.encode(lease.value)
+        try:
+            lease.revision = await write_if_last(self.js, self.kv, lease.key, data, lease.revision, self.ttl)
+        except KeyWrongLastSequenceError:
+            log.warning("execution lease expired while its run went on; taking it again", key=lease.key)
+            lease.revision = await self.kv.create(lease.key, data, msg_ttl=self.ttl)
+
+    async def release(self, lease: Lease) -> None:
+        """Delete the lease and take its id off the tenant's list (best effort: the lease
+        expires on its own, and the next admission prunes an id without a live lease)."""
+        await self.withdraw_key(lease.key)
+        try:
+            for _ in range(MAX_ROUNDS):
+                slots, last = await self._read_slots(lease.tenant)
+                if lease.lease_id not in slots.leases:
+                    return
+                try:
+                    await self._write_slots(lease.tenant, [i for i in slots.leases if i != lease.lease_id], last)
+                    return
+                except KeyWrongLastSequenceError:
+                    continue
+        except Exception as exc:
+            log.warning("could not release an execution slot; the next admission prunes it",
+                        key=lease.key, error=str(exc) or type(exc).__name__)
+
+    async def withdraw_key(self, key: str) -> None:
+        try:
+            await self.kv.purge(key, msg_ttl=MARKER_TTL_SECONDS)
+        except Exception as exc:  # the lease expires on its own
+            log.warning("could not delete an execution lease; it expires on its own", key=key,
+                        error=str(exc) or type(exc).__name__)
+
+
+class ReleaseSignals:
+    """Wakes the executions queued for a tenant when its list of admitted leases shrinks, on
+    this replica or another (a watch of every ``slots.<tenant>`` key)."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self._events: dict[str, asyncio.Event] = {}
+        self._sizes: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def event(self, tenant: str) -> asyncio.Event:
+        """Set at the tenant's next release. Take it before an attempt, so that a release
+        during the attempt is not missed."""
+        return self._events.setdefault(tenant, asyncio.Event())
+
+    def notify(self, tenant: str) -> None:
+        event = self._events.pop(tenant, None)
+        if event is not None:
+            event.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._watch(), name="slots-watch")
+
+    async def _watch(self) -> None:
+        while True:
+            watcher = None
+            try:
+                watcher = await self.kv.watch(f"{SLOTS_PREFIX}.*")
+                async for entry in watcher:
+                    if entry is not None:
+                        self._seen(entry.key, entry.value, entry.operation)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("slots watch interrupted; resuming", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def _seen(self, key: str, value: bytes | None, operation: str | None) -> None:
+        tenant = tenant_of_slots_key(key)
+        if tenant is None:
+            return
+        size = 0 if operation in (KV_DEL, KV_PURGE) else len(decode_slots(value).leases)
+        if size < self._sizes.get(tenant, 0):
+            self.notify(tenant)
+        self._sizes[tenant] = size
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
