@@ -160,7 +160,8 @@ class LocalSandbox:
                 await proc.wait()
                 await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
         except TimeoutError:
-            timed_out = True
+            # (the limit may also fall while the output of a finished process drains)
+            timed_out = proc.returncode is None
         finally:
             # Runs on cancellation too: nothing of the run survives its awaiting task.
             _kill(proc)
