@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -67,6 +69,14 @@ def _other_rsa_same_kid(tokens: Tokens, sub: str) -> str:
     return jwks.rsa_key(tokens.rsa.kid).sign(tokens.claims(sub))
 
 
+def _crafted_alg(tokens: Tokens, sub: str) -> str:
+    """A token whose header names a made-up algorithm carrying a quote and a line break."""
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+    header = part({"alg": 'HS256"\r\nX-Injected: 1', "typ": "JWT"})
+    return f"{header}.{part(tokens.claims(sub))}.c2ln"
+
+
 REFUSALS: dict[str, tuple[Callable[[Tokens, str], str], str]] = {
     "forged-hs256": (lambda t, s: jwks.hs256("not-the-secret-" + SECRET, t.claims(s)), "signature"),
     "forged-rs256-same-kid": (_other_rsa_same_kid, "signature"),
@@ -78,6 +88,7 @@ REFUSALS: dict[str, tuple[Callable[[Tokens, str], str], str]] = {
     "hs512": (lambda t, s: jwt.encode(t.claims(s), SECRET + SECRET, algorithm="HS512"), "hs512"),
     "unknown-kid": (lambda t, s: jwks.ec_key("never-published").sign(t.claims(s)), "unknown key"),
     "garbage": (lambda t, s: "not.a.jwt", "not a jwt"),
+    "crafted-alg": (_crafted_alg, "this algorithm"),
 }
 
 
@@ -88,7 +99,10 @@ def test_bad_tokens_are_refused_with_401(api: Api, tokens: Tokens, case: str) ->
     with httpx.Client(base_url=api.url, headers=bearer(token), timeout=10) as http:
         assert_unauthorized(http.post("/api/chat", json={"message": "hi"}), mentions)
         assert_unauthorized(http.get(f"/api/chat/response/{uuid.uuid4()}"), mentions)
-        assert 'error="invalid_token"' in http.get("/api/chat/stream/abc").headers["www-authenticate"]
+        refused = http.get("/api/chat/stream/abc")
+        challenge = refused.headers["www-authenticate"]
+        assert 'error="invalid_token"' in challenge and challenge.count('"') == 6, challenge  # nothing injected
+        assert "x-injected" not in refused.headers
 
 
 def test_a_missing_or_malformed_authorization_is_refused(api: Api) -> None:

@@ -237,3 +237,12 @@ async def test_an_open_socket_gets_changes_written_after_a_broker_restart(nats_s
             assert (frame["status"], frame["revision"]) == ("completed", final)
     finally:
         api.terminate()
+
+
+async def test_a_frame_larger_than_a_post_body_closes_the_socket(api: Api) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        client_id = (await http.post("/api/chat", json={"message": "hi"})).json()["clientId"]
+    async with open_socket(api.url, client_id) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "chat", "message": "x" * 200_000}))
+        assert (await close_code(ws))[0] == 1009  # message too big

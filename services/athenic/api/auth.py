@@ -37,8 +37,10 @@ class KeysUnavailable(ApiError):
 
 
 def unauthorized(detail: str, *, token_given: bool = True) -> Unauthorized:
-    # RFC 6750: no error code when no token was sent; invalid_token when one was.
-    challenge = f'{REALM}, error="invalid_token", error_description="{detail}"' if token_given else REALM
+    # RFC 6750: no error code when no token was sent; invalid_token when one was. The
+    # description keeps only the characters RFC 6750 allows there (no quote, no line break).
+    description = "".join(ch for ch in detail if " " <= ch <= "~" and ch not in '"\\')
+    challenge = f'{REALM}, error="invalid_token", error_description="{description}"' if token_given else REALM
     return Unauthorized(detail, headers={"WWW-Authenticate": challenge})
 
 
@@ -153,7 +155,8 @@ class Authenticator:
                 raise unauthorized("the token's algorithm does not match its key")
             key = jwk.key
         else:
-            raise unauthorized(f"tokens signed with {alg} are not accepted here")
+            shown = alg if isinstance(alg, str) and alg.isalnum() and len(alg) <= 10 else "this algorithm"
+            raise unauthorized(f"tokens signed with {shown} are not accepted here")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=[alg],

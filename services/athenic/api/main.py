@@ -48,6 +48,8 @@ def main() -> None:
         # uvicorn pings idle WebSockets so proxies keep them open, and drops dead peers
         ws_ping_interval=settings.athenic_ws_ping_seconds,
         ws_ping_timeout=settings.athenic_ws_ping_seconds,
+        # a WebSocket frame is never bigger than the body of a POST (larger: close 1009)
+        ws_max_size=settings.max_body_bytes,
     )
     server = ApiServer(config, app.state.feeds)
     server.run()
