@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,18 @@ async def settle(pid: int, seconds: float = 3.0) -> int:
     return rss_kib(pid)
 
 
-async def main(count: int) -> None:
+@dataclass
+class Measured:
+    per_socket_kib: float
+    before_kib: int
+    after_kib: int
+    broker_per_conversation_kib: float
+    opened_in: float
+    delivered: str
+
+
+async def measure_api(count: int, conversations: int) -> Measured:
+    """N idle sockets over ``conversations`` distinct clientIds, on a fresh broker and api."""
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         broker = NatsServer(tmp / "jetstream").start()
@@ -112,9 +124,10 @@ async def main(count: int) -> None:
             assert api.proc is not None and broker.proc is not None
             nc = await nats.connect(broker.url)
             kv = await nc.jetstream().key_value(names.RESPONSES_BUCKET)
-            client_ids = [f"bench-{i:05d}" for i in range(count)]
+            conversation_ids = [f"bench-{i:05d}" for i in range(conversations)]
+            client_ids = [conversation_ids[i % conversations] for i in range(count)]
             warm_ids = [f"warm-{i:03d}" for i in range(BATCH)]
-            for cid in client_ids + warm_ids:
+            for cid in conversation_ids + warm_ids:
                 await kv.put(cid, record(cid))
 
             # warm-up: imports, first feeds and the allocator's arenas, then everything closed again
@@ -130,34 +143,40 @@ async def main(count: int) -> None:
             api_after = await settle(api.proc.pid)
             broker_after = rss_kib(broker.proc.pid)
 
-            # still alive after idling: a change of a record reaches its socket
-            sample = list(range(0, count, max(count // 10, 1)))
+            # still alive after idling: a change of a record reaches its sockets
+            sample = sorted({i % conversations for i in range(0, count, max(count // 10, 1))})
             for i in sample:
-                await kv.put(client_ids[i], record(client_ids[i], status="processing"))
-            for i in sample:
-                frame = await asyncio.wait_for(sockets[i].recv(), 10)
-                assert '"status":"processing"' in str(frame), frame
-
-            per_socket = (api_after - api_before) / count
-            bare = await measure_bare(count)
-            print(f"sockets: {count} idle WebSockets, one conversation each, opened in {opened_in:.1f} s "
-                  f"({count / opened_in:.0f}/s)")
-            print(f"api RSS: {api_before / 1024:.1f} MiB before, {api_after / 1024:.1f} MiB with the sockets "
-                  f"(x{api_after / api_before:.2f})")
-            print(f"api RSS per idle socket: {per_socket:.1f} KiB; bare Litestar+uvicorn socket: {bare:.1f} KiB "
-                  f"(x{per_socket / bare:.2f}; ours adds {per_socket - bare:.1f} KiB)")
-            print(f"nats-server RSS per watched conversation: {(broker_after - broker_before) / count:.1f} KiB "
-                  f"({broker_before / 1024:.1f} -> {broker_after / 1024:.1f} MiB)")
-            print(f"delivery after idling: {len(sample)}/{len(sample)} sampled sockets got the change")
-
+                await kv.put(conversation_ids[i], record(conversation_ids[i], status="processing"))
+            got = 0
+            for i in range(count):
+                if i % conversations in sample:
+                    frame = await asyncio.wait_for(sockets[i].recv(), 10)
+                    assert '"status":"processing"' in str(frame), frame
+                    got += 1
             await asyncio.gather(*(socket.close() for socket in sockets))
             await nc.close()
+            return Measured((api_after - api_before) / count, api_before, api_after,
+                            (broker_after - broker_before) / conversations, opened_in, f"{got}/{got}")
         except BaseException:
             print(api.log()[-4000:], file=sys.stderr)
             raise
         finally:
             api.terminate()
             broker.stop()
+
+
+async def main(count: int) -> None:
+    bare = await measure_bare(count)
+    each = await measure_api(count, conversations=count)
+    shared = await measure_api(count, conversations=1)
+    print(f"{count} idle WebSockets on one api process (RSS growth over the same process after a warm-up)")
+    print(f"  bare Litestar+uvicorn handler (baseline): {bare:.1f} KiB per socket")
+    for label, m in (("one conversation each", each), ("all on one conversation", shared)):
+        print(f"  athenic api, {label}: {m.per_socket_kib:.1f} KiB per socket (x{m.per_socket_kib / bare:.2f} "
+              f"the baseline; {m.before_kib / 1024:.0f} -> {m.after_kib / 1024:.0f} MiB), opened at "
+              f"{count / m.opened_in:.0f}/s, a change after idling reached {m.delivered} sampled sockets")
+    print(f"  per followed conversation: ~{each.per_socket_kib - shared.per_socket_kib:.1f} KiB in the api, "
+          f"{each.broker_per_conversation_kib:.1f} KiB in nats-server")
 
 
 if __name__ == "__main__":
