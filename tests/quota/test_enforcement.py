@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from athenic.shared import names
+from athenic.shared.messages import progress_event_decoder
 from athenic.shared.policy import BUILTIN_DEFAULT
 from tests.quota.traffic import (
     Broker,
@@ -93,7 +95,9 @@ async def test_a_policy_change_reaches_a_queued_execution_without_a_restart(brok
     await broker.set_policy(tenant="growing", maxConcurrentExecutions=1, onExceed="Queue")
     slow = await broker.post("growing", slow_code(5, "slow"))
     await broker.wait_leases("growing", 1)
-    waiting = await broker.post("growing", "```python\nprint('waited')\n```")
+    waiting = "growing-waiting"
+    pushed = await broker.nc.subscribe(names.event_subject(waiting))  # what the app's WebSocket relays
+    await broker.post("growing", "```python\nprint('waited')\n```", client_id=waiting)
     await asyncio.sleep(1.0)
     record = await broker.record(waiting)
     assert record is not None and record.status == "processing", "a queued message waits, unanswered"
@@ -106,6 +110,14 @@ async def test_a_policy_change_reaches_a_queued_execution_without_a_restart(brok
     assert done[waiting].status == "completed"
     [run] = executions([done[waiting]])
     assert run.stdout == "waited\n"
+    phases = []
+    while (msg := await pushed.next_msg(timeout=2)) is not None:
+        event = progress_event_decoder.decode(msg.data)
+        if event.type == "status":
+            phases.append(event.phase)
+        if event.phase == "completed":
+            break
+    assert phases == ["planning", "queued", "running", "completed"]
     await broker.final([slow], timeout=20)
 
 
