@@ -90,7 +90,6 @@ class PushSession:
         self.client_id = client_id
         self.who = who
         self.after = after
-        self.state: ChatState | None = None
         self.sent_revision = 0
         self._listening: AbstractAsyncContextManager[Listener] | None = None
         self._listener: Listener | None = None
@@ -111,13 +110,13 @@ class PushSession:
                         error=str(exc) or type(exc).__name__)
             raise BrokerUnavailable("the message broker is unavailable; retry later",
                                     headers={"Retry-After": "1"}) from exc
-        self.state = await self.service.state(self.client_id, self.who)
-        revision = self.state.revision or 0
+        state = await self.service.state(self.client_id, self.who)
+        revision = state.revision or 0
         self.sent_revision = revision
         # A reconnecting client that already has this record (and no newer message waits) gets no repeat.
-        if self.after is not None and self.state.status != "pending" and revision and revision <= self.after:
+        if self.after is not None and state.status != "pending" and revision and revision <= self.after:
             return None
-        return response_frame(self.state)
+        return response_frame(state)
 
     async def next(self) -> Frame:
         assert self._listener is not None
