@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import uuid
 from dataclasses import dataclass
@@ -89,6 +90,12 @@ class Lease:
     key: str
     revision: int
     value: LeaseValue
+
+
+async def _back_off(attempt: int) -> None:
+    """A jittered pause after a lost compare-and-set, growing with the attempts, so that
+    racers spread out instead of colliding again."""
+    await asyncio.sleep(random.uniform(0, 0.001 * min(2**attempt, 64)))  # noqa: S311 - not secrecy
 
 
 def holder_id() -> str:
@@ -151,7 +158,7 @@ class LeaseStore:
         value = LeaseValue(holder=self.holder, request_id=request_id)
         revision = await self.kv.create(key, msgspec.json.encode(value), msg_ttl=self.ttl)
         try:
-            for _ in range(MAX_ROUNDS):
+            for attempt in range(MAX_ROUNDS):
                 slots, last = await self._read_slots(tenant)
                 alive = [i for i in slots.leases if await self._alive(tenant, i)]
                 if len(alive) >= limit:
@@ -159,8 +166,9 @@ class LeaseStore:
                     return None
                 try:
                     await self._write_slots(tenant, [*alive, lease_id], last)
-                except KeyWrongLastSequenceError:
-                    continue  # another admission or release came first: read again
+                except KeyWrongLastSequenceError:  # another admission or release came first
+                    await _back_off(attempt)
+                    continue
                 lease = Lease(tenant, lease_id, key, revision, value)
                 await self._mark_admitted(lease)
                 return lease
@@ -190,7 +198,7 @@ class LeaseStore:
         expires on its own, and the next admission prunes an id without a live lease)."""
         await self.withdraw_key(lease.key)
         try:
-            for _ in range(MAX_ROUNDS):
+            for attempt in range(MAX_ROUNDS):
                 slots, last = await self._read_slots(lease.tenant)
                 if lease.lease_id not in slots.leases:
                     return
@@ -198,7 +206,7 @@ class LeaseStore:
                     await self._write_slots(lease.tenant, [i for i in slots.leases if i != lease.lease_id], last)
                     return
                 except KeyWrongLastSequenceError:
-                    continue
+                    await _back_off(attempt)
         except Exception as exc:
             log.warning("could not release an execution slot; the next admission prunes it",
                         key=lease.key, error=str(exc) or type(exc).__name__)

@@ -1,0 +1,73 @@
+"""The lease store under a storm of admissions: three connections (as three replicas) and many
+concurrent callers against a real nats-server, the holders counted outside the store."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import nats
+from nats.aio.client import Client
+
+from athenic.orchestrator.leases import LeaseStore
+from athenic.orchestrator.rate import RateCounter
+from athenic.shared import names
+from athenic.shared.settings import NatsSettings
+from athenic.shared.topology import ensure_topology
+from tests.support.nats import NatsServer
+
+LIMIT = 2
+
+
+async def _stores(url: str, count: int) -> tuple[list[Client], list[LeaseStore]]:
+    connections = [await nats.connect(url) for _ in range(count)]
+    stores = []
+    for i, nc in enumerate(connections):
+        buckets = await ensure_topology(nc.jetstream(), NatsSettings(nats_url=url))
+        stores.append(LeaseStore(nc.jetstream(), buckets[names.LEASES_BUCKET], ttl_seconds=10, holder=f"r{i}"))
+    return connections, stores
+
+
+async def test_racing_admissions_never_exceed_the_limit(nats_server: NatsServer) -> None:
+    connections, stores = await _stores(nats_server.url, 3)
+    holding = peak = admitted = refused = 0
+    deadline = time.monotonic() + 4
+
+    async def caller(store: LeaseStore) -> None:
+        nonlocal holding, peak, admitted, refused
+        while time.monotonic() < deadline:
+            lease = await store.try_acquire("storm", LIMIT)
+            if lease is None:
+                refused += 1
+                await asyncio.sleep(random.uniform(0, 0.002))
+                continue
+            admitted += 1
+            holding += 1
+            peak = max(peak, holding)
+            await asyncio.sleep(random.uniform(0, 0.004))
+            holding -= 1  # counted as ended before the release is sent
+            await store.release(lease)
+
+    try:
+        await asyncio.gather(*(caller(store) for store in stores for _ in range(8)))
+    finally:
+        for nc in connections:
+            await nc.close()
+    print(f"{admitted} admissions, {refused} refusals, peak {peak} holders (limit {LIMIT})")
+    assert admitted > 50
+    assert peak == LIMIT
+
+
+async def test_racing_counters_take_exactly_the_limit(nats_server: NatsServer) -> None:
+    connections, stores = await _stores(nats_server.url, 3)
+    counters = [RateCounter(store.js, store.kv) for store in stores]
+    while time.time() % 60 > 55:  # the burst must not straddle two minutes
+        await asyncio.sleep(0.5)
+    try:
+        results = await asyncio.gather(*(counter.take("burst", 25) for counter in counters for _ in range(20)))
+    finally:
+        for nc in connections:
+            await nc.close()
+    assert sum(result is None for result in results) == 25
+    assert all(0 < result <= 60 for result in results if result is not None)
