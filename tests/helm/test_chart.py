@@ -158,7 +158,8 @@ def test_deployments_probes_and_replicas(render: Render) -> None:
     assert op["command"] == ["athenic-operator"]
     assert probe(op, "livenessProbe") == ("/healthz", 8080)
     assert env_value(op, "ATHENIC_OPERATOR_LIVENESS_PORT") == "8080"
-    assert {p["name"]: p["containerPort"] for p in op["ports"]}["metrics"] == 9090
+    # the operator serves no /metrics yet: no port to scrape until operator.metrics.enabled
+    assert [p["name"] for p in op["ports"]] == ["health"]
 
     for name in deployments:
         spread = deployments[name]["spec"]["template"]["spec"]["topologySpreadConstraints"]
@@ -430,8 +431,19 @@ def test_autoscaling_and_disruption_budgets(render: Render) -> None:
     pdbs = {p["metadata"]["name"] for p in of_kind(prod, "PodDisruptionBudget")}
     assert pdbs == {"athenic-api", "athenic-orchestrator", "athenic-nats"}
     monitors = {m["metadata"]["name"]: m["spec"] for m in of_kind(prod, "ServiceMonitor")}
-    assert set(monitors) == {"athenic-api", "athenic-orchestrator", "athenic-operator"}
+    assert set(monitors) == {"athenic-api", "athenic-orchestrator"}
     assert monitors["athenic-api"]["endpoints"][0] == {"port": "http", "path": "/metrics", "interval": "30s"}
+    assert monitors["athenic-orchestrator"]["endpoints"][0]["port"] == "metrics"
+    # every ServiceMonitor names a port its Service has
+    for name, spec in monitors.items():
+        service_ports = {p["name"] for p in named(prod, "Service", name)["spec"]["ports"]}
+        assert spec["endpoints"][0]["port"] in service_ports, name
+
+    scraped = render("production", {"operator": {"metrics": {"enabled": True}}})
+    assert "athenic-operator" in {m["metadata"]["name"] for m in of_kind(scraped, "ServiceMonitor")}
+    assert named(scraped, "Service", "athenic-operator")["spec"]["ports"][0]["port"] == 9090
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in \
+        container(scraped, "athenic-operator")["ports"]
     assert not of_kind(render("defaults"), "HorizontalPodAutoscaler")
     assert not of_kind(render("defaults"), "ServiceMonitor")
 
