@@ -15,6 +15,8 @@ from nats.js.kv import KeyValue
 from athenic.shared.messages import FINAL_STATUSES, ResponseRecord, encode, response_record_decoder
 
 Build = Callable[[ResponseRecord | None], ResponseRecord]
+Known = tuple[ResponseRecord | None, int | None]
+Stored = tuple[ResponseRecord, int]
 MAX_CAS_ATTEMPTS = 50
 
 
@@ -33,24 +35,28 @@ class RecordStore:
             return None, entry.revision
         return response_record_decoder.decode(entry.value), entry.revision
 
-    async def write(self, client_id: str, seq: int, build: Build, *, final: bool) -> bool:
+    async def write(self, client_id: str, seq: int, build: Build, *, final: bool,
+                    known: Known | None = None) -> Stored | None:
         """Store ``build(current)`` unless a record about a newer (or the same, answered) message exists.
 
-        Returns whether it was stored.
+        ``known`` is a (record, revision) the caller already read or wrote: the first attempt
+        trusts it instead of reading again (a broker round trip per write saved); if the key
+        moved on since, the compare-and-set fails and the record is read afresh.
+        Returns the record stored and its revision (to pass as ``known`` next), or ``None``.
         """
         for _ in range(MAX_CAS_ATTEMPTS):
-            current, revision = await self.current(client_id)
+            current, revision = known if known is not None else await self.current(client_id)
+            known = None
             if current is not None and (
                 current.seq > seq or (current.seq == seq and current.status in FINAL_STATUSES and not final)
             ):
-                return False
-            value = encode(build(current))
+                return None
+            record = build(current)
+            value = encode(record)
             try:
                 if revision is None:
-                    await self.kv.create(client_id, value)
-                else:
-                    await self.kv.update(client_id, value, last=revision)
-                return True
+                    return record, await self.kv.create(client_id, value)
+                return record, await self.kv.update(client_id, value, last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue  # someone wrote in between: read again and decide again
         raise RuntimeError(f"could not store the record of {client_id}: too much contention")

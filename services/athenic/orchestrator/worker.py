@@ -164,14 +164,15 @@ class Worker:
                 await msg.in_progress()
 
     async def _answer(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
-        current, _ = await self.records.current(request.client_id)
+        current, revision = await self.records.current(request.client_id)
         if current is not None and current.owner is not None and request.owner != current.owner:
             log.error("message for a clientId owned by another user terminated")
             await msg.term()
             MESSAGES.labels("foreign").inc()
             return
-        stored = await self.records.write(request.client_id, seq, self._processing(request, seq), final=False)
-        if not stored:
+        stored = await self.records.write(request.client_id, seq, self._processing(request, seq), final=False,
+                                          known=(current, revision))
+        if stored is None:
             log.info("message superseded or already answered; acked without work", seq=seq)
             await msg.ack()
             MESSAGES.labels("superseded").inc()
@@ -185,7 +186,8 @@ class Worker:
             await msg.nak(delay=retry_delay(delivered))
             MESSAGES.labels("retried").inc()
             return
-        await self.records.write(request.client_id, seq, self._final(request, seq, outcome, job), final=True)
+        await self.records.write(request.client_id, seq, self._final(request, seq, outcome, job), final=True,
+                                 known=stored)
         await events.phase(outcome.status)
         if outcome.status == "failed" and outcome.answer is None:
             await msg.term()
