@@ -6,6 +6,7 @@ a 503 or a dropped connection is a message the user knows was not accepted and w
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -14,8 +15,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import nats
+
+from athenic.shared import names
+from athenic.shared.policy import SandboxPolicy, encode_policy, policy_key
 
 FINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+def allow_executions(nats_urls: list[str], concurrent: int = 64, per_minute: int = 1_000_000) -> None:
+    """A default sandbox policy roomy enough that a drill measures failures, not the quota.
+
+    Written where the operator would write it (the policies bucket), after a service has
+    provisioned the topology; orchestrators pick it up through their watch.
+    """
+
+    async def put() -> None:
+        nc = await nats.connect(servers=nats_urls)
+        try:
+            kv = await nc.jetstream().key_value(names.POLICIES_BUCKET)
+            policy = SandboxPolicy(tenant="*", max_concurrent_executions=concurrent,
+                                   max_executions_per_minute=per_minute)
+            await kv.put(policy_key(policy.tenant), encode_policy(policy))
+        finally:
+            await nc.close()
+
+    asyncio.run(put())
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.drills.load import Load, read_answers
+from tests.drills.load import Load, allow_executions, read_answers
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator
 
@@ -34,6 +34,7 @@ def start_orchestrator(nats: NatsServer, tmp_path: Path) -> Orchestrator:
 def test_two_orchestrator_kills_and_a_broker_restart_lose_no_accepted_message(tmp_path: Path) -> None:
     nats = NatsServer(tmp_path / "jetstream").start()
     api = Api(nats.url, tmp_path, LOG_LEVEL="WARNING", ATHENIC_RATE_LIMIT_PER_MINUTE="0").start()
+    allow_executions([nats.url])
     orchestrators = [start_orchestrator(nats, tmp_path)]
     try:
         load = Load(api.url, MESSAGES, message_for).start()

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from tests.drills.load import allow_executions
 from tests.support.e2b_standin import E2BStandIn
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, wait_for_status
@@ -84,6 +85,7 @@ def test_every_message_is_answered_or_fails_clearly_when_e2b_fails_half_its_call
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     api = Api(nats_server.url, tmp_path, ATHENIC_RATE_LIMIT_PER_MINUTE="0").start()
+    allow_executions([nats_server.url])
     with serving(FlakyE2B()) as e2b:
         orchestrator = Orchestrator(
             nats_server.url, tmp_path, ATHENIC_SANDBOX="e2b", E2B_API_KEY="e2b_test", E2B_API_URL=e2b.url,

@@ -1,0 +1,111 @@
+"""Ingest: accepted ``POST /api/chat`` per second of the real api against a bare Litestar POST.
+
+The real api (``athenic-api``: validation, middleware, logging, one JetStream publish
+acknowledged before the 200) and a bare Litestar JSON POST with the same uvicorn settings
+run side by side on this machine and take turns under the same ``wrk`` load; the ratio
+of their medians is the figure to compare between machines and versions. Only 200s count
+as accepted. The request stream is purged between rounds so every round starts alike.
+
+    apt-get install -y wrk      # the load generator (Debian)
+    .venv/bin/python bench/ingest.py [rounds] [seconds-per-round] [connections]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from tests.support.nats import free_port, wait_for_port
+
+from _harness import API_ENV, ROOT, Api, broker, connect, header, median, workdir
+from athenic.shared import names
+
+LUA = """
+wrk.method = "POST"
+wrk.body = '{"message":"What is the factorial of 10?"}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_us":%d,"non2xx":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(wrk: str, script: Path, url: str, seconds: int, connections: int) -> dict[str, float]:
+    done = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    )
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    result: dict[str, float] = json.loads(line.removeprefix("RESULT "))
+    accepted = result["requests"] - result["non2xx"] - result["errors"]
+    result["accepted_per_s"] = accepted / (result["duration_us"] / 1e6)
+    return result
+
+
+async def purge(url: str) -> None:
+    nc, js = await connect(url)
+    try:
+        await js.purge_stream(names.REQUEST_STREAM)
+    finally:
+        await nc.close()
+
+
+def main(rounds: int, seconds: int, connections: int) -> int:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("bench/ingest.py needs the load generator wrk, which is not installed.\n"
+              "  Install it with: apt-get install -y wrk   (Debian/Ubuntu, as root)", file=sys.stderr)
+        return 2
+    header("ingest: accepted POST /api/chat per second (wrk, 1 thread, "
+           f"{connections} connections, {rounds} rounds x {seconds} s each, interleaved)")
+    with workdir("ingest") as tmp, broker(tmp) as nats:
+        script = tmp / "post.lua"
+        script.write_text(LUA)
+        api = Api(nats.url, tmp, **API_ENV).start()
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_bare_app.py"), str(bare_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(bare_port)
+            bare_url = f"http://127.0.0.1:{bare_port}/api/chat"
+            api_url = f"{api.url}/api/chat"
+            assert httpx.post(bare_url, json={"message": "x"}).status_code == 200
+            assert httpx.post(api_url, json={"message": "x"}).status_code == 200
+            run_wrk(wrk, script, bare_url, 2, connections)  # warm both up
+            run_wrk(wrk, script, api_url, 2, connections)
+            results: dict[str, list[dict[str, float]]] = {"bare": [], "api": []}
+            for _ in range(rounds):
+                for name, url in (("bare", bare_url), ("api", api_url)):
+                    asyncio.run(purge(nats.url))
+                    time.sleep(0.5)
+                    results[name].append(run_wrk(wrk, script, url, seconds, connections))
+        finally:
+            bare.terminate()
+            bare.wait(10)
+            api.terminate()
+    medians = {}
+    for name, label in (("bare", "bare Litestar JSON POST"), ("api", "athenic api (JetStream-acked)")):
+        rates = [r["accepted_per_s"] for r in results[name]]
+        medians[name] = median(rates)
+        rejected = sum(r["non2xx"] + r["errors"] for r in results[name])
+        print(f"   {label:32s} median {medians[name]:8.0f} accepted/s  (rounds: "
+              f"{', '.join(f'{rate:.0f}' for rate in rates)}; latency p50 "
+              f"{median([r['p50_us'] for r in results[name]]) / 1000:.1f} ms, p99 "
+              f"{median([r['p99_us'] for r in results[name]]) / 1000:.1f} ms; not accepted: {rejected:.0f})")
+    print(f"   ratio api/bare: {medians['api'] / medians['bare']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    args = [int(arg) for arg in sys.argv[1:]]
+    raise SystemExit(main(*(args + [3, 5, 32][len(args):])))
