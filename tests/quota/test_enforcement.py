@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
+
 from athenic.shared import names
 from athenic.shared.messages import progress_event_decoder
 from athenic.shared.policy import BUILTIN_DEFAULT
@@ -91,7 +93,9 @@ async def test_reject_at_the_concurrency_limit_answers_at_once_with_the_limit(br
     assert record.status == "completed", record
 
 
-async def test_a_policy_change_reaches_a_queued_execution_without_a_restart(broker: Broker) -> None:
+async def test_a_policy_change_reaches_a_queued_execution_without_a_restart(
+    broker: Broker, replicas: list[Orchestrator]
+) -> None:
     await broker.set_policy(tenant="growing", maxConcurrentExecutions=1, onExceed="Queue")
     slow = await broker.post("growing", slow_code(5, "slow"))
     await broker.wait_leases("growing", 1)
@@ -118,6 +122,8 @@ async def test_a_policy_change_reaches_a_queued_execution_without_a_restart(brok
         if event.phase == "completed":
             break
     assert phases == ["planning", "queued", "running", "completed"]
+    assert sum(_metric(replica, 'athenic_orchestrator_quota_decisions_total{outcome="admitted_after_queue"}')
+               for replica in replicas) >= 1
     await broker.final([slow], timeout=20)
 
 
@@ -133,3 +139,10 @@ async def test_policy_limits_reach_the_sandbox(broker: Broker) -> None:
     [starved] = executions([records[greedy]])
     assert starved.error is not None and starved.error.name == "MemoryError"
     assert "128 MiB" in starved.error.value
+
+
+def _metric(replica: Orchestrator, sample: str) -> float:
+    """One sample of a replica's Prometheus metrics (0 when absent)."""
+    text = httpx.get(f"http://127.0.0.1:{replica.port}/metrics", timeout=5).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " ")]
+    return values[0] if values else 0.0

@@ -30,6 +30,7 @@ from typing import Annotated
 
 import msgspec
 import nats.errors
+from prometheus_client import Counter, Gauge
 
 from athenic.orchestrator.errors import QuotaExceeded, RetryableError, TerminalError
 from athenic.orchestrator.leases import Lease, LeaseStore, ReleaseSignals
@@ -42,6 +43,10 @@ from athenic.shared.policy import SandboxPolicy
 from athenic.shared.settings import PositiveFloat
 
 log = get_logger(__name__)
+
+DECISIONS = Counter("athenic_orchestrator_quota_decisions_total",
+                    "Executions admitted at once, admitted after queueing, or rejected by a quota", ["outcome"])
+WAITING = Gauge("athenic_orchestrator_quota_waiting", "Executions queued by a quota now")
 
 OnQueued = Callable[[], Awaitable[None]]
 
@@ -113,16 +118,19 @@ class QuotaGate:
             if isinstance(outcome, Lease):
                 if queued:
                     log.info("queued execution admitted", tenant=tenant)
+                DECISIONS.labels("admitted_after_queue" if queued else "admitted").inc()
                 return outcome, policy
             if policy.on_exceed == "Reject":
                 log.info("execution refused by quota", tenant=tenant, reason=outcome.message)
+                DECISIONS.labels("rejected").inc()
                 raise QuotaExceeded(outcome.message)
             if not queued:
                 queued = True
                 log.info("execution queued by quota", tenant=tenant, reason=outcome.message)
                 if on_queued is not None:
                     await on_queued()
-            await self._wait(released, outcome)
+            with WAITING.track_inprogress():
+                await self._wait(released, outcome)
 
     async def _attempt(self, tenant: str, policy: SandboxPolicy, request_id: str) -> Lease | Refusal:
         try:
