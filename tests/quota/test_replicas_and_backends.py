@@ -76,3 +76,28 @@ async def test_the_template_and_internet_access_of_a_policy_reach_e2b(own_nats: 
             if broker is not None:
                 await broker.close()
             await asyncio.to_thread(service.terminate)
+
+
+async def test_the_default_quota_governs_each_tenant_without_its_own_separately(
+    own_nats: NatsServer, tmp_path: Path
+) -> None:
+    service = Orchestrator(own_nats.url, tmp_path, ATHENIC_CONCURRENCY="4")
+    broker: Broker | None = None
+    try:
+        await asyncio.to_thread(start_all, [service])
+        broker = await Broker.connect(own_nats.url)
+        await broker.set_policy(tenant="*", maxConcurrentExecutions=1, onExceed="Reject")
+        first = await broker.post("alpha", slow_code(2, "alpha"))
+        second = await broker.post("beta", slow_code(2, "beta"))
+        await broker.wait_leases("alpha", 1)
+        await broker.wait_leases("beta", 1)  # one each: the limit is per tenant, not summed
+        over = await broker.post("alpha", "```python\nprint('one too many')\n```")
+        refused = (await broker.final([over], timeout=10))[over]
+        assert refused.status == "failed"
+        assert "tenant 'alpha' may run at most 1 execution at a time" in (refused.last_response.error or "")  # type: ignore[union-attr]
+        records = await broker.final([first, second], timeout=20)
+        assert {record.status for record in records.values()} == {"completed"}
+    finally:
+        if broker is not None:
+            await broker.close()
+        await asyncio.to_thread(service.terminate)
