@@ -192,6 +192,20 @@ class LeaseStore:
         except KeyWrongLastSequenceError:
             log.warning("execution lease expired while its run went on; taking it again", key=lease.key)
             lease.revision = await self.kv.create(lease.key, data, msg_ttl=self.ttl)
+            await self._relist(lease)
+
+    async def _relist(self, lease: Lease) -> None:
+        """Put a lost lease's id back on the list (an admission may have pruned it), over the
+        limit if need be: the run is going on, so later admissions must count it."""
+        for attempt in range(MAX_ROUNDS):
+            slots, last = await self._read_slots(lease.tenant)
+            if lease.lease_id in slots.leases:
+                return
+            try:
+                await self._write_slots(lease.tenant, [*slots.leases, lease.lease_id], last)
+                return
+            except KeyWrongLastSequenceError:
+                await _back_off(attempt)
 
     async def release(self, lease: Lease) -> None:
         """Delete the lease and take its id off the tenant's list (best effort: the lease
