@@ -22,7 +22,8 @@ moment, and adds itself only when they are fewer than the limit. Reading the lea
 through the stream's leader (not a direct get that a follower may serve) keeps "live" exact.
 
 The price of leases: a replica cut off from NATS for longer than a TTL while its code still
-runs loses its slot, so another replica may start one more execution meanwhile.
+runs loses its slot, so another replica may start one more execution meanwhile; when it
+reaches NATS again it writes its lease and puts its id back, and later admissions count it.
 
 Waking queued executions: every replica watches the ``slots.*`` keys and wakes a tenant's
 waiters when its list shrinks (a release, or a dead replica's lease pruned). Expiries leave no
