@@ -246,3 +246,50 @@ async def test_a_frame_larger_than_a_post_body_closes_the_socket(api: Api) -> No
         await recv(ws)
         await ws.send(json.dumps({"type": "chat", "message": "x" * 200_000}))
         assert (await close_code(ws))[0] == 1009  # message too big
+
+
+
+def _raw_socket(port: int, client_id: str) -> socket.socket:
+    """A WebSocket client that reads only when told to (a phone gone into a tunnel)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall((f"GET /api/chat/ws/{client_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    handshake = b""
+    while b"\r\n\r\n" not in handshake:
+        handshake += sock.recv(1)
+    assert handshake.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+async def test_a_client_that_stops_reading_is_dropped_not_buffered(system_nats: NatsServer, tmp_path: Path) -> None:
+    api = Api(system_nats.url, tmp_path, ATHENIC_WS_PING_SECONDS="600").start()  # no ping timeout here
+    try:
+        client_id = new_id()
+        async with Records(system_nats.url) as records:
+            await records.put(client_id, "processing")
+            sock = _raw_socket(api.port, client_id)
+            with sock:
+                assert _read_frame(sock)[0] == 0x1  # the response frame
+                # the client reads nothing while its run prints 40 MB
+                assert records.nc is not None
+                event = {"type": "stdout", "clientId": client_id, "requestId": "req-1", "timestamp": "t",
+                         "data": "x" * 40_000}
+                payload = json.dumps(event).encode()
+                for _ in range(1000):
+                    await records.nc.publish(names.event_subject(client_id), payload)
+                await records.nc.flush()
+                await asyncio.sleep(0.5)
+                frames = 0
+                while True:  # it reads again: what was buffered, then the close
+                    opcode, data = await asyncio.to_thread(_read_frame, sock)
+                    if opcode == 0x8:
+                        break
+                    frames += 1
+        assert int.from_bytes(data[:2], "big") == 1013 and b"too slow" in data
+        assert frames < 1000  # the backlog was dropped, not held in the api's memory
+    finally:
+        api.terminate()
