@@ -126,7 +126,8 @@ def test_broker_outage_gives_503_then_recovers(nats_server: NatsServer, tmp_path
     service = Api(nats_server.url, tmp_path).start()
     try:
         with httpx.Client(base_url=service.url, timeout=10) as client:
-            assert client.post("/api/chat", json={"message": "before"}).status_code == 200
+            before = client.post("/api/chat", json={"message": "before"})
+            assert before.status_code == 200
             nats_server.stop()
             started = time.monotonic()
             response = client.post("/api/chat", json={"message": "during"})
@@ -146,6 +147,9 @@ def test_broker_outage_gives_503_then_recovers(nats_server: NatsServer, tmp_path
             assert response.status_code == 200, "the api did not recover after the broker came back"
             client_id = response.json()["clientId"]
             assert client.get(f"/api/chat/response/{client_id}").json()["lastMessage"] == "after"
+            # what was accepted before the outage outlived the broker's restart
+            kept = client.get(f"/api/chat/response/{before.json()['clientId']}").json()
+            assert kept["lastMessage"] == "before" and kept["requestId"] == before.headers["x-request-id"]
     finally:
         service.terminate()
 
