@@ -78,7 +78,7 @@ async def test_the_per_minute_limit_rejects_the_rest_with_a_quota_message(broker
 
 async def test_reject_at_the_concurrency_limit_answers_at_once_with_the_limit(broker: Broker) -> None:
     await broker.set_policy(tenant="strict", maxConcurrentExecutions=1, onExceed="Reject")
-    slow = await broker.post("strict", slow_code(3, "slow"))
+    slow = await broker.post("strict", slow_code(4, "slow"))
     await broker.wait_leases("strict", 1)
     rejected = [await broker.post("strict", "```python\nprint('too many')\n```") for _ in range(3)]
     records = await broker.final(rejected, timeout=20)
