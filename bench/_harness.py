@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the process wrappers live in tests/support
 
 from tests.drills.load import allow_executions  # noqa: E402
-from tests.support.nats import NatsServer, nats_server_binary  # noqa: E402
+from tests.support.nats import NatsServer, free_port, nats_server_binary, wait_for_port  # noqa: E402
 from tests.support.services import Api, Orchestrator  # noqa: E402
 
 from athenic.shared import names  # noqa: E402
@@ -37,7 +37,8 @@ from athenic.shared.messages import ChatRequest, encode, iso_timestamp  # noqa: 
 # The api as deployed, minus the per-client rate limit (a load generator is one client).
 API_ENV = {"ATHENIC_RATE_LIMIT_PER_MINUTE": "0"}
 
-__all__ = ["API_ENV", "ROOT", "Api", "NatsServer", "Orchestrator", "allow_executions", "orchestrator"]
+__all__ = ["API_ENV", "ROOT", "Api", "NatsServer", "Orchestrator", "allow_executions", "free_port", "orchestrator",
+           "wait_for_port"]
 
 
 def orchestrator(nats_url: str, tmp: Path, **extra: str) -> Orchestrator:

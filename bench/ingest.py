@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.support.nats import free_port, wait_for_port
 
-from _harness import API_ENV, ROOT, Api, broker, connect, header, median, workdir
+from _harness import API_ENV, ROOT, Api, broker, connect, free_port, header, median, wait_for_port, workdir
 from athenic.shared import names
 
 LUA = """
