@@ -1,14 +1,14 @@
 """End-to-end latency: POST → the final record pushed to the client, p50 and p99.
 
-Messages are offered at a fixed rate (open loop: a slow answer does not slow the offer),
-each its own conversation, through the real api and one orchestrator (the rules planner).
-Two kinds, one after the other: a message without code, and a ``print(1)`` block run in
-the local sandbox. "Pushed" is observed with a KV watch on the responses bucket (what the
-api's WebSocket/SSE push is built on), from this process: the time from sending the POST
-to seeing the message's final record.
+Messages are offered at a fixed rate (open loop: a slow answer does not slow the offer)
+through the real api and one orchestrator (the rules planner), spread over conversations
+that each follow their own WebSocket (``/api/chat/ws/{clientId}``), as the app does. Two
+kinds, one after the other: a message without code, and a ``print(1)`` block run in the
+local sandbox. The latency of a message is from sending its POST to receiving, on its
+conversation's socket, the ``response`` frame with its ``requestId`` in a final status.
 
 The baseline, measured from the same requests: the POST's own answer time (the api
-accepting the message). The ratio says how much the asynchronous pipeline adds on top.
+accepting the message). The ratio says how much the asynchronous pipeline and the push add.
 
     .venv/bin/python bench/latency.py [messages-per-kind] [rate-per-second]
 """
@@ -16,17 +16,20 @@ accepting the message). The ratio says how much the asynchronous pipeline adds o
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Callable
 
 import httpx
-import msgspec
-import nats
+import websockets
 
 from _harness import API_ENV, Api, allow_executions, broker, header, orchestrator, percentile, workdir
-from athenic.shared import names
 from athenic.shared.messages import FINAL_STATUSES
+
+# Enough conversations that one gets a message about once a second: a conversation's
+# newer message supersedes an older one still waiting, and would hide its answer.
+CONVERSATIONS = 30
 
 
 def no_code(index: int) -> str:
@@ -40,47 +43,47 @@ def print_one(index: int) -> str:
 KINDS: dict[str, Callable[[int], str]] = {"no code": no_code, "print(1), local sandbox": print_one}
 
 
-class Seen(msgspec.Struct):
-    status: str
-    request_id: str = msgspec.field(name="requestId")
-
-
-async def measure(api_url: str, nats_url: str, kind: str, count: int, rate: float,
-                  warmup: int) -> tuple[list[float], list[float]]:
-    nc = await nats.connect(nats_url)
-    kv = await nc.jetstream().key_value(names.RESPONSES_BUCKET)
-    finals: dict[str, float] = {}
+async def measure(api_url: str, kind: str, count: int, rate: float, warmup: int) -> tuple[list[float], list[float]]:
+    pushed: dict[str, float] = {}
     arrived: dict[str, asyncio.Event] = {}
-    decoder = msgspec.json.Decoder(Seen)
-    watcher = await kv.watchall()
-
-    async def watch() -> None:
-        async for entry in watcher:
-            if entry is None or not entry.value:
-                continue  # the end of the initial values, or a deletion
-            seen = decoder.decode(entry.value)
-            if seen.status in FINAL_STATUSES and seen.request_id not in finals:
-                finals[seen.request_id] = time.perf_counter()
-                arrived.setdefault(seen.request_id, asyncio.Event()).set()
-
-    watching = asyncio.create_task(watch())
+    tag = list(KINDS).index(kind)
+    conversations = [f"lat-{tag}-{n}" for n in range(CONVERSATIONS)]
     posts: list[float] = []
     ends: list[float] = []
     message_for = KINDS[kind]
     async with httpx.AsyncClient(base_url=api_url, timeout=30,
                                  limits=httpx.Limits(max_connections=64)) as client:
+        # a conversation exists once its first message is stored; then its socket may open
+        for client_id in conversations:
+            opened = await client.post("/api/chat", json={"message": "hello"}, headers={"x-client-id": client_id})
+            assert opened.status_code == 200, opened.text
+
+        async def follow(client_id: str, ready: asyncio.Event) -> None:
+            async with websockets.connect(f"{api_url.replace('http', 'ws', 1)}/api/chat/ws/{client_id}") as socket:
+                ready.set()
+                async for frame in socket:
+                    event = json.loads(frame)
+                    if event.get("type") == "response" and event.get("status") in FINAL_STATUSES:
+                        now = time.perf_counter()
+                        pushed.setdefault(event["requestId"], now)
+                        arrived.setdefault(event["requestId"], asyncio.Event()).set()
+
+        ready_events = [asyncio.Event() for _ in conversations]
+        followers = [asyncio.create_task(follow(client_id, ready))
+                     for client_id, ready in zip(conversations, ready_events, strict=True)]
+        await asyncio.wait_for(asyncio.gather(*(ready.wait() for ready in ready_events)), 30)
 
         async def one(index: int) -> None:
             sent = time.perf_counter()
             response = await client.post("/api/chat", json={"message": message_for(index)},
-                                         headers={"x-client-id": f"lat-{list(KINDS).index(kind)}-{index}"})
+                                         headers={"x-client-id": conversations[index % CONVERSATIONS]})
             answered = time.perf_counter()
             assert response.status_code == 200, response.text
             request_id = response.headers["x-request-id"]
             await asyncio.wait_for(arrived.setdefault(request_id, asyncio.Event()).wait(), 60)
             if index >= warmup:
                 posts.append(answered - sent)
-                ends.append(finals[request_id] - sent)
+                ends.append(pushed[request_id] - sent)
 
         started = time.perf_counter()
         tasks = []
@@ -89,23 +92,23 @@ async def measure(api_url: str, nats_url: str, kind: str, count: int, rate: floa
             await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
             tasks.append(asyncio.create_task(one(index)))
         await asyncio.gather(*tasks)
-    watching.cancel()
-    await watcher.stop()  # type: ignore[no-untyped-call]
-    await nc.close()
+        for follower in followers:
+            follower.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
     return posts, ends
 
 
 def main(count: int, rate: float) -> None:
     warmup = max(5, count // 20)
-    header(f"end-to-end latency: {count} messages per kind at {rate:g}/s offered (+{warmup} warm-up), "
-           "one orchestrator (8 slots); 'pushed' = the final record seen by a KV watch")
+    header(f"end-to-end latency: {count} messages per kind at {rate:g}/s offered (+{warmup} warm-up) over "
+           f"{CONVERSATIONS} conversations, one orchestrator (8 slots); pushed = the final response frame "
+           "on the conversation's WebSocket")
     with workdir("latency") as tmp, broker(tmp) as nats_server:
         api = Api(nats_server.url, tmp, **API_ENV).start()
         allow_executions([nats_server.url])  # the sandbox quota is not what is measured
         worker = orchestrator(nats_server.url, tmp).start()
         try:
-            results = {kind: asyncio.run(measure(api.url, nats_server.url, kind, count, rate, warmup))
-                       for kind in KINDS}
+            results = {kind: asyncio.run(measure(api.url, kind, count, rate, warmup)) for kind in KINDS}
         finally:
             worker.terminate()
             api.terminate()
