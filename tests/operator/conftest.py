@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import jsonpatch
 import kmock
 import nats
@@ -140,10 +141,16 @@ class Cluster:
 
     emulator: kmock.KubernetesEmulator
 
+    async def request(self, method: str, path: str, **kwargs: Any) -> None:
+        # A connection per request (kubectl-like): a pooled one can be left half-closed by
+        # the server after a client of it (an operator) was cancelled mid-stream.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session, \
+                session.request(method, f"{str(self.emulator.url).rstrip('/')}{path}", **kwargs) as rsp:
+            assert rsp.status < 300, await rsp.text()
+
     async def create(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
-        async with self.emulator.post(f"{BASE}/{ns}/sandboxquotas", json=body) as rsp:
-            assert rsp.status < 300, await rsp.text()
+        await self.request("POST", f"{BASE}/{ns}/sandboxquotas", json=body)
 
     async def update_spec(self, name: str, spec: dict[str, Any], *, namespace: str = NAMESPACE) -> None:
         current = self.get(name, namespace=namespace)
@@ -151,13 +158,11 @@ class Cluster:
         meta = current["metadata"]
         patch = {"spec": spec, "metadata": {"generation": meta.get("generation", 1) + 1,
                                             "resourceVersion": str(next(_versions))}}
-        async with self.emulator.patch(f"{BASE}/{namespace}/sandboxquotas/{name}", json=patch,
-                                       headers={"Content-Type": "application/merge-patch+json"}) as rsp:
-            assert rsp.status < 300, await rsp.text()
+        await self.request("PATCH", f"{BASE}/{namespace}/sandboxquotas/{name}", json=patch,
+                           headers={"Content-Type": "application/merge-patch+json"})
 
     async def delete(self, name: str, *, namespace: str = NAMESPACE) -> None:
-        async with self.emulator.delete(f"{BASE}/{namespace}/sandboxquotas/{name}") as rsp:
-            assert rsp.status < 300, await rsp.text()
+        await self.request("DELETE", f"{BASE}/{namespace}/sandboxquotas/{name}")
 
     def body(self, name: str, *, namespace: str = NAMESPACE) -> dict[str, Any]:
         found = self.get(name, namespace=namespace)
