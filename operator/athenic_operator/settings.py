@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from athenic.shared.settings import Port, PositiveFloat
+from athenic.shared.settings import PositiveFloat
 
 
 class OperatorSettings(msgspec.Struct, frozen=True, rename=str.upper):
@@ -33,5 +33,3 @@ class OperatorSettings(msgspec.Struct, frozen=True, rename=str.upper):
     def clusterwide(self) -> bool:
         return not self.namespaces
 
-
-__all__ = ["OperatorSettings", "Port"]
