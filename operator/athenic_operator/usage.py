@@ -23,6 +23,7 @@ from athenic.shared.quota_keys import (
     parse_counter,
     tenant_of_lease_key,
 )
+from athenic.shared.quotas import read_bucket
 
 
 @dataclass(frozen=True)
@@ -42,29 +43,15 @@ class Usage:
         return {"concurrentExecutions": concurrent, "executionsThisMinute": minute}
 
 
-async def _scan(kv: KeyValue, subject_filter: str, *, values: bool, timeout: float) -> dict[str, bytes]:
-    watcher = await kv.watch(subject_filter, ignore_deletes=True, meta_only=not values)
-    found: dict[str, bytes] = {}
-    try:
-        async with asyncio.timeout(timeout):
-            async for entry in watcher:
-                if entry is None:  # the end of the current values
-                    break
-                found[entry.key] = entry.value or b""
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
-    return found
-
-
 async def read_usage(kv: KeyValue, now: float | None = None, timeout: float = 5.0) -> Usage:
     minute = epoch_minute(time.time() if now is None else now)
-    leases = await _scan(kv, ALL_LEASES, values=True, timeout=timeout)
+    leases = await read_bucket(kv, ALL_LEASES, timeout=timeout)
     concurrent = Counter(
-        tenant for key, value in leases.items()
-        if (tenant := tenant_of_lease_key(key)) is not None and lease_admitted(value)
+        tenant for key, stored in leases.items()
+        if (tenant := tenant_of_lease_key(key)) is not None and lease_admitted(stored.value)
     )
-    counters = await _scan(kv, f"{RATE_PREFIX}.*.{minute}", values=True, timeout=timeout)
-    this_minute = {key.split(".")[1]: parse_counter(value) for key, value in counters.items()}
+    counters = await read_bucket(kv, f"{RATE_PREFIX}.*.{minute}", timeout=timeout)
+    this_minute = {key.split(".")[1]: parse_counter(stored.value) for key, stored in counters.items()}
     return Usage(dict(concurrent), this_minute)
 
 

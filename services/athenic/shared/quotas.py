@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import jsonschema
 import msgspec
+import nats.errors
 import yaml
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -206,20 +207,42 @@ class Stored:
     value: bytes
 
 
-async def read_bucket(kv: KeyValue, timeout: float = 5.0) -> dict[str, Stored]:
-    """Every live key of the bucket with its revision and value."""
-    watcher = await kv.watchall(ignore_deletes=True)
+# nats-py may queue a watcher's "no more initial values" marker before entries already in
+# flight when the consumer's info says nothing is pending; entries then follow at once.
+_STRAGGLER_WAIT = 0.25
+
+
+async def read_bucket(kv: KeyValue, keys: str = ">", *, values: bool = True,
+                      timeout: float = 5.0) -> dict[str, Stored]:
+    """Every live key matching ``keys`` with its revision (and value unless ``values`` is
+    false: then ``b""``). Reads until the entry the server marked as the last one pending."""
+    watcher = await kv.watch(keys, meta_only=not values)
     found: dict[str, Stored] = {}
     try:
         async with asyncio.timeout(timeout):
-            async for entry in watcher:
-                if entry is None:  # the end of the initial values
+            entry = await _next(watcher, None)
+            if entry is None:  # "nothing pending": true, unless entries are still in flight
+                entry = await _next(watcher, _STRAGGLER_WAIT)
+            while entry is not None:
+                if entry.operation is None:  # a value, not a delete/purge/expiry marker
+                    found[entry.key] = Stored(entry.revision or 0, entry.value or b"")
+                else:
+                    found.pop(entry.key, None)
+                if entry.delta == 0:
                     break
-                if entry.value:
-                    found[entry.key] = Stored(entry.revision or 0, entry.value)
+                entry = await _next(watcher, None)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
     return found
+
+
+async def _next(watcher: KeyValue.KeyWatcher, wait: float | None) -> KeyValue.Entry | None:
+    """The watcher's next entry; None for its end-of-initial-values marker or after ``wait``."""
+    try:
+        entry: KeyValue.Entry | None = await watcher.updates(timeout=wait)  # type: ignore[no-untyped-call]
+    except nats.errors.TimeoutError:
+        return None
+    return entry
 
 
 @dataclass
