@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.config import OpenAPIConfig
@@ -20,7 +20,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from athenic.api.auth import Authenticator, provide_identity
 from athenic.api.chat import ChatController
-from athenic.api.chat_service import ChatService
+from athenic.api.chat_service import ChatService, UserChat
 from athenic.api.errors import ApiError, to_problem
 from athenic.api.health import HealthController
 from athenic.api.metrics import MetricsController
@@ -77,6 +77,9 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
             await authenticator.close()
             await broker.close()
 
+    async def provide_user_chat(request: Request[Any, Any, Any]) -> UserChat:
+        return UserChat(chat_service, await provide_identity(request, authenticator))
+
     problem_map: dict[type[Any], Any] = {
         ApiError: to_problem,
         ValidationException: _validation_problem,
@@ -92,6 +95,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
             "authenticator": Provide(lambda: authenticator, sync_to_thread=False),
             "feeds": Provide(lambda: feeds, sync_to_thread=False),
             "identity": Provide(provide_identity),
+            "chat": Provide(provide_user_chat),
         },
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=problem_map))],
         middleware=[PrometheusConfig(app_name="athenic-api", prefix="athenic_api",

@@ -9,10 +9,8 @@ from litestar import Controller, Response, delete, get, post
 from litestar.params import Parameter
 
 from athenic.api import problems
-from athenic.api.chat_service import ChatService
-from athenic.api.identity import Identity
+from athenic.api.chat_service import UserChat
 from athenic.api.schemas import Cancelled, ChatAccepted, ChatIn
-from athenic.shared.logging import bind_request
 from athenic.shared.messages import ChatState
 
 ACCEPTED_TEXT = "Chat message received and is being processed"
@@ -34,15 +32,13 @@ class ChatController(Controller):
     async def post_chat(
         self,
         data: ChatIn,
-        chat_service: ChatService,
-        identity: Identity,
+        chat: UserChat,
         x_client_id: Annotated[
             str | None, Parameter(header="x-client-id", description="Conversation id; a UUID4 when absent")
         ] = None,
     ) -> Response[ChatAccepted]:
         request_id = uuid.uuid4().hex
-        with bind_request(request_id=request_id):
-            client_id = await chat_service.accept(data.message, x_client_id, identity, request_id)
+        client_id = await chat.service.accept(data.message, x_client_id, chat.identity, request_id)
         return Response(
             ChatAccepted(success=True, message=ACCEPTED_TEXT, client_id=client_id),
             headers={"x-request-id": request_id},
@@ -54,8 +50,8 @@ class ChatController(Controller):
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    503: problems.UNAVAILABLE},
     )
-    async def get_response(self, client_id: str, chat_service: ChatService, identity: Identity) -> ChatState:
-        return await chat_service.state(client_id, identity)
+    async def get_response(self, client_id: str, chat: UserChat) -> ChatState:
+        return await chat.service.state(client_id, chat.identity)
 
     @delete(
         "/{client_id:str}/run",
@@ -66,6 +62,6 @@ class ChatController(Controller):
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    409: problems.NOTHING_RUNNING, 503: problems.UNAVAILABLE},
     )
-    async def cancel_run(self, client_id: str, chat_service: ChatService, identity: Identity) -> Cancelled:
-        await chat_service.cancel(client_id, identity)
+    async def cancel_run(self, client_id: str, chat: UserChat) -> Cancelled:
+        await chat.service.cancel(client_id, chat.identity)
         return Cancelled(cancelled=True, client_id=client_id)

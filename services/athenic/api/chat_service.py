@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 import msgspec
 import nats.errors
@@ -57,6 +58,18 @@ def check_message(message: str, limit: int) -> str:
     return message
 
 
+@dataclass(frozen=True, slots=True)
+class UserChat:
+    """The chat routes' one dependency: the service and who calls it.
+
+    One dependency rather than two: Litestar resolves sibling dependencies in a task group
+    per request, which cost a fifth of the api's time per accepted message.
+    """
+
+    service: ChatService
+    identity: Identity
+
+
 class ChatService:
     def __init__(self, broker: Broker, settings: ApiSettings, limiter: RateLimiter | None = None) -> None:
         self.broker = broker
@@ -72,7 +85,7 @@ class ChatService:
         if client_id is None:
             client_id = str(uuid.uuid4())
         elif who.user is not None:  # auth is on: only the owner may post to an existing clientId
-            await self._check_owner(client_id, who)
+            await self._check_owner(client_id, who, request_id)
         request = ChatRequest(
             request_id=request_id, client_id=client_id, message=message,
             submitted_at=iso_timestamp(), tenant=who.tenant, owner=who.user,
@@ -82,10 +95,12 @@ class ChatService:
         if who.user is not None:
             headers[names.HDR_OWNER] = who.user
         await self._publish(names.request_subject(client_id), encode(request), headers)
-        log.info("chat message accepted", client_id=client_id, tenant=who.tenant, bytes=len(message))
+        # request_id passed explicitly, not bound in a context: this is the hottest path
+        log.info("chat message accepted", request_id=request_id, client_id=client_id, tenant=who.tenant,
+                 bytes=len(message))
         return client_id
 
-    async def _check_owner(self, client_id: str, who: Identity) -> None:
+    async def _check_owner(self, client_id: str, who: Identity, request_id: str) -> None:
         try:
             (record, _), pending = await asyncio.gather(
                 self._record(self.broker.bucket(names.RESPONSES_BUCKET), client_id), self._pending(client_id))
@@ -94,7 +109,7 @@ class ChatService:
                                     headers={"Retry-After": "1"}) from exc
         owners = {record.owner if record else None, pending[0].owner if pending else None}
         if not all(who.may_access(owner) for owner in owners):
-            log.warning("message to a clientId of another user refused", client_id=client_id)
+            log.warning("message to a clientId of another user refused", client_id=client_id, request_id=request_id)
             raise NotFound(f"no conversation {client_id}")
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
@@ -112,7 +127,8 @@ class ChatService:
             except BROKER_FAULTS as exc:
                 remaining = deadline - time.monotonic()
                 if remaining <= delay:
-                    log.warning("publish failed; answering 503", error=str(exc) or type(exc).__name__)
+                    log.warning("publish failed; answering 503", request_id=headers[names.HDR_REQUEST_ID],
+                                error=str(exc) or type(exc).__name__)
                     raise BrokerUnavailable(
                         "the message broker is unavailable; the message was not accepted, retry later",
                         headers={"Retry-After": "1"},
