@@ -46,18 +46,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(scope="module")
-def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("auth")
-
-
-@pytest.fixture(scope="module")
-def system_nats(module_tmp: Path) -> Iterator[NatsServer]:
-    server = NatsServer(module_tmp / "jetstream").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

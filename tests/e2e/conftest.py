@@ -17,20 +17,6 @@ from tests.support.services import Api, Service
 
 
 @pytest.fixture(scope="module")
-def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("system")
-
-
-@pytest.fixture(scope="module")
-def system_nats(module_tmp: Path) -> Iterator[NatsServer]:
-    server = NatsServer(module_tmp / "jetstream").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def api(system_nats: NatsServer, module_tmp: Path) -> Iterator[Api]:
     service = Api(system_nats.url, module_tmp).start()
     try:

@@ -13,18 +13,6 @@ from tests.support.services import Api
 PING_SECONDS = 1.0
 
 
-@pytest.fixture(scope="module")
-def module_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("realtime")
-
-
-@pytest.fixture(scope="module")
-def system_nats(module_tmp: Path) -> Iterator[NatsServer]:
-    server = NatsServer(module_tmp / "jetstream").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
