@@ -1,0 +1,72 @@
+"""What a newcomer does: `athenic dev` in one terminal, `athenic chat` in another, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.nats import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def test_dev_runs_the_system_and_chat_gets_answers(tmp_path: Path) -> None:
+    api_port, nats_port, health_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATHENIC_", "E2B_", "OPENAI_", "NATS_"))}
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        dev = subprocess.Popen(
+            [str(BIN / "athenic"), "dev", "--port", str(api_port), "--nats-port", str(nats_port),
+             "--health-port", str(health_port), "--data-dir", str(tmp_path / "state"),
+             "--quotas", "examples/quotas/all-in-one.yaml"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2],
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "api listening" not in log.read_text() and time.monotonic() < deadline:
+            assert dev.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert f"api listening on http://127.0.0.1:{api_port}" in log.read_text()
+        assert "sandbox quotas from examples/quotas/all-in-one.yaml: 2 written" in log.read_text()
+        url = f"http://127.0.0.1:{api_port}"
+        hello = subprocess.run([str(BIN / "athenic"), "chat", "--url", url, "Hello"],
+                               capture_output=True, text=True, timeout=60, env=env)
+        assert hello.returncode == 0, hello.stderr
+        assert "Hello!" in hello.stdout
+        code = subprocess.run([str(BIN / "athenic"), "chat", "--url", url,
+                               "Run this:\n```python\nimport math\nprint(math.factorial(20))\n```"],
+                              capture_output=True, text=True, timeout=60, env=env)
+        assert code.returncode == 0, code.stderr
+        assert "2432902008176640000" in code.stdout
+    finally:
+        dev.send_signal(signal.SIGINT)  # what Ctrl-C does
+        try:
+            dev.wait(60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            raise
+    assert dev.returncode == 0, log.read_text()
+    text = log.read_text()
+    assert "orchestrator stopped" in text
+    assert "Server Exiting" in text  # nats-server stopped last, after the services
+
+
+def test_chat_says_so_when_nothing_listens() -> None:
+    result = subprocess.run([str(BIN / "athenic"), "chat", "--url", f"http://127.0.0.1:{free_port()}", "hi"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "is `make dev` running?" in result.stderr
+
+
+def test_each_service_fails_fast_naming_a_bad_setting() -> None:
+    for script, variable, value in (("athenic-api", "API_SERVER_PORT", "http"),
+                                    ("athenic-orchestrator", "ATHENIC_CONCURRENCY", "0"),
+                                    ("athenic-api", "NATS_REPLICAS", "two")):
+        result = subprocess.run([str(BIN / script)], capture_output=True, text=True, timeout=30,
+                                env={**os.environ, variable: value})
+        assert result.returncode == 2, (script, result.stderr)
+        assert variable in result.stderr
