@@ -130,6 +130,10 @@ class Worker:
                         # message comes back after ack_wait; this slot must live to answer it.
                         log.warning("answer interrupted by a broker fault; it will be redelivered",
                                     slot=index, error=str(exc) or type(exc).__name__)
+                    except Exception:
+                        # A bug must not take the slot down with it: the message is redelivered
+                        # after ack_wait and fails clearly on its last delivery.
+                        log.exception("answer failed unexpectedly; it will be redelivered", slot=index)
         finally:
             if psub is not None:
                 # a pull subscription left behind would hold up the connection's drain
