@@ -22,25 +22,6 @@ def spec(code: str, *, client: str = "c1", timeout: float = 10, idle: int = 300,
                    template=template, allow_internet=internet)
 
 
-async def test_output_streams_in_chunks_as_it_is_printed(e2b: E2BSandbox) -> None:
-    chunks: list[tuple[float, Stream, str]] = []
-
-    async def sink(stream: Stream, text: str) -> None:
-        chunks.append((time.monotonic(), stream, text))
-
-    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(1)\nprint('second')"
-    execution = await e2b.run(spec(code), on_output=sink)
-    finished = time.monotonic()
-    first = next(at for at, stream, text in chunks if stream == "stdout" and "first" in text)
-    assert finished - first >= 0.5, "the first line arrived only when the run ended"
-    assert "".join(text for _, stream, text in chunks if stream == "stdout") == "first\nsecond\n"
-    assert "".join(text for _, stream, text in chunks if stream == "stderr") == "oops\n"
-    assert execution.stdout == "first\nsecond\n"
-    assert execution.stderr == "oops\n"
-    assert execution.backend == "e2b"
-    assert execution.error is None
-
-
 async def test_rich_results_come_back_by_format(e2b: E2BSandbox) -> None:
     code = (
         "import base64\n"

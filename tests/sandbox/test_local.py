@@ -58,22 +58,6 @@ async def test_a_plain_non_zero_exit_is_explained(local_sandbox: LocalSandbox) -
     assert "status 3" in execution.error.value
 
 
-async def test_output_streams_while_the_code_runs(local_sandbox: LocalSandbox) -> None:
-    chunks: list[tuple[float, Stream, str]] = []
-
-    async def sink(stream: Stream, text: str) -> None:
-        chunks.append((time.monotonic(), stream, text))
-
-    code = "import sys, time\nprint('first')\nprint('oops', file=sys.stderr)\ntime.sleep(1)\nprint('second')"
-    execution = await local_sandbox.run(spec(code), on_output=sink)
-    finished = time.monotonic()
-    first = next(at for at, stream, text in chunks if stream == "stdout" and "first" in text)
-    assert finished - first >= 0.5, "the first line arrived only when the run ended"
-    assert "".join(text for _, stream, text in chunks if stream == "stdout") == "first\nsecond\n"
-    assert "".join(text for _, stream, text in chunks if stream == "stderr") == "oops\n"
-    assert execution.stdout == "first\nsecond\n"
-
-
 async def test_a_timeout_keeps_what_was_printed_before_it(local_sandbox: LocalSandbox) -> None:
     execution = await local_sandbox.run(spec("import time\nprint('working')\ntime.sleep(30)", timeout=1))
     assert execution.timed_out
