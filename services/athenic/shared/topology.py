@@ -19,7 +19,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BadRequestError, NotFoundError, ServerError
+from nats.js.errors import APIError, BadRequestError, ServerError
 from nats.js.kv import KeyValue
 
 from athenic.shared import names
@@ -139,4 +139,4 @@ async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> dict[
     return buckets
 
 
-__all__ = ["NotFoundError", "TopologyError", "ensure_bucket", "ensure_topology"]
+__all__ = ["TopologyError", "ensure_bucket", "ensure_topology"]
