@@ -35,9 +35,9 @@ class RecordStore:
             return None, entry.revision
         return response_record_decoder.decode(entry.value), entry.revision
 
-    async def write(self, client_id: str, seq: int, build: Build, *, final: bool,
-                    known: Known | None = None) -> Stored | None:
-        """Store ``build(current)`` unless a record about a newer (or the same, answered) message exists.
+    async def write(self, client_id: str, seq: int, build: Build, *, known: Known | None = None) -> Stored | None:
+        """Store ``build(current)`` unless a record about a newer message, or a final one about
+        this message, exists.
 
         ``known`` is a (record, revision) the caller already read or wrote: the first attempt
         trusts it instead of reading again (a broker round trip per write saved); if the key
@@ -47,8 +47,10 @@ class RecordStore:
         for _ in range(MAX_CAS_ATTEMPTS):
             current, revision = known if known is not None else await self.current(client_id)
             known = None
+            # A newer message's record stands; so does the first final answer to this one (a
+            # delivery that ran twice, e.g. across a leader election, never answers twice).
             if current is not None and (
-                current.seq > seq or (current.seq == seq and current.status in FINAL_STATUSES and not final)
+                current.seq > seq or (current.seq == seq and current.status in FINAL_STATUSES)
             ):
                 return None
             record = build(current)

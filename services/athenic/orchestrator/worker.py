@@ -174,7 +174,7 @@ class Worker:
             await msg.term()
             MESSAGES.labels("foreign").inc()
             return
-        stored = await self.records.write(request.client_id, seq, self._processing(request, seq), final=False,
+        stored = await self.records.write(request.client_id, seq, self._processing(request, seq),
                                           known=(current, revision))
         if stored is None:
             log.info("message superseded or already answered; acked without work", seq=seq)
@@ -190,8 +190,10 @@ class Worker:
             await msg.nak(delay=retry_delay(delivered))
             MESSAGES.labels("retried").inc()
             return
-        await self.records.write(request.client_id, seq, self._final(request, seq, outcome, job), final=True,
-                                 known=stored)
+        if await self.records.write(request.client_id, seq, self._final(request, seq, outcome, job),
+                                    known=stored) is None:
+            log.warning("the record holds a newer message or the first answer to this one; this answer is dropped",
+                        seq=seq)
         await events.phase(outcome.status)
         if outcome.status == "failed" and outcome.answer is None:
             await msg.term()
