@@ -49,11 +49,12 @@ async def stream_leader(urls: list[str]) -> str:
 
 
 class FinalRecords:
-    """Every final record written to the responses bucket, seen as the writes go by.
+    """Every final record stored in the responses bucket, seen as the writes go by.
 
-    A core subscription on the bucket's subjects sees each put (the bucket keeps only the
-    latest), so a message answered twice would show two final records. It connects to a
-    node that stays up, so the leader's death does not make it miss writes.
+    A KV watch (an ordered consumer of the bucket's stream) sees each stored value even
+    though the bucket keeps only the latest, so a message answered twice would show two final
+    records. A plain subscription on the bucket's subjects would not do: it also sees writes
+    the compare-and-set refused, which were never stored. It connects to a node that stays up.
     """
 
     def __init__(self, url: str) -> None:
@@ -70,18 +71,24 @@ class FinalRecords:
     async def _watch(self) -> None:
         self._stop = asyncio.Event()
         nc = await nats.connect(self.url)
+        kv = await nc.jetstream().key_value(names.RESPONSES_BUCKET)
+        watcher = await kv.watchall()
 
-        async def on_put(msg: Any) -> None:
-            if not msg.data:
-                return
-            record = msgspec.json.decode(msg.data)
-            if record.get("status") in {"completed", "failed", "cancelled"}:
-                self.by_request[record["requestId"]].append(record["lastResponse"])
+        async def collect() -> None:
+            async for entry in watcher:
+                if entry is None:  # the end of the initial values
+                    self._ready.set()
+                    continue
+                if not entry.value:
+                    continue
+                record = msgspec.json.decode(entry.value)
+                if record.get("status") in {"completed", "failed", "cancelled"}:
+                    self.by_request[record["requestId"]].append(record["lastResponse"])
 
-        await nc.subscribe(f"$KV.{names.RESPONSES_BUCKET}.>", cb=on_put)
-        await nc.flush()
-        self._ready.set()
+        task = asyncio.create_task(collect())
         await self._stop.wait()
+        task.cancel()
+        await watcher.stop()
         await nc.drain()
 
     def __enter__(self) -> FinalRecords:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import nats
 
 from athenic.orchestrator.records import RecordStore
@@ -28,6 +29,10 @@ async def test_ordering_and_one_final_answer_per_message(nats_url: str) -> None:
         # a second delivery of message 5 that ran too (e.g. across a leader election) answers nothing
         assert await store.write("c", 5, lambda _: record(5, "processing", "")) is None
         assert await store.write("c", 5, lambda _: record(5, "completed", "second")) is None
+        # the same request stored twice (another stream sequence) is not answered again
+        again = record(6, "processing", "")
+        again = msgspec.structs.replace(again, request_id="r5")
+        assert await store.write("c", 6, lambda _: again) is None
         # an earlier message finishing late never replaces the answer about a later one
         assert await store.write("c", 7, lambda _: record(7, "completed", "seven")) is not None
         assert await store.write("c", 6, lambda _: record(6, "completed", "six")) is None

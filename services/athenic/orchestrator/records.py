@@ -47,13 +47,16 @@ class RecordStore:
         for _ in range(MAX_CAS_ATTEMPTS):
             current, revision = known if known is not None else await self.current(client_id)
             known = None
-            # A newer message's record stands; so does the first final answer to this one (a
-            # delivery that ran twice, e.g. across a leader election, never answers twice).
+            record = build(current)
+            # A newer message's record stands; so does the first final answer to this one: a
+            # delivery that ran twice, or a request stored twice (a publish retried across a
+            # leader election that the dedupe window missed), never answers twice.
             if current is not None and (
-                current.seq > seq or (current.seq == seq and current.status in FINAL_STATUSES)
+                current.seq > seq
+                or (current.status in FINAL_STATUSES
+                    and (current.seq == seq or current.request_id == record.request_id))
             ):
                 return None
-            record = build(current)
             value = encode(record)
             try:
                 if revision is None:
