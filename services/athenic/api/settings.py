@@ -48,7 +48,8 @@ class ApiSettings(EnvSettings, frozen=True, rename=str.upper):
 
     @property
     def max_body_bytes(self) -> int:
-        # JSON escaping can grow a message up to 6x (\uXXXX); leave room for the envelope.
+        # JSON escaping can grow a message up to 6x (a six-character \u escape per character); leave room
+        # for the envelope.
         return self.athenic_max_message_bytes * 6 + 1024
 
     @property
