@@ -158,8 +158,12 @@ class ChatService:
         check_client_id(client_id, "clientId")
         try:
             responses: KeyValue = self.broker.bucket(names.RESPONSES_BUCKET)
-            record, revision = await self._record(responses, client_id)
+            # The stream first, then the record: the orchestrator writes the record before it
+            # acks (which removes the message from the stream), so read in this order an
+            # accepted message is always in one or the other. The other order has a window in
+            # which a quickly answered message is in neither, and GET would say 404.
             pending = await self._pending(client_id)
+            record, revision = await self._record(responses, client_id)
         except BROKER_FAULTS as exc:
             raise BrokerUnavailable("the message broker is unavailable; retry later",
                                     headers={"Retry-After": "1"}) from exc
