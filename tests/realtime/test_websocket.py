@@ -157,14 +157,8 @@ def _read_exact(sock: socket.socket, size: int) -> bytes:
 
 def test_the_server_pings_idle_sockets(api: Api) -> None:
     client_id = httpx.post(f"{api.url}/api/chat", json={"message": "hi"}).json()["clientId"]
-    with socket.create_connection(("127.0.0.1", api.port), timeout=PING_SECONDS * 5) as sock:
-        sock.sendall((f"GET /api/chat/ws/{client_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        handshake = b""
-        while b"\r\n\r\n" not in handshake:
-            handshake += sock.recv(1)
-        assert handshake.startswith(b"HTTP/1.1 101")
+    with _raw_socket(api.port, client_id) as sock:
+        sock.settimeout(PING_SECONDS * 5)
         opcodes = []
         while 0x9 not in opcodes:  # a ping, sent though the client never said a word
             opcodes.append(_read_frame(sock)[0])
