@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 from typing import Any
 
 import kopf
@@ -17,7 +16,7 @@ from kopf._core.engines.peering import detect_own_id
 
 from athenic.shared.logging import configure_logging
 from athenic.shared.quotas import Quota
-from athenic.shared.settings import LogSettings, NatsSettings, SettingsError, load
+from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
 from athenic_operator.handlers.accept import accept
 from athenic_operator.handlers.cleanup import cleanup
 from athenic_operator.handlers.login import login
@@ -123,13 +122,10 @@ async def run(
 
 
 def main() -> None:
-    try:
+    with exit_on_bad_settings("athenic-operator"):
         log_settings = load(LogSettings)
         nats_settings = load(NatsSettings)
         operator_settings = load(OperatorSettings)
-    except SettingsError as exc:
-        print(f"athenic-operator: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     configure_logging(log_settings, "operator")
     asyncio.run(run(operator_settings, nats_settings))
 

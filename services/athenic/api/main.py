@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 
 import uvicorn
 
@@ -11,7 +10,7 @@ from athenic.api.app import create_app
 from athenic.api.realtime import Feeds
 from athenic.api.settings import ApiSettings
 from athenic.shared.logging import configure_logging, get_logger
-from athenic.shared.settings import LogSettings, NatsSettings, SettingsError, load
+from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
 
 
 class ApiServer(uvicorn.Server):
@@ -27,13 +26,10 @@ class ApiServer(uvicorn.Server):
 
 
 def main() -> None:
-    try:
+    with exit_on_bad_settings("athenic-api"):
         log_settings = load(LogSettings)
         settings = load(ApiSettings).check()
         nats_settings = load(NatsSettings)
-    except SettingsError as exc:
-        print(f"athenic-api: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     configure_logging(log_settings, service="api")
     get_logger(__name__).info("api starting", host=settings.api_host, port=settings.api_server_port,
                               nats=nats_settings.servers)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from contextlib import AsyncExitStack
 
 from athenic.orchestrator.health import health_app, serve_health
@@ -17,7 +16,7 @@ from athenic.orchestrator.worker import Worker
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.logging import configure_logging, get_logger
-from athenic.shared.settings import LogSettings, NatsSettings, SettingsError, load
+from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
 
 log = get_logger(__name__)
 STALLED_AFTER_SECONDS = 120.0
@@ -64,14 +63,11 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
 
 
 def main() -> None:
-    try:
+    with exit_on_bad_settings("athenic-orchestrator"):
         log_settings = load(LogSettings)
         settings = load(OrchestratorSettings)
         nats_settings = load(NatsSettings)
         quota_settings = load(QuotaSettings)
-    except SettingsError as exc:
-        print(f"athenic-orchestrator: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     configure_logging(log_settings, service="orchestrator")
 
     async def run() -> None:

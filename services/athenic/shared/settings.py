@@ -8,7 +8,9 @@ An empty variable counts as unset (what an unset Helm value renders to).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Literal, TypeVar
 
 import msgspec
@@ -51,6 +53,16 @@ class EnvSettings(msgspec.Struct, frozen=True, rename=str.upper):
                 value = "***"
             shown.append(f"{name.upper()}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+@contextmanager
+def exit_on_bad_settings(program: str) -> Iterator[None]:
+    """Around a service's settings loads: a bad value ends it at once, naming the variable (exit 2)."""
+    try:
+        yield
+    except SettingsError as exc:
+        print(f"{program}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class NatsSettings(EnvSettings, frozen=True, rename=str.upper):
