@@ -18,12 +18,12 @@ async def test_second_start_reuses_and_updates(nats_url: str) -> None:
         await ensure_topology(js, first)
         await ensure_topology(js, first)  # idempotent
         changed = load(NatsSettings, {"NATS_URL": nats_url, "ATHENIC_RESPONSE_TTL_SECONDS": "60",
-                                      "ATHENIC_MAX_DELIVER": "7"})
+                                      "ATHENIC_ACK_WAIT_SECONDS": "45"})
         buckets = await ensure_topology(js, changed)
         status = await buckets[names.RESPONSES_BUCKET].status()
         assert status.ttl == 60
         consumer = await js.consumer_info(names.REQUEST_STREAM, names.ORCHESTRATOR_CONSUMER)
-        assert consumer.config.max_deliver == 7
+        assert consumer.config.ack_wait == 45
         stream = await js.stream_info(names.REQUEST_STREAM)
         assert stream.config.retention == "workqueue"
     finally:

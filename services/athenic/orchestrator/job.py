@@ -1,7 +1,8 @@
 """One message being answered: the ``RunContext`` a planner works through.
 
-It applies the tenant's sandbox policy to every run, streams output as progress events and
-keeps the executions so far (a cancelled answer still shows what ran).
+It applies the tenant's sandbox policy to every run, streams output as progress events,
+keeps the executions so far (the one list of them: a cancelled answer still shows what ran)
+and gives the planner the conversation's earlier turns.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import msgspec
 from athenic.orchestrator.events import EventPublisher
 from athenic.orchestrator.sandbox.base import RunSpec, SandboxBackend, Stream
 from athenic.orchestrator.settings import OrchestratorSettings
-from athenic.shared.messages import ChatRequest, Execution, Phase, iso_timestamp
+from athenic.shared.messages import ChatRequest, Execution, Phase, Turn, iso_timestamp
 from athenic.shared.policy import SandboxPolicy
 
 
@@ -32,13 +33,17 @@ class Job:
     def __init__(
         self,
         request: ChatRequest,
+        seq: int,
         settings: OrchestratorSettings,
         sandbox: SandboxBackend,
         events: EventPublisher,
         policy: SandboxPolicy,
         gate: ExecutionGate,
+        history: Callable[[int], Awaitable[list[Turn]]],
     ) -> None:
         self.request = request
+        self.seq = seq  # the message's request-stream sequence
+        self._history = history
         self.settings = settings
         self.sandbox = sandbox
         self.events = events
@@ -46,11 +51,14 @@ class Job:
         self.gate = gate
         self.executions: list[Execution] = []
         self.task: asyncio.Task[Any] | None = None
-        self.cancelled_by_user = False
+        self.cancelled_because: str | None = None
 
     @property
     def languages(self) -> frozenset[str]:
         return self.sandbox.languages
+
+    async def history(self, limit: int) -> list[Turn]:
+        return await self._history(limit)
 
     async def phase(self, phase: Phase) -> None:
         await self.events.phase(phase)
@@ -84,9 +92,9 @@ class Job:
         self.executions.append(execution)
         return execution
 
-    def cancel(self) -> bool:
+    def cancel(self, reason: str) -> bool:
         if self.task is None or self.task.done():
             return False
-        self.cancelled_by_user = True
+        self.cancelled_because = reason
         self.task.cancel()
         return True

@@ -51,7 +51,7 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
             return
         sandbox = make_sandbox(settings)
         stack.push_async_callback(sandbox.aclose)
-        planner = make_planner(settings, broker)
+        planner = make_planner(settings)
         stack.push_async_callback(planner.aclose)
         policies = PolicyCache(broker.bucket(names.POLICIES_BUCKET))
         await policies.start()

@@ -3,18 +3,18 @@
 Each of ``ATHENIC_CONCURRENCY`` slots pulls one message at a time on its own pull
 subscription (a lone message is picked up at once; nothing waits for a batch to fill),
 keeps it alive with in-progress acks while it is answered, and acks only after the
-response record is written. A crash means redelivery after ``ack_wait``; a retryable fault
-means a nak with back-off; on the last allowed delivery a ``failed`` record is written and
-the message terminated. On shutdown the slots stop pulling and drain their work.
+response record and the turn are written. A conversation's messages are answered one at a
+time in submission order (``turn_order.py``): a message behind an earlier one of its
+conversation waits without holding its slot. A crash means redelivery after ``ack_wait``; a
+retryable fault means a nak with back-off; on the last allowed attempt a ``failed`` answer is
+written. On shutdown the slots stop pulling and drain their work; waiting messages go back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Literal
+from collections import OrderedDict, defaultdict
 
 import msgspec
 import nats.errors
@@ -27,20 +27,15 @@ from athenic.orchestrator.events import EventPublisher
 from athenic.orchestrator.job import ExecutionGate, Job
 from athenic.orchestrator.planners.base import Answer, Planner
 from athenic.orchestrator.policies import PolicyCache
-from athenic.orchestrator.records import Build, RecordStore
+from athenic.orchestrator.records import Outcome, RecordStore, final_response
 from athenic.orchestrator.sandbox.base import SandboxBackend
 from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.orchestrator.turn_order import TurnOrder
 from athenic.shared import names
 from athenic.shared.broker import Broker
+from athenic.shared.conversations import ConversationLog
 from athenic.shared.logging import bind_request, get_logger
-from athenic.shared.messages import (
-    ChatRequest,
-    ChatResponse,
-    ResponseRecord,
-    chat_request_decoder,
-    encode,
-    iso_timestamp,
-)
+from athenic.shared.messages import ChatRequest, Conversation, chat_request_decoder, encode
 from athenic.shared.settings import NatsSettings
 
 log = get_logger(__name__)
@@ -48,18 +43,25 @@ log = get_logger(__name__)
 MESSAGES = Counter("athenic_orchestrator_messages_total", "Messages handled, by outcome", ["outcome"])
 IN_FLIGHT = Gauge("athenic_orchestrator_in_flight", "Messages being answered now")
 ANSWER_SECONDS = Histogram("athenic_orchestrator_answer_seconds", "Time to answer one message")
+WAITING = Gauge("athenic_orchestrator_waiting_turns", "Messages waiting for an earlier message of their conversation")
+# Conversations whose latest interrupt this replica remembers (the conversation key keeps it for good).
+INTERRUPTS_REMEMBERED = 10_000
+
+
+def _interrupt_seq(payload: bytes) -> int | None:
+    """The ``before`` of an interrupt broadcast; None for a plain cancel (an empty payload)."""
+    if not payload:
+        return None
+    try:
+        before = msgspec.json.decode(payload).get("before")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return before if isinstance(before, int) else None
 
 
 def retry_delay(delivered: int) -> float:
     """Back-off before the next delivery: 1, 2, 4 ... 30 s."""
     return float(min(2 ** max(delivered - 1, 0), 30))
-
-
-@dataclass
-class Outcome:
-    status: Literal["completed", "failed", "cancelled"]
-    answer: Answer | None = None
-    error: str | None = None
 
 
 class Worker:
@@ -80,8 +82,15 @@ class Worker:
         self.sandbox = sandbox
         self.policies = policies
         self.gate = gate
-        self.records = RecordStore(broker.bucket(names.RESPONSES_BUCKET))
+        self.log = ConversationLog(broker.bucket(names.CONVERSATIONS_BUCKET), broker.bucket(names.TURNS_BUCKET),
+                                   broker.js, keep=nats_settings.athenic_turns_per_conversation)
+        self.records = RecordStore(broker.bucket(names.RESPONSES_BUCKET), self.log)
+        self.order = TurnOrder(broker, self.log)
         self.running: dict[str, set[Job]] = defaultdict(set)
+        self.waiting: set[asyncio.Task[None]] = set()  # messages waiting for an earlier one of their conversation
+        self.due: set[asyncio.Task[None]] = set()  # ... whose turn came
+        self.due_runs = asyncio.Semaphore(settings.athenic_concurrency)
+        self.interrupted: OrderedDict[str, int] = OrderedDict()
         self.alive_at = asyncio.get_running_loop().time()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -92,14 +101,19 @@ class Worker:
                  sandbox=self.sandbox.name)
         try:
             await stop.wait()
-            # Slots finish the fetch they are in (at most the fetch timeout) and the message
-            # they hold; past the drain period the work is cancelled and redelivered elsewhere.
+            # Messages still waiting for their turn go back to the stream at once, for another
+            # replica. Slots finish the fetch they are in (at most the fetch timeout) and the
+            # message they hold, as do turns that came due; past the drain period the work is
+            # cancelled and redelivered elsewhere.
+            for task in list(self.waiting):
+                task.cancel()
+            working = [*slots, *self.waiting, *self.due]
             _, pending = await asyncio.wait(
-                slots, timeout=self.settings.athenic_fetch_timeout_seconds + self.settings.athenic_drain_seconds
+                working, timeout=self.settings.athenic_fetch_timeout_seconds + self.settings.athenic_drain_seconds
             )
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)
+            await asyncio.gather(*working, return_exceptions=True)
             log.info("orchestrator drained", cancelled=len(pending))
         finally:
             with contextlib.suppress(nats.errors.Error):
@@ -151,14 +165,85 @@ class Worker:
             MESSAGES.labels("undecodable").inc()
             return
         with bind_request(request_id=request.request_id, client_id=request.client_id, tenant=request.tenant):
-            IN_FLIGHT.inc()
+            turn = await self.order.is_next(request.client_id, seq)
+            if turn is None:
+                log.info("message already answered; acked without work", seq=seq)
+                await msg.ack()
+                MESSAGES.labels("duplicate").inc()
+                return
+            if not turn:
+                if request.on_busy == "interrupt":
+                    await self._interrupt(request, seq)
+                self._wait_for_turn(msg, request, seq, delivered)
+                return
+            await self._work(msg, request, seq, delivered)
+
+    def _wait_for_turn(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
+        """An earlier message of the conversation comes first: wait for it without holding this slot."""
+        task = asyncio.create_task(self._work_when_due(msg, request, seq, delivered), name=f"waiting-{seq}")
+        self.waiting.add(task)
+        WAITING.inc()
+
+        def done(_: asyncio.Task[None]) -> None:
+            if task in self.waiting:
+                self.waiting.discard(task)
+                WAITING.dec()
+            self.due.discard(task)
+
+        task.add_done_callback(done)
+
+    async def _work_when_due(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
+        with bind_request(request_id=request.request_id, client_id=request.client_id, tenant=request.tenant):
+            log.info("waiting for an earlier message of the conversation", seq=seq)
             keepalive = asyncio.create_task(self._keep_alive(msg))
             try:
-                with ANSWER_SECONDS.time():
-                    await self._answer(msg, request, seq, delivered)
+                due = await self.order.wait_turn(request.client_id, seq)
+            except asyncio.CancelledError:  # shutting down: hand it back now, not after ack_wait
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await msg.nak()
+                raise
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                log.warning("waiting interrupted by a broker fault; it will be redelivered", error=str(exc))
+                return
             finally:
                 keepalive.cancel()
-                IN_FLIGHT.dec()
+            task = asyncio.current_task()
+            if task in self.waiting:  # from here on it drains like a slot's work
+                self.waiting.discard(task)
+                self.due.add(task)
+                WAITING.dec()
+            try:
+                if not due:
+                    await msg.ack()
+                    return
+                # A bound of its own: these turns were fetched by a slot that moved on.
+                async with self.due_runs:
+                    await self._work(msg, request, seq, delivered)
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                log.warning("answer interrupted by a broker fault; it will be redelivered",
+                            error=str(exc) or type(exc).__name__)
+            except Exception:
+                log.exception("answer failed unexpectedly; it will be redelivered")
+
+    async def _interrupt(self, request: ChatRequest, seq: int) -> None:
+        """``x-on-busy: interrupt``: every earlier turn of the conversation ends ``cancelled``.
+
+        The mark in the conversation key covers turns that have not started (wherever they wait);
+        the broadcast stops the running one on whichever replica runs it.
+        """
+        await self.records.interrupt_before(request.client_id, seq, request)
+        await self.broker.nc.publish(names.cancel_subject(request.client_id), encode({"before": seq}))
+        log.info("earlier turns interrupted", seq=seq)
+
+    async def _work(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
+        IN_FLIGHT.inc()
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            with ANSWER_SECONDS.time():
+                await self._answer(msg, request, seq, delivered)
+        finally:
+            keepalive.cancel()
+            IN_FLIGHT.dec()
 
     async def _keep_alive(self, msg: Msg) -> None:
         interval = self.nats_settings.athenic_ack_wait_seconds / 3
@@ -168,39 +253,67 @@ class Worker:
                 await msg.in_progress()
 
     async def _answer(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
-        current, revision = await self.records.current(request.client_id)
-        if current is not None and current.owner is not None and request.owner != current.owner:
+        client_id = request.client_id
+        (current, revision), (conversation, _) = await asyncio.gather(
+            self.records.current(client_id), self.log.conversation(client_id))
+        owner = (conversation.owner if conversation is not None else None) or (current.owner if current else None)
+        if owner is not None and request.owner != owner:
             log.error("message for a clientId owned by another user terminated")
             await msg.term()
             MESSAGES.labels("foreign").inc()
+            await self.order.advanced(client_id)
             return
-        stored = await self.records.write(request.client_id, seq, self._processing(request, seq),
-                                          known=(current, revision))
+        stored = await self.records.start(request, seq, (current, revision))
         if stored is None:
-            log.info("message superseded or already answered; acked without work", seq=seq)
-            await msg.ack()
-            MESSAGES.labels("superseded").inc()
+            log.info("message already answered; finishing its log entry and acking", seq=seq)
+            await self._log_earlier_answer(request)
+            await self._finish(msg, client_id, terminate=False)
+            MESSAGES.labels("duplicate").inc()
             return
         log.info("answering", seq=seq, delivered=delivered)
-        events = EventPublisher(self.broker, request.client_id, request.request_id)
-        job = Job(request, self.settings, self.sandbox, events, self.policies.for_tenant(request.tenant),
-                  self.gate)
-        outcome = await self._run(job, delivered)
+        events = EventPublisher(self.broker, client_id, request.request_id)
+        job = Job(request, seq, self.settings, self.sandbox, events, self.policies.for_tenant(request.tenant),
+                  self.gate, history=lambda limit: self.log.recent(client_id, conversation, limit))
+        outcome = await self._outcome(job, conversation, delivered)
         if outcome is None:  # retry later
             await msg.nak(delay=retry_delay(delivered))
             MESSAGES.labels("retried").inc()
             return
-        if await self.records.write(request.client_id, seq, self._final(request, seq, outcome, job),
-                                    known=stored) is None:
-            log.warning("the record holds a newer message or the first answer to this one; this answer is dropped",
-                        seq=seq)
-        await events.phase(outcome.status)
-        if outcome.status == "failed" and outcome.answer is None:
-            await msg.term()
+        response = final_response(request, outcome, job.executions)
+        if await self.records.finish(request, seq, response, stored):
+            await self.records.append_turn(request, response)
         else:
-            await msg.ack()
+            log.warning("another delivery's final answer to this message stands; this one is dropped", seq=seq)
+            await self._log_earlier_answer(request)
+        await events.phase(outcome.status)
+        await self._finish(msg, client_id, terminate=outcome.status == "failed" and outcome.message is None)
         MESSAGES.labels(outcome.status).inc()
         log.info("answered", seq=seq, status=outcome.status, executions=len(job.executions))
+
+    async def _log_earlier_answer(self, request: ChatRequest) -> None:
+        """An earlier delivery answered this message; make sure its turn is in the log."""
+        current, _ = await self.records.current(request.client_id)
+        if current is not None and current.request_id == request.request_id and current.last_response is not None:
+            await self.records.append_turn(request, current.last_response)
+
+    async def _finish(self, msg: Msg, client_id: str, *, terminate: bool) -> None:
+        """Remove the message from the stream (acknowledged by the server), then wake the next one."""
+        if terminate:
+            await msg.term()
+        else:
+            await msg.ack_sync()
+        await self.order.advanced(client_id)
+
+    async def _outcome(self, job: Job, conversation: Conversation | None, delivered: int) -> Outcome | None:
+        cutoff = max(conversation.cancel_before if conversation is not None else 0,
+                     self.interrupted.get(job.request.client_id, 0))
+        if job.seq < cutoff:
+            return Outcome("cancelled", message="Cancelled: a newer message interrupted this one.",
+                           error="interrupted by a newer message")
+        limit = self.nats_settings.athenic_max_deliver
+        if delivered > limit:  # the last allowed attempt died mid-way (a crash): do not run it again
+            return Outcome("failed", error=f"gave up after {limit} attempts")
+        return await self._run(job, delivered)
 
     async def _run(self, job: Job, delivered: int) -> Outcome | None:
         """Plan and run; ``None`` means a retryable fault with deliveries left."""
@@ -208,13 +321,16 @@ class Worker:
         task: asyncio.Task[Answer] = asyncio.create_task(self.planner.answer(job.request, job))
         job.task = task
         self.running[client_id].add(job)
+        if job.seq < self.interrupted.get(client_id, 0):
+            job.cancel("interrupted by a newer message")  # the interrupt came before the job was listed
         try:
-            return Outcome("completed", answer=await task)
+            answer = await task
+            return Outcome("completed", message=answer.message, requires_e2b=answer.requires_e2b)
         except asyncio.CancelledError:
-            if not job.cancelled_by_user:
+            if job.cancelled_because is None:
                 task.cancel()
                 raise
-            return Outcome("cancelled", error="cancelled at the user's request")
+            return Outcome("cancelled", error=job.cancelled_because)
         except TerminalError as exc:
             log.error("answer failed", error=str(exc))
             return Outcome("failed", error=str(exc))
@@ -232,59 +348,18 @@ class Worker:
             if not self.running[client_id]:
                 del self.running[client_id]
 
-    @staticmethod
-    def _processing(request: ChatRequest, seq: int) -> Build:
-        def build(current: ResponseRecord | None) -> ResponseRecord:
-            return ResponseRecord(
-                last_message=request.message,
-                last_response=current.last_response if current else None,
-                requires_e2b=current.requires_e2b if current else False,
-                status="processing",
-                request_id=request.request_id,
-                seq=seq,
-                updated_at=iso_timestamp(),
-                owner=(current.owner if current and current.owner else request.owner),
-                tenant=request.tenant,
-            )
-
-        return build
-
-    @staticmethod
-    def _final(request: ChatRequest, seq: int, outcome: Outcome, job: Job) -> Build:
-        answer = outcome.answer
-        if answer is None:
-            text = ("Your run was cancelled." if outcome.status == "cancelled"
-                    else f"Sorry, I could not answer this message: {outcome.error}")
-            answer = Answer(message=text, requires_e2b=bool(job.executions), executions=job.executions)
-        response = ChatResponse(
-            message=answer.message,
-            requires_e2b=answer.requires_e2b,
-            client_id=request.client_id,
-            timestamp=iso_timestamp(),
-            request_id=request.request_id,
-            status=outcome.status,
-            executions=answer.executions,
-            error=outcome.error,
-        )
-
-        def build(current: ResponseRecord | None) -> ResponseRecord:
-            return ResponseRecord(
-                last_message=request.message,
-                last_response=response,
-                requires_e2b=response.requires_e2b,
-                status=outcome.status,
-                request_id=request.request_id,
-                seq=seq,
-                updated_at=response.timestamp,
-                owner=(current.owner if current and current.owner else request.owner),
-                tenant=request.tenant,
-            )
-
-        return build
-
     async def _on_cancel(self, msg: Msg) -> None:
         client_id = names.client_id_of_subject(msg.subject)
-        cancelled = sum(job.cancel() for job in list(self.running.get(client_id, ())))
+        before = _interrupt_seq(msg.data)
+        if before is None:  # DELETE /api/chat/{clientId}/run
+            reason, jobs = "cancelled at the user's request", list(self.running.get(client_id, ()))
+        else:  # a newer message interrupts every earlier turn, here and wherever they run
+            self.interrupted[client_id] = max(before, self.interrupted.pop(client_id, 0))
+            while len(self.interrupted) > INTERRUPTS_REMEMBERED:
+                self.interrupted.popitem(last=False)
+            reason = "interrupted by a newer message"
+            jobs = [job for job in self.running.get(client_id, ()) if job.seq < before]
+        cancelled = sum(job.cancel(reason) for job in jobs)
         if cancelled and msg.reply:
             await msg.respond(encode({"cancelled": cancelled}))
         if cancelled:

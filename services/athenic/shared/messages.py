@@ -14,6 +14,10 @@ import msgspec
 Status = Literal["pending", "processing", "completed", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
+# What happens to a message that arrives while its conversation is still answering another.
+OnBusy = Literal["enqueue", "interrupt", "reject"]
+ON_BUSY_VALUES: tuple[str, ...] = ("enqueue", "interrupt", "reject")
+
 # Progress of one message as pushed to clients (issue: code execution, real-time delivery).
 Phase = Literal["queued", "planning", "running", "completed", "failed", "cancelled"]
 
@@ -33,6 +37,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     submitted_at: str
     tenant: str = "default"
     owner: str | None = None
+    on_busy: OnBusy = "enqueue"
 
 
 class ExecutionError(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +97,32 @@ class ResponseRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     tenant: str = "default"
 
 
+class Turn(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One accepted message and its answer: an item of the conversation log (and of the history route)."""
+
+    request_id: str
+    message: str
+    submitted_at: str
+    status: Status
+    response: ChatResponse | None = None
+
+
+class Conversation(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Per clientId: who owns it and how far its log goes (``TURNS_BUCKET`` holds turns 1..turns).
+
+    ``last_request_id`` is the request of turn ``turns``, so a redelivered message already in the
+    log is never counted twice; a message whose stream sequence is below ``cancel_before`` was
+    interrupted by a later one and is answered ``cancelled`` without running.
+    """
+
+    owner: str | None = None
+    tenant: str = "default"
+    turns: int = 0
+    last_request_id: str | None = None
+    cancel_before: int = 0
+    created_at: str = ""
+
+
 class ChatState(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """What ``GET /api/chat/response/{clientId}`` answers and what a push of the record carries."""
 
@@ -130,6 +161,8 @@ class ProgressEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 response_record_decoder = msgspec.json.Decoder(ResponseRecord)
+turn_decoder = msgspec.json.Decoder(Turn)
+conversation_decoder = msgspec.json.Decoder(Conversation)
 chat_request_decoder = msgspec.json.Decoder(ChatRequest)
 progress_event_decoder = msgspec.json.Decoder(ProgressEvent)
 encode = msgspec.json.encode

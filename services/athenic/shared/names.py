@@ -24,14 +24,22 @@ ORCHESTRATOR_CONSUMER: Final = "orchestrator"
 # Progress events (core NATS, not persisted): status changes and output chunks per client.
 EVENT_SUBJECT_PREFIX: Final = "athenic.events"
 
-# Cancel requests (core NATS request/reply), answered by the replica running the work.
+# Cancel requests (core NATS request/reply), answered by the replica running the work. A
+# payload {"before": seq} (an interrupting message) cancels every earlier turn, on every replica.
 CANCEL_SUBJECT_PREFIX: Final = "athenic.control.cancel"
+
+# "A turn of this conversation is finished": wakes the conversation's next message where it waits.
+ADVANCED_SUBJECT_PREFIX: Final = "athenic.control.advanced"
 
 # KV buckets.
 RESPONSES_BUCKET: Final = "athenic_responses"
 POLICIES_BUCKET: Final = "athenic_policies"
 LEASES_BUCKET: Final = "athenic_leases"
-HISTORY_BUCKET: Final = "athenic_history"
+# The conversation log: one key per conversation (owner, turn count) and one per finished turn.
+CONVERSATIONS_BUCKET: Final = "athenic_conversations"
+TURNS_BUCKET: Final = "athenic_turns"
+# Idempotency-Key -> the request it first named (TTL: the idempotency window).
+IDEMPOTENCY_BUCKET: Final = "athenic_idempotency"
 
 # Message headers that travel with a request.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
@@ -39,6 +47,9 @@ HDR_REQUEST_ID: Final = "Athenic-Request-Id"
 HDR_TENANT: Final = "Athenic-Tenant"
 HDR_OWNER: Final = "Athenic-Owner"
 HDR_TRACEPARENT: Final = "traceparent"
+HDR_ON_BUSY: Final = "Athenic-On-Busy"
+# JetStream stores the message only if no message of its subject is in the stream (an idle conversation).
+HDR_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
 
 
 def valid_client_id(client_id: str) -> bool:
@@ -61,6 +72,15 @@ def event_subject(client_id: str) -> str:
 
 def cancel_subject(client_id: str) -> str:
     return f"{CANCEL_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def advanced_subject(client_id: str) -> str:
+    return f"{ADVANCED_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def turn_key(client_id: str, number: int) -> str:
+    """The key of turn ``number`` (1, 2, ...) of a conversation in ``TURNS_BUCKET``."""
+    return f"{_checked(client_id)}.{number}"
 
 
 def client_id_of_subject(subject: str) -> str:

@@ -78,6 +78,11 @@ class NatsSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_max_deliver: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     athenic_ack_wait_seconds: Annotated[int, msgspec.Meta(ge=5)] = 30
     athenic_request_max_age_seconds: Positive = 7 * 24 * 3600
+    # The conversation log: how long a turn is kept, and how many turns of one conversation.
+    athenic_turn_max_age_seconds: Positive = 30 * 24 * 3600
+    athenic_turns_per_conversation: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    # A POST retried with the same Idempotency-Key within this window answers as the first did.
+    athenic_idempotency_window_seconds: Positive = 600
 
     @property
     def servers(self) -> list[str]:

@@ -40,7 +40,9 @@ def request_stream_config(settings: NatsSettings) -> StreamConfig:
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         num_replicas=settings.nats_replicas,
-        duplicate_window=float(settings.athenic_dedupe_window_seconds),
+        # an Idempotency-Key's retry reuses its request id: the dedupe window covers the idempotency window
+        duplicate_window=float(max(settings.athenic_dedupe_window_seconds,
+                                   settings.athenic_idempotency_window_seconds)),
         max_age=float(settings.athenic_request_max_age_seconds),
         allow_direct=True,
     )
@@ -54,7 +56,10 @@ def consumer_config(settings: NatsSettings) -> ConsumerConfig:
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=float(settings.athenic_ack_wait_seconds),
-        max_deliver=settings.athenic_max_deliver,
+        # Unlimited here: the worker gives up itself after ATHENIC_MAX_DELIVER attempts and answers
+        # `failed`. A message the server stopped delivering would stay in the work queue and, being
+        # the oldest of its conversation, hold back every later message of it.
+        max_deliver=-1,
         max_ack_pending=10_000,
         filter_subject=names.REQUEST_SUBJECTS,
         num_replicas=settings.nats_replicas,
@@ -69,9 +74,17 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
             bucket=names.RESPONSES_BUCKET, history=1, ttl=ttl, replicas=replicas,
             storage=StorageType.FILE, description="Latest response record per clientId",
         ),
-        names.HISTORY_BUCKET: KeyValueConfig(
-            bucket=names.HISTORY_BUCKET, history=1, ttl=ttl, replicas=replicas,
-            storage=StorageType.FILE, description="Bounded conversation history per clientId",
+        names.CONVERSATIONS_BUCKET: KeyValueConfig(
+            bucket=names.CONVERSATIONS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
+            replicas=replicas, storage=StorageType.FILE, description="Owner and turn count per clientId",
+        ),
+        names.TURNS_BUCKET: KeyValueConfig(
+            bucket=names.TURNS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
+            replicas=replicas, storage=StorageType.FILE, description="Finished turns: <clientId>.<number>",
+        ),
+        names.IDEMPOTENCY_BUCKET: KeyValueConfig(
+            bucket=names.IDEMPOTENCY_BUCKET, history=1, ttl=float(settings.athenic_idempotency_window_seconds),
+            replicas=replicas, storage=StorageType.FILE, description="Idempotency-Key -> its first request",
         ),
         names.POLICIES_BUCKET: KeyValueConfig(
             bucket=names.POLICIES_BUCKET, history=1, replicas=replicas,

@@ -6,23 +6,28 @@ A planner never touches NATS or a sandbox directly; it asks its ``RunContext`` t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from athenic.shared.messages import ChatRequest, Execution, Phase
+from athenic.shared.messages import ChatRequest, Execution, Phase, Turn
 
 
 @dataclass(frozen=True)
 class Answer:
+    """The answer's text; what ran for it is kept by the ``RunContext`` (the one list of executions)."""
+
     message: str
     requires_e2b: bool
-    executions: list[Execution] = field(default_factory=list)
 
 
 class RunContext(Protocol):
     """What a planner may do while it answers one message."""
 
     async def run_code(self, language: str, code: str) -> Execution: ...
+
+    async def history(self, limit: int) -> list[Turn]:
+        """The conversation's last ``limit`` finished turns, oldest first (the conversation log)."""
+        ...
 
     async def phase(self, phase: Phase) -> None:
         """Publish a progress status (planning, running...)."""

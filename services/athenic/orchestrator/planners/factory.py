@@ -5,13 +5,11 @@ from __future__ import annotations
 from athenic.orchestrator.planners.base import Planner
 from athenic.orchestrator.planners.rules import RulesPlanner
 from athenic.orchestrator.settings import OrchestratorSettings
-from athenic.shared import names
-from athenic.shared.broker import Broker
 
 
-def make_planner(settings: OrchestratorSettings, broker: Broker) -> Planner:
+def make_planner(settings: OrchestratorSettings) -> Planner:
     if settings.planner == "llm":
         from athenic.orchestrator.planners.llm import make_llm_planner
 
-        return make_llm_planner(settings, broker.bucket(names.HISTORY_BUCKET))
+        return make_llm_planner(settings)
     return RulesPlanner()

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import msgspec
 import openai
-from nats.js.kv import KeyValue
 from openai import AsyncOpenAI, omit
 from openai.types.chat import (
     ChatCompletion,
@@ -28,7 +27,7 @@ from openai.types.chat import (
 
 from athenic.orchestrator.errors import RetryableError
 from athenic.orchestrator.planners.base import Answer, Planner, RunContext
-from athenic.orchestrator.planners.history import ConversationHistory, Exchange, RanCode, to_messages
+from athenic.orchestrator.planners.history import to_messages
 from athenic.orchestrator.planners.llm_errors import classify, display_url
 from athenic.orchestrator.planners.llm_tools import (
     RUN_CODE,
@@ -69,9 +68,7 @@ class _Run:
 class LlmPlanner:
     name = "llm"
 
-    def __init__(
-        self, settings: OrchestratorSettings, history: KeyValue, *, client: AsyncOpenAI | None = None
-    ) -> None:
+    def __init__(self, settings: OrchestratorSettings, *, client: AsyncOpenAI | None = None) -> None:
         self._settings = settings
         self._base_url = settings.openai_base_url or OPENAI_DEFAULT_BASE_URL
         self._client = client or AsyncOpenAI(
@@ -79,11 +76,6 @@ class LlmPlanner:
             api_key=settings.openai_api_key or NO_KEY,
             timeout=settings.athenic_llm_timeout_seconds,
             max_retries=settings.athenic_llm_max_retries,
-        )
-        self._history = ConversationHistory(
-            history,
-            max_messages=settings.athenic_history_messages,
-            max_chars=settings.athenic_history_message_chars,
         )
         log.info(
             "llm planner ready",
@@ -100,29 +92,20 @@ class LlmPlanner:
     async def answer(self, request: ChatRequest, ctx: RunContext) -> Answer:
         await ctx.phase("planning")
         languages = ctx.languages
-        earlier = await self._history.load(request.client_id, excluding_request=request.request_id)
+        # the conversation log is the history: the last turns (two messages each), this one excluded
+        earlier = [turn for turn in await ctx.history(self._settings.athenic_history_messages // 2)
+                   if turn.request_id != request.request_id]
         system = self._settings.athenic_llm_system_prompt or SYSTEM_PROMPT.format(
             tool=RUN_CODE, languages=", ".join(sorted(languages))
         )
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system},
-            *to_messages(earlier),
+            *to_messages(earlier, self._settings.athenic_history_message_chars),
             {"role": "user", "content": request.message},
         ]
         run = _Run()
         text = await self._loop(messages, ctx, run)
-        if any(execution.cancelled for execution in run.executions):
-            return Answer(message=text, requires_e2b=True, executions=run.executions)
-        await self._history.append(
-            request.client_id,
-            Exchange(
-                request_id=request.request_id,
-                user=request.message,
-                answer=text,
-                code=[RanCode(e.language, e.code) for e in run.executions],
-            ),
-        )
-        return Answer(message=text, requires_e2b=run.tool_called, executions=run.executions)
+        return Answer(message=text, requires_e2b=run.tool_called or bool(run.executions))
 
     async def _loop(self, messages: list[ChatCompletionMessageParam], ctx: RunContext, run: _Run) -> str:
         settings = self._settings
@@ -218,10 +201,9 @@ class LlmPlanner:
         return completion
 
 
-def make_llm_planner(settings: OrchestratorSettings, history: KeyValue) -> Planner:
-    """The planner the worker uses when ``settings.planner == "llm"``; ``history`` is the
-    ``names.HISTORY_BUCKET`` bucket returned by ``ensure_topology``."""
-    return LlmPlanner(settings, history)
+def make_llm_planner(settings: OrchestratorSettings) -> Planner:
+    """The planner the worker uses when ``settings.planner == "llm"``."""
+    return LlmPlanner(settings)
 
 
 def _assistant_turn(message: ChatCompletionMessage) -> ChatCompletionMessageParam:

@@ -75,7 +75,7 @@ class RulesPlanner:
             if skipped:
                 text += f"\n\n{skipped} block(s) in languages I cannot run here were skipped " \
                         f"(supported: {', '.join(sorted(ctx.languages))})."
-            return Answer(message=text, requires_e2b=True, executions=executions)
+            return Answer(message=text, requires_e2b=True)
         if blocks:
             return Answer(
                 message="Your message holds code in a language I cannot run here "
