@@ -1,45 +1,72 @@
-"""Response records against a real nats-server: ordered by stream sequence, first final answer wins."""
+"""Response records and the conversation log against a real nats-server."""
 
 from __future__ import annotations
 
-import msgspec
-import nats
+from collections.abc import AsyncIterator
 
-from athenic.orchestrator.records import RecordStore
+import nats
+import pytest
+
+from athenic.orchestrator.records import Outcome, RecordStore, final_response
 from athenic.shared import names
-from athenic.shared.messages import ChatResponse, ResponseRecord, Status
+from athenic.shared.conversations import ConversationLog
+from athenic.shared.messages import ChatRequest
 from athenic.shared.settings import NatsSettings, load
 from athenic.shared.topology import ensure_topology
 
 
-def record(seq: int, status: Status, text: str) -> ResponseRecord:
-    response = ChatResponse(message=text, requires_e2b=False, client_id="c", timestamp="t", request_id=f"r{seq}",
-                            status=status)
-    return ResponseRecord(last_message=f"m{seq}", last_response=response, requires_e2b=False, status=status,
-                          request_id=f"r{seq}", seq=seq, updated_at="t")
+def request(seq: int, request_id: str | None = None, client_id: str = "c") -> ChatRequest:
+    return ChatRequest(request_id=request_id or f"r{seq}", client_id=client_id, message=f"m{seq}",
+                       submitted_at="2026-01-01T00:00:00.000Z")
 
 
-async def test_ordering_and_one_final_answer_per_message(nats_url: str) -> None:
+def answer(req: ChatRequest, text: str) -> Outcome:
+    return Outcome("completed", message=text)
+
+
+@pytest.fixture
+async def store(nats_url: str) -> AsyncIterator[RecordStore]:
     nc = await nats.connect(nats_url)
     try:
-        buckets = await ensure_topology(nc.jetstream(), load(NatsSettings, {"NATS_URL": nats_url}))
-        store = RecordStore(buckets[names.RESPONSES_BUCKET])
-        assert await store.write("c", 5, lambda _: record(5, "processing", "")) is not None
-        assert await store.write("c", 5, lambda _: record(5, "completed", "first")) is not None
-        # a second delivery of message 5 that ran too (e.g. across a leader election) answers nothing
-        assert await store.write("c", 5, lambda _: record(5, "processing", "")) is None
-        assert await store.write("c", 5, lambda _: record(5, "completed", "second")) is None
-        # the same request stored twice (another stream sequence) is not answered again
-        again = record(6, "processing", "")
-        again = msgspec.structs.replace(again, request_id="r5")
-        assert await store.write("c", 6, lambda _: again) is None
-        # an earlier message finishing late never replaces the answer about a later one
-        assert await store.write("c", 7, lambda _: record(7, "completed", "seven")) is not None
-        assert await store.write("c", 6, lambda _: record(6, "completed", "six")) is None
-        current, _ = await store.current("c")
-        assert current is not None
-        assert current.seq == 7
-        assert current.last_response is not None
-        assert current.last_response.message == "seven"
+        settings = load(NatsSettings, {"NATS_URL": nats_url, "ATHENIC_TURNS_PER_CONVERSATION": "3"})
+        buckets = await ensure_topology(nc.jetstream(), settings)
+        log = ConversationLog(buckets[names.CONVERSATIONS_BUCKET], buckets[names.TURNS_BUCKET], nc.jetstream(),
+                              keep=settings.athenic_turns_per_conversation)
+        yield RecordStore(buckets[names.RESPONSES_BUCKET], log)
     finally:
         await nc.close()
+
+
+async def test_ordering_and_one_final_answer_per_message(store: RecordStore) -> None:
+    five = request(5)
+    stored = await store.start(five, 5, await store.current("c"))
+    assert stored is not None
+    assert await store.finish(five, 5, final_response(five, answer(five, "first"), []), stored)
+    # a second delivery of message 5 that ran too (e.g. across a leader election) answers nothing
+    assert await store.start(five, 5, await store.current("c")) is None
+    assert not await store.finish(five, 5, final_response(five, answer(five, "second"), []), None)
+    # the same request stored twice (another stream sequence) is not answered again
+    assert await store.start(request(6, request_id="r5"), 6, await store.current("c")) is None
+    # an earlier message finishing late never replaces the answer about a later one
+    seven, six = request(7), request(6)
+    assert await store.finish(seven, 7, final_response(seven, answer(seven, "seven"), []), None)
+    assert not await store.finish(six, 6, final_response(six, answer(six, "six"), []), None)
+    current, _ = await store.current("c")
+    assert current is not None and current.seq == 7
+    assert current.last_response is not None and current.last_response.message == "seven"
+
+
+async def test_a_turn_is_logged_once_and_old_turns_are_dropped(store: RecordStore) -> None:
+    log = store.log
+    for n in range(1, 6):
+        req = request(n, client_id="d")
+        response = final_response(req, answer(req, f"answer {n}"), [])
+        assert await store.append_turn(req, response) == n
+        # a redelivery after a crash between the log write and the ack counts nothing twice
+        assert await store.append_turn(req, response) == n
+    conversation, _ = await log.conversation("d")
+    assert conversation is not None and conversation.turns == 5
+    kept = await log.finished("d", range(1, 6))
+    assert sorted(kept) == [3, 4, 5]  # ATHENIC_TURNS_PER_CONVERSATION=3
+    assert [t.response.message for t in await log.recent("d", conversation, 2) if t.response] == [
+        "answer 4", "answer 5"]

@@ -14,10 +14,10 @@ import pytest
 from athenic.api.chat_service import ChatService
 from athenic.api.identity import ANONYMOUS
 from athenic.api.settings import ApiSettings
-from athenic.orchestrator.records import RecordStore
+from athenic.orchestrator.records import Outcome, RecordStore, final_response
 from athenic.shared import names
 from athenic.shared.broker import Broker
-from athenic.shared.messages import ChatResponse, ResponseRecord, chat_request_decoder
+from athenic.shared.messages import chat_request_decoder
 from athenic.shared.settings import NatsSettings, load
 
 
@@ -54,18 +54,15 @@ async def test_a_message_answered_between_the_reads_is_never_404(nats_url: str, 
     service = FinishBetweenReads(broker, load(ApiSettings, {"ATHENIC_RATE_LIMIT_PER_MINUTE": "0"}))
     FinishBetweenReads._current = service
     try:
-        client_id = await service.accept("hi", None, ANONYMOUS, f"req{attempt}")
+        client_id = (await service.accept("hi", None, ANONYMOUS, f"req{attempt}")).client_id
         psub = await broker.js.pull_subscribe_bind(durable=names.ORCHESTRATOR_CONSUMER, stream=names.REQUEST_STREAM)
         [msg] = await psub.fetch(1, timeout=5)
         request = chat_request_decoder.decode(msg.data)
-        store = RecordStore(broker.bucket(names.RESPONSES_BUCKET))
+        store = RecordStore(broker.bucket(names.RESPONSES_BUCKET), service.log)
 
         async def finish() -> None:  # what the worker does at the end: write, then ack
-            response = ChatResponse(message="hello", requires_e2b=False, client_id=client_id, timestamp="t",
-                                    request_id=request.request_id, status="completed")
-            await store.write(client_id, msg.metadata.sequence.stream, lambda _: ResponseRecord(
-                last_message="hi", last_response=response, requires_e2b=False, status="completed",
-                request_id=request.request_id, seq=msg.metadata.sequence.stream, updated_at="t"))
+            response = final_response(request, Outcome("completed", message="hello"), [])
+            await store.finish(request, msg.metadata.sequence.stream, response, None)
             await msg.ack_sync()
 
         service.finish = finish
@@ -84,7 +81,7 @@ async def test_the_finish_hook_really_runs_between_reads(nats_url: str) -> None:
     await broker.wait_ready(10)
     try:
         service = ChatService(broker, load(ApiSettings, {}))
-        client_id = await service.accept("hi", None, ANONYMOUS, "req")
+        client_id = (await service.accept("hi", None, ANONYMOUS, "req")).client_id
         assert (await service.state(client_id, ANONYMOUS)).status == "pending"
     finally:
         await broker.close()

@@ -1,16 +1,18 @@
 """Accepting chat messages and reading their state: the api's only broker traffic.
 
-Accepting makes exactly one broker round trip (a JetStream publish and its ack), retried
-with the same ``Nats-Msg-Id`` inside the deadline so a leader election or a lost ack never
-stores a message twice. With auth on, a message to an existing clientId first checks that the
-caller owns it (a KV get and a look at the stream, in parallel): only then is there a second
-round trip. Reading combines the response record (KV) with the newest request
-still waiting in the stream, so an accepted message is never answered 404.
+Accepting makes one broker round trip (a JetStream publish and its ack), retried with the
+same ``Nats-Msg-Id`` inside the deadline so a leader election or a lost ack never stores a
+message twice. ``x-on-busy: reject`` rides on the same publish (stored only if no message of
+the conversation is in the stream); ``interrupt`` adds a fire-and-forget broadcast. Only
+auth (a conversation's first message claims it, ``ownership.py``) and an ``Idempotency-Key``
+(``idempotency.py``) add round trips. Reading combines the response record (KV) with the
+newest request still waiting in the stream, so an accepted message is never answered 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,19 +20,26 @@ from dataclasses import dataclass
 import msgspec
 import nats.errors
 import nats.js.errors
+from nats.js.api import PubAck
 from nats.js.kv import KeyValue
 
 from athenic.api.errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from athenic.api.history import MAX_WAITING_SHOWN, HistoryPage, history_page
+from athenic.api.idempotency import FirstRequest, Idempotency, check_key
 from athenic.api.identity import Identity
+from athenic.api.ownership import Ownership
 from athenic.api.ratelimit import RateLimiter
 from athenic.api.settings import ApiSettings
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.broker import BrokerUnavailable as NotConnected
+from athenic.shared.conversations import ConversationLog
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import (
+    ON_BUSY_VALUES,
     ChatRequest,
     ChatState,
+    OnBusy,
     ResponseRecord,
     chat_request_decoder,
     encode,
@@ -41,6 +50,24 @@ from athenic.shared.messages import (
 log = get_logger(__name__)
 
 BROKER_FAULTS = (nats.errors.Error, asyncio.TimeoutError, NotConnected, OSError)
+WRONG_LAST_SEQUENCE = 10071  # JetStream: a message of the subject is in the stream (x-on-busy: reject)
+UNAVAILABLE = "the message broker is unavailable; the message was not accepted, retry later"
+
+
+def check_on_busy(value: str | None) -> OnBusy:
+    if value is None or value == "enqueue":
+        return "enqueue"
+    if value == "interrupt":
+        return "interrupt"
+    if value == "reject":
+        return "reject"
+    raise InvalidRequest(f"x-on-busy must be one of {', '.join(ON_BUSY_VALUES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    client_id: str
+    request_id: str
 
 
 def check_client_id(client_id: str, what: str = "x-client-id") -> str:
@@ -76,43 +103,63 @@ class ChatService:
         self.settings = settings
         self.limiter = limiter or RateLimiter(settings.athenic_rate_limit_per_minute,
                                               settings.athenic_rate_limit_burst)
+        self._ownership: Ownership | None = None
 
-    async def accept(self, message: str, client_id: str | None, who: Identity, request_id: str) -> str:
+    @property
+    def log(self) -> ConversationLog:
+        return self.ownership.log
+
+    @property
+    def ownership(self) -> Ownership:
+        # made on first use: the buckets exist once the broker has connected
+        if self._ownership is None:
+            self._ownership = Ownership(ConversationLog(
+                self.broker.bucket(names.CONVERSATIONS_BUCKET), self.broker.bucket(names.TURNS_BUCKET),
+                self.broker.js, keep=self.broker.settings.athenic_turns_per_conversation))
+        return self._ownership
+
+    async def accept(self, message: str, client_id: str | None, who: Identity, request_id: str,
+                     on_busy: str | None = None, idempotency_key: str | None = None) -> Accepted:
         check_message(message, self.settings.athenic_max_message_bytes)
         if client_id is not None:
             check_client_id(client_id)
+        policy = check_on_busy(on_busy)
+        if idempotency_key is not None:
+            check_key(idempotency_key)
         self.limiter.admit(who.rate_key)
-        if client_id is None:
-            client_id = str(uuid.uuid4())
-        elif who.user is not None:  # auth is on: only the owner may post to an existing clientId
-            await self._check_owner(client_id, who, request_id)
+        try:
+            if idempotency_key is not None:
+                first = await Idempotency(self.broker.bucket(names.IDEMPOTENCY_BUCKET)).first(
+                    idempotency_key, who, client_id, message,
+                    FirstRequest(request_id=request_id, client_id=client_id or str(uuid.uuid4()), message_sha256=""))
+                request_id, client_id = first.request_id, first.client_id
+            elif client_id is None:
+                client_id = str(uuid.uuid4())
+            await self.ownership.claim(client_id, who)
+        except BROKER_FAULTS as exc:
+            raise BrokerUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}) from exc
         request = ChatRequest(
             request_id=request_id, client_id=client_id, message=message,
-            submitted_at=iso_timestamp(), tenant=who.tenant, owner=who.user,
+            submitted_at=iso_timestamp(), tenant=who.tenant, owner=who.user, on_busy=policy,
         )
         headers = {names.HDR_MSG_ID: request_id, names.HDR_REQUEST_ID: request_id,
                    names.HDR_TENANT: who.tenant}
         if who.user is not None:
             headers[names.HDR_OWNER] = who.user
-        await self._publish(names.request_subject(client_id), encode(request), headers)
+        if policy == "reject":
+            headers[names.HDR_EXPECTED_LAST_SUBJECT_SEQ] = "0"
+        ack = await self._publish(names.request_subject(client_id), encode(request), headers)
+        if policy == "interrupt" and not ack.duplicate:
+            # stops the running turn at once, even while every orchestrator slot is busy; the
+            # orchestrator marks the conversation for the turns that have not started
+            with contextlib.suppress(*BROKER_FAULTS):
+                await self.broker.nc.publish(names.cancel_subject(client_id), encode({"before": ack.seq}))
         # request_id passed explicitly, not bound in a context: this is the hottest path
         log.info("chat message accepted", request_id=request_id, client_id=client_id, tenant=who.tenant,
-                 bytes=len(message))
-        return client_id
+                 bytes=len(message), on_busy=policy, duplicate=bool(ack.duplicate))
+        return Accepted(client_id, request_id)
 
-    async def _check_owner(self, client_id: str, who: Identity, request_id: str) -> None:
-        try:
-            (record, _), pending = await asyncio.gather(
-                self._record(self.broker.bucket(names.RESPONSES_BUCKET), client_id), self._pending(client_id))
-        except BROKER_FAULTS as exc:
-            raise BrokerUnavailable("the message broker is unavailable; the message was not accepted, retry later",
-                                    headers={"Retry-After": "1"}) from exc
-        owners = {record.owner if record else None, pending[0].owner if pending else None}
-        if not all(who.may_access(owner) for owner in owners):
-            log.warning("message to a clientId of another user refused", client_id=client_id, request_id=request_id)
-            raise NotFound(f"no conversation {client_id}")
-
-    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
         deadline = time.monotonic() + self.settings.athenic_publish_deadline_seconds
         delay = 0.05
         while True:
@@ -122,19 +169,21 @@ class ChatService:
                 # send it after we answered 503.
                 if not self.broker.ready:
                     raise NotConnected("not connected to NATS")
-                await self.broker.js.publish(subject, payload, timeout=max(remaining, 0.05), headers=headers)
-                return
+                return await self.broker.js.publish(subject, payload, timeout=max(remaining, 0.05), headers=headers)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise Conflict("the conversation is still answering an earlier message (x-on-busy: reject); "
+                                   "nothing was stored: send it again once the answer is in") from None
+                fault: Exception = exc
             except BROKER_FAULTS as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= delay:
-                    log.warning("publish failed; answering 503", request_id=headers[names.HDR_REQUEST_ID],
-                                error=str(exc) or type(exc).__name__)
-                    raise BrokerUnavailable(
-                        "the message broker is unavailable; the message was not accepted, retry later",
-                        headers={"Retry-After": "1"},
-                    ) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                fault = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= delay:
+                log.warning("publish failed; answering 503", request_id=headers[names.HDR_REQUEST_ID],
+                            error=str(fault) or type(fault).__name__)
+                raise BrokerUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}) from fault
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     async def cancel(self, client_id: str, who: Identity) -> int:
         """Stop what runs for this client now; the record then says ``cancelled``."""
@@ -185,6 +234,24 @@ class ChatService:
         if record is None or not who.may_access(record.owner):
             raise NotFound(f"no conversation {client_id}")
         return ChatState.of_record(record, client_id, revision)
+
+    async def history(self, client_id: str, who: Identity, limit: int, before: int | None) -> HistoryPage:
+        """A page of the conversation's turns, newest first; 404 for an unknown or another user's."""
+        check_client_id(client_id, "clientId")
+        try:
+            # the stream before the conversation key, as in ``state``: a turn finishing in
+            # between is seen twice (and shown once), never missed
+            waiting = await self.log.waiting(client_id, MAX_WAITING_SHOWN)
+            (conversation, _), (record, _) = await asyncio.gather(
+                self.log.conversation(client_id), self._record(self.broker.bucket(names.RESPONSES_BUCKET), client_id))
+            owners = {conversation.owner if conversation else None, record.owner if record else None,
+                      *(w.request.owner for w in waiting[:1])}
+            if (conversation is None and record is None and not waiting) or not all(map(who.may_access, owners)):
+                raise NotFound(f"no conversation {client_id}")
+            return await history_page(self.log, client_id, record, waiting, limit, before)
+        except BROKER_FAULTS as exc:
+            raise BrokerUnavailable("the message broker is unavailable; retry later",
+                                    headers={"Retry-After": "1"}) from exc
 
     @staticmethod
     async def _record(kv: KeyValue, client_id: str) -> tuple[ResponseRecord | None, int | None]:

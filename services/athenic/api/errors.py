@@ -46,6 +46,11 @@ class Conflict(ApiError):
     title = "Conflict"
 
 
+class Unprocessable(ApiError):
+    status = 422
+    title = "Unprocessable content"
+
+
 class RateLimited(ApiError):
     status = 429
     title = "Too many requests"

@@ -14,11 +14,15 @@ def problem(description: str) -> ResponseSpec:
     )
 
 
-BAD_REQUEST = problem("Bad JSON, a missing, empty or non-string `message`, or a bad clientId")
+BAD_REQUEST = problem("Bad JSON, a missing, empty or non-string `message`, a bad clientId, `x-on-busy`, "
+                      "Idempotency-Key, `limit` or `before`")
 UNAUTHORIZED = problem("Auth is on and the bearer token is missing or invalid")
 NOT_FOUND = problem("Unknown clientId (or one owned by another user)")
 TOO_LARGE = problem("The body or the message is over the limit")
 RATE_LIMITED = problem("Over the rate limit; see Retry-After")
+BUSY = problem("`x-on-busy: reject` and an earlier message of the conversation is still being answered: "
+               "nothing was stored")
+KEY_REUSED = problem("The Idempotency-Key was used for another message")
 NOTHING_RUNNING = problem("Nothing is running for this clientId")
 UNAVAILABLE = problem("The broker cannot take the message: it was NOT accepted; retry later")
 NOT_READY = ResponseSpec(data_container=Ready, description="The broker is not connected yet")

@@ -28,7 +28,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from athenic.api import problems
 from athenic.api.auth import Authenticator
 from athenic.api.chat_service import ChatService, check_client_id
-from athenic.api.errors import ApiError, BrokerUnavailable, InvalidRequest, Unauthorized
+from athenic.api.errors import ApiError, BrokerUnavailable, InvalidRequest, NotFound, Unauthorized
 from athenic.api.identity import Identity
 from athenic.api.realtime import Feeds, Lagging, Listener, Progress, RecordChanged, Restarting
 from athenic.api.settings import ApiSettings
@@ -84,8 +84,14 @@ class PushSession:
     """One client's view of one conversation: the current state, then every update it may see."""
 
     def __init__(self, service: ChatService, feeds: Feeds, client_id: str, who: Identity,
-                 after: int | None) -> None:
+                 after: int | None, may_start: bool = False) -> None:
         self.service = service
+        # a socket may follow a conversation that has no message yet, and start it
+        self.may_start = may_start
+        # Progress events carry no owner: they are passed on only once this client is known to
+        # own the conversation (its state was readable, its own message was accepted, or a record
+        # of it arrived), so a socket waiting on an unused id never sees another user's output.
+        self.verified = who.user is None
         self.feeds = feeds
         self.client_id = client_id
         self.who = who
@@ -110,7 +116,13 @@ class PushSession:
                         error=str(exc) or type(exc).__name__)
             raise BrokerUnavailable("the message broker is unavailable; retry later",
                                     headers={"Retry-After": "1"}) from exc
-        state = await self.service.state(self.client_id, self.who)
+        try:
+            state = await self.service.state(self.client_id, self.who)
+        except NotFound:
+            if not self.may_start or not await self.service.ownership.may_follow(self.client_id, self.who):
+                raise
+            return None  # nothing yet: the first message's frames follow
+        self.verified = True
         revision = state.revision or 0
         self.sent_revision = revision
         # A reconnecting client that already has this record (and no newer message waits) gets no repeat.
@@ -123,6 +135,8 @@ class PushSession:
         while True:
             update = await self._listener.queue.get()
             if isinstance(update, Progress):
+                if not self.verified:
+                    continue
                 return Frame(update.type, update.payload)
             if isinstance(update, Lagging):
                 raise Closed(CLOSE_TRY_AGAIN, "too slow to read updates; reconnect with ?after=<revision>")
@@ -133,6 +147,7 @@ class PushSession:
                     continue
                 if not self.who.may_access(update.record.owner):
                     raise Closed(CLOSE_NOT_FOUND, f"no conversation {self.client_id}")
+                self.verified = True
                 self.sent_revision = update.revision
                 return response_frame(ChatState.of_record(update.record, self.client_id, update.revision))
 
@@ -163,6 +178,7 @@ class SocketConversation:
         self.settings = settings
         self.address = socket.client.host if socket.client else None
         self.who: Identity | None = None
+        self.session: PushSession | None = None
         self._send_lock = asyncio.Lock()
 
     async def run(self, after: str | None) -> None:
@@ -172,7 +188,9 @@ class SocketConversation:
         try:
             check_client_id(self.client_id, "clientId")
             self.who = await self._authenticate()
-            session = PushSession(self.service, self.feeds, self.client_id, self.who, parse_after(after))
+            session = PushSession(self.service, self.feeds, self.client_id, self.who, parse_after(after),
+                                  may_start=True)
+            self.session = session
             first = await session.open()
             if first is not None:
                 await self._send(first.data)
@@ -263,14 +281,18 @@ class SocketConversation:
         kind = frame.get("type")
         assert self.who is not None
         if kind == "chat":
-            message = frame.get("message")
-            if not isinstance(message, str):
-                raise InvalidRequest('a chat frame is {"type":"chat","message":"<non-empty string>"}')
+            message, on_busy, key = frame.get("message"), frame.get("onBusy"), frame.get("idempotencyKey")
+            if not isinstance(message, str) or not isinstance(on_busy, str | None) or not isinstance(key, str | None):
+                raise InvalidRequest('a chat frame is {"type":"chat","message":"<non-empty string>"} with optional '
+                                     '"onBusy" (enqueue, interrupt, reject) and "idempotencyKey" strings')
             request_id = uuid.uuid4().hex
             with bind_request(request_id=request_id):
-                await self.service.accept(message, self.client_id, self.who, request_id)
+                accepted = await self.service.accept(message, self.client_id, self.who, request_id,
+                                                     on_busy=on_busy, idempotency_key=key)
+            if self.session is not None:
+                self.session.verified = True  # its own message: the conversation is this client's
             await self._send(json_frame("accepted", success=True, message=ACCEPTED_TEXT,
-                                        clientId=self.client_id, requestId=request_id))
+                                        clientId=self.client_id, requestId=accepted.request_id))
         elif kind == "auth":
             token = frame.get("token")
             if not self.authenticator.enabled:
