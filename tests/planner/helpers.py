@@ -3,14 +3,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-
-from nats.js.kv import KeyValue
+from dataclasses import dataclass
 
 from athenic.orchestrator.planners.base import Planner
 from athenic.orchestrator.planners.llm import make_llm_planner
+from athenic.orchestrator.records import Outcome, final_response
 from athenic.orchestrator.settings import OrchestratorSettings
-from athenic.shared.messages import ChatRequest, iso_timestamp
+from athenic.shared.messages import ChatRequest, Execution, Turn, iso_timestamp
 from athenic.shared.settings import load
+from tests.planner.run_context import SubprocessRunContext
 from tests.support.openai_standin import OpenAIStandIn, Reply, Script
 
 API_KEY = "sk-test-4f1b9c0e7d2a-SECRET"
@@ -40,8 +41,8 @@ def chat(message: str, client_id: str = "client-1", request_id: str | None = Non
 
 
 @asynccontextmanager
-async def planner(settings: OrchestratorSettings, history: KeyValue) -> AsyncIterator[Planner]:
-    built = make_llm_planner(settings, history)
+async def planner(settings: OrchestratorSettings) -> AsyncIterator[Planner]:
+    built = make_llm_planner(settings)
     try:
         yield built
     finally:
@@ -50,8 +51,28 @@ async def planner(settings: OrchestratorSettings, history: KeyValue) -> AsyncIte
 
 @asynccontextmanager
 async def scripted(
-    script: Script | Sequence[Reply], history: KeyValue, **env: str
+    script: Script | Sequence[Reply], **env: str
 ) -> AsyncIterator[tuple[OpenAIStandIn, Planner]]:
     """A scripted model on loopback and an LLM planner pointed at it by settings alone."""
-    async with OpenAIStandIn(script) as llm, planner(settings_for(llm.base_url, **env), history) as built:
+    async with OpenAIStandIn(script) as llm, planner(settings_for(llm.base_url, **env)) as built:
         yield llm, built
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A planner's answer with what ran for it (which the worker keeps in its Job)."""
+
+    message: str
+    requires_e2b: bool
+    executions: list[Execution]
+
+
+async def ask(p: Planner, request: ChatRequest, ctx: SubprocessRunContext | None = None) -> Answered:
+    """Answer ``request`` as the worker does: then the turn joins the context's conversation log."""
+    ctx = ctx or SubprocessRunContext()
+    result = await p.answer(request, ctx)
+    response = final_response(request, Outcome("completed", message=result.message,
+                                               requires_e2b=result.requires_e2b), list(ctx.executions))
+    ctx.turns.append(Turn(request_id=request.request_id, message=request.message,
+                          submitted_at=request.submitted_at, status="completed", response=response))
+    return Answered(result.message, result.requires_e2b, list(ctx.executions))

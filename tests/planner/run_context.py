@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 
-from athenic.shared.messages import Execution, ExecutionError, Phase
+from athenic.shared.messages import Execution, ExecutionError, Phase, Turn
 
 
 def _error_of(stderr: str) -> ExecutionError | None:
@@ -22,8 +22,12 @@ def _error_of(stderr: str) -> ExecutionError | None:
 
 
 class SubprocessRunContext:
-    def __init__(self, languages: frozenset[str] = frozenset({"python"}), timeout: float = 10.0) -> None:
+    def __init__(self, languages: frozenset[str] = frozenset({"python"}), timeout: float = 10.0,
+                 turns: list[Turn] | None = None) -> None:
         self._languages = languages
+        # the conversation log as the worker would read it (helpers.ask appends each answered turn)
+        self.turns: list[Turn] = turns if turns is not None else []
+        self.executions: list[Execution] = []
         self._timeout = timeout
         self.phases: list[Phase] = []
         self.runs: list[tuple[str, str]] = []
@@ -31,6 +35,9 @@ class SubprocessRunContext:
     @property
     def languages(self) -> frozenset[str]:
         return self._languages
+
+    async def history(self, limit: int) -> list[Turn]:
+        return self.turns[-limit:] if limit > 0 else []
 
     async def phase(self, phase: Phase) -> None:
         self.phases.append(phase)
@@ -52,7 +59,7 @@ class SubprocessRunContext:
             out, err = await proc.communicate()
             timed_out = True
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-        return Execution(
+        execution = Execution(
             language=language,
             code=code,
             stdout=stdout,
@@ -63,3 +70,5 @@ class SubprocessRunContext:
             timed_out=timed_out,
             backend="test-subprocess",
         )
+        self.executions.append(execution)
+        return execution

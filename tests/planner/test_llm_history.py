@@ -1,25 +1,18 @@
-"""Conversation history per clientId in NATS KV: follow-ups work, and it stays bounded."""
+"""The conversation log is the model's history: follow-ups work, and what is sent stays bounded.
+
+The worker appends each answered turn to the log (tests/e2e covers that with real processes);
+here ``helpers.ask`` does the same into the run context's list, and the planner reads it back
+through ``RunContext.history``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import msgspec
-from nats.js.kv import KeyValue
-
-from athenic.orchestrator.planners.history import ConversationHistory, Exchange
-from tests.planner.helpers import chat, scripted
+from tests.planner.helpers import ask, chat, scripted
 from tests.planner.models import factorial_model
 from tests.planner.run_context import SubprocessRunContext
 from tests.support.openai_standin import answer
-
-
-async def _stored(kv: KeyValue, client_id: str) -> dict[str, Any]:
-    value = (await kv.get(client_id)).value
-    assert value is not None
-    stored: dict[str, Any] = msgspec.json.decode(value)
-    return stored
 
 
 def _conversation(body: dict[str, Any]) -> list[tuple[str, str]]:
@@ -27,11 +20,12 @@ def _conversation(body: dict[str, Any]) -> list[tuple[str, str]]:
             and not m.get("tool_calls")]
 
 
-async def test_follow_up_sees_the_previous_turn(history_kv: KeyValue) -> None:
-    async with scripted(factorial_model, history_kv) as (llm, p):
-        first = await p.answer(chat("What is the factorial of 5?", client_id="alice"), SubprocessRunContext())
-        second = await p.answer(chat("what about 10?", client_id="alice"), SubprocessRunContext())
-        stranger = await p.answer(chat("what about 10?", client_id="bob"), SubprocessRunContext())
+async def test_follow_up_sees_the_previous_turn() -> None:
+    alice, bob = SubprocessRunContext(), SubprocessRunContext()
+    async with scripted(factorial_model) as (llm, p):
+        first = await ask(p, chat("What is the factorial of 5?", client_id="alice"), alice)
+        second = await ask(p, chat("what about 10?", client_id="alice"), SubprocessRunContext(turns=alice.turns))
+        stranger = await ask(p, chat("what about 10?", client_id="bob"), bob)
 
     assert first.message == "The factorial is 120."
     assert second.message == "The factorial is 3628800."
@@ -43,59 +37,47 @@ async def test_follow_up_sees_the_previous_turn(history_kv: KeyValue) -> None:
     assert conversation[1][1].startswith("The factorial is 120.")
     assert "math.factorial(5)" in conversation[1][1]  # the code that ran is part of the history
     assert conversation[2] == ("user", "what about 10?")
-    # Another client's history is its own.
+    # Another conversation's history is its own.
     assert stranger.message == "What would you like me to compute?"
     assert stranger.executions == []
 
 
-async def test_history_stays_bounded(history_kv: KeyValue) -> None:
+async def test_history_sent_stays_bounded() -> None:
     numbered = lambda body: answer(f"answer {len(body['messages'])}")  # noqa: E731
-    async with scripted(numbered, history_kv, ATHENIC_HISTORY_MESSAGES="4") as (llm, p):
+    turns = SubprocessRunContext().turns
+    async with scripted(numbered, ATHENIC_HISTORY_MESSAGES="4") as (llm, p):
         for n in range(1, 7):
-            await p.answer(chat(f"message {n}", client_id="carol"), SubprocessRunContext())
+            await ask(p, chat(f"message {n}", client_id="carol"), SubprocessRunContext(turns=turns))
 
     sent = _conversation(llm.requests[-1])
     assert [text for role, text in sent if role == "user"] == ["message 4", "message 5", "message 6"]
     assert len(sent) == 5  # two earlier exchanges (4 messages) and the new message
-    stored = await _stored(history_kv, "carol")
-    assert [e["user"] for e in stored["exchanges"]] == ["message 5", "message 6"]
 
 
-async def test_long_messages_are_cut_in_the_history(history_kv: KeyValue) -> None:
-    async with scripted(lambda _b: answer("y" * 10_000), history_kv, ATHENIC_HISTORY_MESSAGE_CHARS="500") as (llm, p):
-        result = await p.answer(chat("x" * 10_000, client_id="dave"), SubprocessRunContext())
-        await p.answer(chat("next", client_id="dave"), SubprocessRunContext())
+async def test_long_messages_are_cut_in_the_history() -> None:
+    turns = SubprocessRunContext().turns
+    async with scripted(lambda _b: answer("y" * 10_000), ATHENIC_HISTORY_MESSAGE_CHARS="500") as (llm, p):
+        result = await ask(p, chat("x" * 10_000, client_id="dave"), SubprocessRunContext(turns=turns))
+        await ask(p, chat("next", client_id="dave"), SubprocessRunContext(turns=turns))
 
     assert len(result.message) == 10_000  # the answer itself is whole
     earlier = _conversation(llm.requests[1])[:2]
     assert all(len(text) < 600 and "characters omitted" in text for _, text in earlier)
 
 
-async def test_redelivered_message_is_not_its_own_history(history_kv: KeyValue) -> None:
-    async with scripted(lambda _b: answer("ok"), history_kv) as (llm, p):
+async def test_redelivered_message_is_not_its_own_history() -> None:
+    turns = SubprocessRunContext().turns
+    async with scripted(lambda _b: answer("ok")) as (llm, p):
         again = chat("only once", client_id="erin", request_id="req-1")
-        await p.answer(again, SubprocessRunContext())
-        await p.answer(again, SubprocessRunContext())  # a redelivery after a crash
+        await ask(p, again, SubprocessRunContext(turns=turns))
+        await ask(p, again, SubprocessRunContext(turns=turns))  # a redelivery after a crash
 
     assert _conversation(llm.requests[1]) == [("user", "only once")]
-    stored = await _stored(history_kv, "erin")
-    assert len(stored["exchanges"]) == 1
 
 
-async def test_concurrent_appends_from_replicas_all_land(history_kv: KeyValue) -> None:
-    """Compare-and-set: replicas appending to one client's history at once lose nothing."""
-    replicas = [ConversationHistory(history_kv, max_messages=40, max_chars=1000) for _ in range(6)]
-    saved = await asyncio.gather(*(
-        history.append("frank", Exchange(request_id=f"r{n}", user=f"q{n}", answer=f"a{n}"))
-        for n, history in enumerate(replicas)
-    ))
-    assert all(saved)
-    kept = await replicas[0].load("frank", excluding_request="none")
-    assert sorted(e.request_id for e in kept) == [f"r{n}" for n in range(6)]
-
-
-async def test_history_off_sends_no_earlier_turns(history_kv: KeyValue) -> None:
-    async with scripted(lambda _b: answer("ok"), history_kv, ATHENIC_HISTORY_MESSAGES="0") as (llm, p):
-        await p.answer(chat("one", client_id="gina"), SubprocessRunContext())
-        await p.answer(chat("two", client_id="gina"), SubprocessRunContext())
+async def test_history_off_sends_no_earlier_turns() -> None:
+    turns = SubprocessRunContext().turns
+    async with scripted(lambda _b: answer("ok"), ATHENIC_HISTORY_MESSAGES="0") as (llm, p):
+        await ask(p, chat("one", client_id="gina"), SubprocessRunContext(turns=turns))
+        await ask(p, chat("two", client_id="gina"), SubprocessRunContext(turns=turns))
     assert _conversation(llm.requests[1]) == [("user", "two")]

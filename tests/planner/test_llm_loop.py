@@ -6,15 +6,12 @@ import json
 from typing import Any
 
 import msgspec
-import pytest
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from athenic.orchestrator.planners.llm import LlmPlanner
 from athenic.orchestrator.settings import OrchestratorSettings
 from athenic.shared.messages import Execution
 from athenic.shared.settings import load
-from tests.planner.helpers import API_KEY, MODEL, chat, scripted
+from tests.planner.helpers import API_KEY, MODEL, ask, chat, scripted
 from tests.planner.run_context import SubprocessRunContext
 from tests.support.openai_standin import OpenAIStandIn, Reply, answer, tool_call
 
@@ -30,11 +27,11 @@ def reports_stdout(body: dict[str, Any]) -> Reply:
     return answer(f"The program printed {_last_tool_result(body)['stdout'].strip()}.")
 
 
-async def test_direct_answer_without_tools(history_kv: KeyValue) -> None:
+async def test_direct_answer_without_tools() -> None:
     paris = [answer("Paris is the capital of France.")]
-    async with scripted(paris, history_kv, ATHENIC_LLM_MAX_TOKENS="321") as (llm, p):
+    async with scripted(paris, ATHENIC_LLM_MAX_TOKENS="321") as (llm, p):
         ctx = SubprocessRunContext()
-        result = await p.answer(chat("What is the capital of France?"), ctx)
+        result = await ask(p, chat("What is the capital of France?"), ctx)
 
     assert result.message == "Paris is the capital of France."
     assert result.requires_e2b is False
@@ -50,15 +47,15 @@ async def test_direct_answer_without_tools(history_kv: KeyValue) -> None:
     assert llm.authorizations == [f"Bearer {API_KEY}"]
 
 
-async def test_one_tool_call_then_answer(history_kv: KeyValue) -> None:
+async def test_one_tool_call_then_answer() -> None:
     script = iter([tool_call("python", "print(6 * 7)")])
 
     def model(body: dict[str, Any]) -> Reply:
         return next(script, None) or reports_stdout(body)
 
-    async with scripted(model, history_kv) as (llm, p):
+    async with scripted(model) as (llm, p):
         ctx = SubprocessRunContext()
-        result = await p.answer(chat("What is 6 times 7? Compute it."), ctx)
+        result = await ask(p, chat("What is 6 times 7? Compute it."), ctx)
 
     assert result.message == "The program printed 42."
     assert result.requires_e2b is True
@@ -75,14 +72,14 @@ async def test_one_tool_call_then_answer(history_kv: KeyValue) -> None:
     assert json.loads(second[-1]["content"])["exit_code"] == 0
 
 
-async def test_the_model_sees_an_error_in_its_code_and_fixes_it(history_kv: KeyValue) -> None:
+async def test_the_model_sees_an_error_in_its_code_and_fixes_it() -> None:
     script = iter([tool_call("python", "print(undefined_name)"), tool_call("python", "print('fixed')")])
 
     def model(body: dict[str, Any]) -> Reply:
         return next(script, None) or reports_stdout(body)
 
-    async with scripted(model, history_kv) as (llm, p):
-        result = await p.answer(chat("run something"), SubprocessRunContext())
+    async with scripted(model) as (llm, p):
+        result = await ask(p, chat("run something"), SubprocessRunContext())
 
     first_result = json.loads(llm.tool_messages(1)[0]["content"])
     assert first_result["exit_code"] == 1
@@ -92,14 +89,14 @@ async def test_the_model_sees_an_error_in_its_code_and_fixes_it(history_kv: KeyV
     assert result.message == "The program printed fixed."
 
 
-async def test_output_sent_back_to_the_model_is_bounded(history_kv: KeyValue) -> None:
+async def test_output_sent_back_to_the_model_is_bounded() -> None:
     script = iter([tool_call("python", "print('x' * 100_000)")])
 
     def model(body: dict[str, Any]) -> Reply:
         return next(script, None) or answer("Lots of x.")
 
-    async with scripted(model, history_kv, ATHENIC_LLM_TOOL_OUTPUT_CHARS="1000") as (llm, p):
-        result = await p.answer(chat("print many x"), SubprocessRunContext())
+    async with scripted(model, ATHENIC_LLM_TOOL_OUTPUT_CHARS="1000") as (llm, p):
+        result = await ask(p, chat("print many x"), SubprocessRunContext())
 
     content = llm.tool_messages(1)[0]["content"]
     assert len(content) < 1500
@@ -108,10 +105,10 @@ async def test_output_sent_back_to_the_model_is_bounded(history_kv: KeyValue) ->
     assert len(result.executions[0].stdout) == 100_001
 
 
-async def test_model_that_never_stops_is_stopped_at_the_bound(history_kv: KeyValue) -> None:
+async def test_model_that_never_stops_is_stopped_at_the_bound() -> None:
     forever = lambda _body: tool_call("python", "print('again')")  # noqa: E731
-    async with scripted(forever, history_kv, ATHENIC_LLM_MAX_STEPS="3") as (llm, p):
-        result = await p.answer(chat("loop forever"), SubprocessRunContext())
+    async with scripted(forever, ATHENIC_LLM_MAX_STEPS="3") as (llm, p):
+        result = await ask(p, chat("loop forever"), SubprocessRunContext())
 
     assert result.message.startswith("Stopped after 3 steps")
     assert "ATHENIC_LLM_MAX_STEPS=3" in result.message
@@ -123,14 +120,14 @@ async def test_model_that_never_stops_is_stopped_at_the_bound(history_kv: KeyVal
     assert [r["tool_choice"] for r in llm.requests] == ["auto", "auto", "auto", "none"]
 
 
-async def test_many_calls_in_one_step_are_capped(history_kv: KeyValue) -> None:
+async def test_many_calls_in_one_step_are_capped() -> None:
     script = iter([tool_call("python", "print(1)", calls=5)])
 
     def model(body: dict[str, Any]) -> Reply:
         return next(script, None) or answer("done")
 
-    async with scripted(model, history_kv, ATHENIC_LLM_MAX_CALLS_PER_STEP="2") as (llm, p):
-        result = await p.answer(chat("run five"), SubprocessRunContext())
+    async with scripted(model, ATHENIC_LLM_MAX_CALLS_PER_STEP="2") as (llm, p):
+        result = await ask(p, chat("run five"), SubprocessRunContext())
 
     assert len(result.executions) == 2
     results = [m["content"] for m in llm.tool_messages(1)]
@@ -138,11 +135,11 @@ async def test_many_calls_in_one_step_are_capped(history_kv: KeyValue) -> None:
     assert all(r.startswith("not run: at most 2 runs per step") for r in results[2:])
 
 
-async def test_token_budget_stops_the_loop(history_kv: KeyValue) -> None:
+async def test_token_budget_stops_the_loop() -> None:
     costly = lambda _b: tool_call("python", "print(1)", usage=(500, 100))  # noqa: E731
     budget = {"ATHENIC_LLM_TOKEN_BUDGET": "1000", "ATHENIC_LLM_MAX_TOKENS": "800"}
-    async with scripted(costly, history_kv, **budget) as (llm, p):
-        result = await p.answer(chat("expensive"), SubprocessRunContext())
+    async with scripted(costly, **budget) as (llm, p):
+        result = await ask(p, chat("expensive"), SubprocessRunContext())
 
     assert len(llm.requests) == 2
     assert llm.requests[0]["max_tokens"] == 800
@@ -152,7 +149,7 @@ async def test_token_budget_stops_the_loop(history_kv: KeyValue) -> None:
     assert len(result.executions) == 2
 
 
-async def test_bad_tool_calls_are_explained_to_the_model_not_run(history_kv: KeyValue) -> None:
+async def test_bad_tool_calls_are_explained_to_the_model_not_run() -> None:
     script = iter([
         tool_call("ruby", "puts 1"),
         tool_call(None, "", arguments="{not json"),
@@ -162,9 +159,9 @@ async def test_bad_tool_calls_are_explained_to_the_model_not_run(history_kv: Key
     def model(body: dict[str, Any]) -> Reply:
         return next(script, None) or answer("I could not run anything.")
 
-    async with scripted(model, history_kv) as (llm, p):
+    async with scripted(model) as (llm, p):
         ctx = SubprocessRunContext()
-        result = await p.answer(chat("try"), ctx)
+        result = await ask(p, chat("try"), ctx)
 
     assert ctx.runs == []
     assert result.executions == []
@@ -174,14 +171,14 @@ async def test_bad_tool_calls_are_explained_to_the_model_not_run(history_kv: Key
     assert "unknown tool 'shell'" in llm.tool_messages(3)[-1]["content"]
 
 
-async def test_answer_cut_at_the_token_limit_says_so(history_kv: KeyValue) -> None:
-    async with scripted([answer("The first part of a long", finish_reason="length")], history_kv) as (_llm, p):
-        result = await p.answer(chat("write a lot"), SubprocessRunContext())
+async def test_answer_cut_at_the_token_limit_says_so() -> None:
+    async with scripted([answer("The first part of a long", finish_reason="length")]) as (_llm, p):
+        result = await ask(p, chat("write a lot"), SubprocessRunContext())
     assert result.message.startswith("The first part of a long")
     assert "cut at the token limit" in result.message
 
 
-async def test_keyless_endpoint_and_max_completion_tokens_from_env_alone(history_kv: KeyValue) -> None:
+async def test_keyless_endpoint_and_max_completion_tokens_from_env_alone() -> None:
     """A local server (Ollama, vLLM...) needs only OPENAI_BASE_URL; no key is required."""
     async with OpenAIStandIn([answer("hello")]) as llm:
         settings = load(OrchestratorSettings, {
@@ -190,9 +187,9 @@ async def test_keyless_endpoint_and_max_completion_tokens_from_env_alone(history
             "ATHENIC_LLM_MAX_TOKENS_PARAM": "max_completion_tokens",
         })
         assert settings.planner == "llm"
-        p = LlmPlanner(settings, history_kv)
+        p = LlmPlanner(settings)
         try:
-            result = await p.answer(chat("hi"), SubprocessRunContext())
+            result = await ask(p, chat("hi"), SubprocessRunContext())
         finally:
             await p.aclose()
     assert result.message == "hello"
@@ -209,12 +206,10 @@ class CancellingRunContext(SubprocessRunContext):
         return msgspec.structs.replace(execution, cancelled=True)
 
 
-async def test_a_cancelled_run_ends_the_loop_and_is_not_remembered(history_kv: KeyValue) -> None:
+async def test_a_cancelled_run_ends_the_loop() -> None:
     forever = lambda _body: tool_call("python", "print('partial')")  # noqa: E731
-    async with scripted(forever, history_kv) as (llm, p):
-        result = await p.answer(chat("long job", client_id="ivy"), CancellingRunContext())
+    async with scripted(forever) as (llm, p):
+        result = await ask(p, chat("long job", client_id="ivy"), CancellingRunContext())
     assert result.message == "Cancelled while running code."
     assert [e.stdout for e in result.executions] == ["partial\n"]
     assert len(llm.requests) == 1  # the model is not asked again
-    with pytest.raises(KeyNotFoundError):
-        await history_kv.get("ivy")
