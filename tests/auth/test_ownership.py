@@ -44,8 +44,9 @@ async def test_another_user_learns_nothing_and_touches_nothing(api: Api, tokens:
             assert got.status_code == 404 and got.json()["detail"] == f"no conversation {target}"
             streamed = await http.get(f"/api/chat/stream/{target}", headers=bearer(bob_token))
             assert streamed.status_code == 404 and streamed.json()["detail"] == f"no conversation {target}"
-            async with open_socket(api.url, target, token=bob_token) as ws:
-                assert await close_code(ws) == (4404, f"no conversation {target}")
+        # a socket may wait on an unused id (it can start the conversation), never on alice's
+        async with open_socket(api.url, client_id, token=bob_token) as ws:
+            assert await close_code(ws) == (4404, f"no conversation {client_id}")
         assert (await http.delete(f"/api/chat/{client_id}/run", headers=bearer(bob_token))).status_code == 404
         refused = await http.post("/api/chat", json={"message": "bob overwrites"},
                                   headers={**bearer(bob_token), "x-client-id": client_id})
