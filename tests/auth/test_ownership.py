@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import httpx
 import nats
 import websockets
 
 from athenic.shared import names
+from athenic.shared.conversations import ConversationLog
 from tests.auth.conftest import RATE_BURST, RATE_PER_MINUTE, Tokens, bearer
 from tests.realtime.helpers import Records, close_code, open_socket, recv, recv_type, ws_url
+from tests.support.jwks import JwksServer
 from tests.support.nats import NatsServer
 from tests.support.services import Api
 
@@ -118,3 +122,37 @@ async def test_posting_is_rate_limited_per_user(api: Api, tokens: Tokens) -> Non
         await ws.send(json.dumps({"type": "chat", "message": "two"}))
         error = await recv_type(ws, "error")
         assert error["status"] == 429 and error["retryAfter"] >= 1
+
+
+async def test_two_users_racing_the_first_message_to_a_fresh_id_leave_one_owner(
+    system_nats: NatsServer, module_tmp: Path, jwks_server: JwksServer, tokens: Tokens, api: Api
+) -> None:
+    """50 rounds on an api without a rate limit: exactly one wins, the other's message is never stored."""
+    env = {key: value for key, value in api.env.items() if key.startswith(("ATHENIC_", "SUPABASE_"))}
+    other = Api(system_nats.url, module_tmp, **{**env, "ATHENIC_RATE_LIMIT_PER_MINUTE": "0"}).start()
+    users = {name: str(uuid.uuid4()) for name in ("alice", "bob")}
+    headers = {name: bearer(tokens.hs256(user)) for name, user in users.items()}
+    nc = await nats.connect(system_nats.url)
+    log = ConversationLog(await nc.jetstream().key_value(names.CONVERSATIONS_BUCKET),
+                          await nc.jetstream().key_value(names.TURNS_BUCKET), nc.jetstream(), keep=1000)
+    try:
+        async with httpx.AsyncClient(base_url=other.url, timeout=10) as http:
+            wins = {"alice": 0, "bob": 0}
+            for _ in range(50):
+                client_id = f"race-{uuid.uuid4().hex}"
+                answers = await asyncio.gather(*(
+                    http.post("/api/chat", json={"message": f"{name} first"},
+                                         headers={**headers[name], "x-client-id": client_id})
+                    for name in ("alice", "bob")))
+                codes = sorted(a.status_code for a in answers)
+                assert codes == [200, 404], [a.text for a in answers]
+                winner = "alice" if answers[0].status_code == 200 else "bob"
+                wins[winner] += 1
+                stored = await log.waiting(client_id, 10)
+                assert [w.request.owner for w in stored] == [users[winner]]  # the loser's was never stored
+                conversation, _ = await log.conversation(client_id)
+                assert conversation is not None and conversation.owner == users[winner]
+        assert sum(wins.values()) == 50
+    finally:
+        await nc.close()
+        other.terminate()
