@@ -51,8 +51,8 @@ class FigureCollector:
                 self._end()
 
     def finish(self) -> None:
-        """The pipe is closed: a frame cut short is a dropped image."""
-        if self._remaining or self._header:
+        """The pipe is closed: a frame cut short is a dropped image (counted once)."""
+        if self._header or (self._remaining and self._frame is not None):
             self.dropped += 1
         self._header, self._remaining, self._frame = b"", 0, None
 
