@@ -35,19 +35,35 @@ COPY operator/ operator/
 RUN /opt/athenic/bin/pip install --no-deps . \
  && /opt/athenic/bin/python -m compileall -q /opt/athenic/lib
 
+# ---- sandbox-python: what user code imports in the local sandbox (numpy, pandas, matplotlib...) --
+# A virtualenv of Debian's /usr/bin/python3 (the interpreter the sandbox runs; the services run
+# /usr/local/bin/python), apart from the services' one, at the path ATHENIC_SANDBOX_PYTHON_ENV
+# names below. The same install script as `make sandbox-python`.
+FROM ${PYTHON_IMAGE} AS sandbox-python
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+COPY services/athenic/orchestrator/sandbox/sandbox_python/ /src/sandbox_python/
+RUN sh /src/sandbox_python/install.sh /opt/sandbox-python /usr/bin/python3
+
 # ---- runtime: the interpreter, the virtualenv, bubblewrap; no compilers, no pip cache ----
 FROM ${PYTHON_IMAGE} AS runtime
-# bubblewrap, prlimit (util-linux) and Debian's python3: the local sandbox runs user code with
-# /usr/bin/python3 inside bubblewrap (sandbox.backend=local); the services themselves run on
-# /usr/local/bin/python.
+# bubblewrap, prlimit (util-linux) and Debian's python3 with its whole standard library (numpy and
+# pandas need more than python3-minimal): the local sandbox runs user code with /usr/bin/python3
+# inside bubblewrap (sandbox.backend=local); the services themselves run on /usr/local/bin/python.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap python3-minimal util-linux \
+ && apt-get install -y --no-install-recommends bubblewrap python3 util-linux \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 athenic \
  && useradd --system --uid 10001 --gid athenic --home-dir /home/athenic --create-home \
       --shell /usr/sbin/nologin athenic
 COPY --from=build /opt/athenic /opt/athenic
+# at the path it was created at: a venv's bin/python and pyvenv.cfg name it
+COPY --from=sandbox-python /opt/sandbox-python /opt/sandbox-python
 ENV PATH=/opt/athenic/bin:$PATH \
+    ATHENIC_SANDBOX_PYTHON_ENV=/opt/sandbox-python \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LOG_FORMAT=json

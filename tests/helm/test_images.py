@@ -10,7 +10,7 @@ from collections.abc import Callable
 import yaml
 
 from tests.helm.dockerfile import copy_sources, dockerignore_excludes, parse_dockerfile
-from tests.helm.manifests import Manifest, of_kind, pod_specs
+from tests.helm.manifests import Manifest, container, env_value, of_kind, pod_specs
 from tests.support.helm import CHART_DIR, REPO_ROOT
 
 DOCKERFILE = parse_dockerfile(REPO_ROOT / "Dockerfile")
@@ -38,10 +38,10 @@ def test_multi_stage_and_runtime_without_build_tools() -> None:
         assert tool not in runs, f"runtime stage installs or runs {tool!r}"
     build = DOCKERFILE.stage("build")
     assert "build-essential" in " ".join(build.all("RUN")), "the compiler belongs in the build stage"
-    # the runtime takes the built virtualenv, not the sources
+    # the runtime takes the built virtualenvs (the services', the sandbox's), not the sources
     copies = runtime.all("COPY")
     assert copies
-    assert all(c.startswith("--from=build ") for c in copies), copies
+    assert all(c.startswith(("--from=build ", "--from=sandbox-python ")) for c in copies), copies
 
 
 def test_runs_as_the_charts_non_root_uid() -> None:
@@ -91,7 +91,32 @@ def test_image_holds_every_service_the_chart_runs(render: Callable[..., list[Man
     # the local sandbox's needs are in the runtime image
     runtime_runs = " ".join(DOCKERFILE.stages[-1].all("RUN"))
     assert "bubblewrap" in runtime_runs
-    assert "python3-minimal" in runtime_runs
+    # Debian's python3 with its whole standard library: numpy and pandas need more than -minimal
+    assert re.search(r"\bpython3\b(?!-)", runtime_runs), "the runtime lacks Debian's python3"
     # NATS runs the official image, not ours
     assert any(c["containers"][0]["image"].startswith("nats:") for c in
                (s["spec"]["template"]["spec"] for s in of_kind(render("defaults"), "StatefulSet")))
+
+
+def test_image_carries_the_sandbox_python_environment_where_the_settings_say(
+        render: Callable[..., list[Manifest]]) -> None:
+    """The local sandbox's numpy/pandas/matplotlib environment: built by the same script as
+    `make sandbox-python`, on Debian's python3, copied to the path it was created at (a venv
+    names its own path), and named by both the image's ENV and the chart."""
+    stage = DOCKERFILE.stage("sandbox-python")
+    runs = " ".join(stage.all("RUN"))
+    assert "python3-venv" in runs
+    install = re.search(r"sh (\S+/install\.sh) (\S+) (\S+)", runs)
+    assert install, "the sandbox-python stage does not run sandbox_python/install.sh"
+    target, interpreter = install.group(2), install.group(3)
+    assert interpreter == "/usr/bin/python3", "the sandbox runs Debian's python3: the venv must be of it"
+    copied = stage.all("COPY")
+    assert any(c.startswith("services/athenic/orchestrator/sandbox/sandbox_python/") for c in copied), copied
+    runtime = DOCKERFILE.stages[-1]
+    assert f"--from=sandbox-python {target} {target}" in runtime.all("COPY")
+    image_env = " ".join(runtime.all("ENV"))
+    assert f"ATHENIC_SANDBOX_PYTHON_ENV={target}" in image_env
+    orchestrator = container(render("local-bubblewrap"), "athenic-orchestrator")
+    assert env_value(orchestrator, "ATHENIC_SANDBOX_PYTHON_ENV") == target
+    # no build tools in the sandbox's stage either: its packages are all wheels
+    assert "build-essential" not in runs

@@ -15,6 +15,9 @@ from athenic.orchestrator.sandbox.local import LocalSandbox
 from tests.support.e2b_standin import E2BStandIn
 
 OUTPUT_LIMIT = 4096
+# The sandbox's Python environment as `make test` installs it (`make sandbox-python`): the local
+# backends of these tests run user code on it, as the orchestrator does.
+PYTHON_ENV = str(Path(__file__).resolve().parents[2] / ".athenic" / "sandbox-python")
 
 
 # Each test's backend gets a /tmp size of its own, which its bubblewrap command line carries:
@@ -57,7 +60,8 @@ async def wait_until_no_sandbox_processes(backend: LocalSandbox, deadline: float
 @pytest.fixture
 async def local_sandbox() -> AsyncIterator[LocalSandbox]:
     """The local backend as the orchestrator runs it: isolated when bubblewrap works here."""
-    backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=_unique_tmp_mib(), max_processes=32)
+    backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=_unique_tmp_mib(), max_processes=32,
+                           python_env=PYTHON_ENV)
     try:
         yield backend
     finally:
@@ -77,7 +81,7 @@ async def isolated_sandbox(local_sandbox: LocalSandbox) -> LocalSandbox:
 async def bare_sandbox() -> AsyncIterator[LocalSandbox]:
     """The degraded local backend (rlimits alone), as it runs where bubblewrap is missing."""
     backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=16, max_processes=32,
-                           bwrap_path="/nonexistent/bwrap")
+                           bwrap_path="/nonexistent/bwrap", python_env=PYTHON_ENV)
     try:
         yield backend
     finally:

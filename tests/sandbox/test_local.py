@@ -126,11 +126,15 @@ async def test_the_code_sees_an_empty_environment_and_an_unprivileged_user(isola
     code = "import os, sys\nprint(sorted(os.environ))\nprint(os.getuid(), os.getpid(), sys.executable)"
     execution = await isolated_sandbox.run(spec(code))
     names, ids = execution.stdout.splitlines()
-    assert set(eval(names)) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "PWD", "LC_CTYPE"}
+    # besides the basics, only what the sandbox's Python environment needs (none of the orchestrator's)
+    python_env = {"MPLBACKEND", "MPLCONFIGDIR", "ATHENIC_FIGURES_FD", "ATHENIC_FIGURES_MAX",
+                  "ATHENIC_FIGURES_MAX_BYTES", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+    assert set(eval(names)) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "PWD", "LC_CTYPE", *python_env}
     uid, pid, executable = ids.split()
     assert uid == "65534"
     assert int(pid) <= 3, "the code should be in a PID namespace of its own"
-    assert executable == "/usr/bin/python3"
+    # the environment's interpreter (a link to /usr/bin/python3), or the bare one without it
+    assert executable == ("/opt/sandbox-python/bin/python" if isolated_sandbox.python_env else "/usr/bin/python3")
 
 
 async def test_the_system_is_read_only_and_the_host_is_out_of_sight(isolated_sandbox: LocalSandbox) -> None:

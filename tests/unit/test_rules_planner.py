@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from athenic.orchestrator.planners.rules import RulesPlanner, fenced_blocks, needs_code
+from athenic.orchestrator.planners.rules import RulesPlanner, describe, fenced_blocks, needs_code
 from athenic.shared.messages import ChatRequest, Execution, Phase
 
 
@@ -59,3 +59,11 @@ async def test_unsupported_language_is_explained_not_run() -> None:
 async def test_greeting_needs_no_code() -> None:
     answer = await RulesPlanner().answer(request("hello!"), RecordingContext())
     assert not answer.requires_e2b
+
+
+def test_the_answer_mentions_figures_returned_and_left_out() -> None:
+    text = describe(Execution(language="python", code="plt.show()", results=[{"png": "iVBO"}] * 2,
+                              results_dropped=1, exit_code=0))
+    assert "It drew 2 figures" in text
+    assert "1 more figure was left out" in text
+    assert "It printed nothing" not in text

@@ -47,6 +47,12 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     # local backend: size of the private /tmp (and the largest file the code may write)
     athenic_sandbox_tmp_mib: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 64
     athenic_sandbox_max_processes: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    # local backend: the sandbox's Python environment (numpy, pandas, matplotlib...); where none
+    # is, Python runs on the bare interpreter (with a warning); relative paths are from the cwd
+    athenic_sandbox_python_env: str = ".athenic/sandbox-python"
+    # local backend: matplotlib figures returned as PNG results per run, and their bytes in all
+    athenic_sandbox_max_images: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
+    athenic_sandbox_image_bytes: Annotated[int, msgspec.Meta(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
     # e2b backend: bound of each control-plane request (create, kill); executions use the run timeout
     e2b_request_timeout_seconds: PositiveFloat = 30.0
 

@@ -55,6 +55,8 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     stderr: str = ""
     # Rich results (E2B): one dict per result, keyed by format: text, png (base64), json, html...
     results: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # rich results the sandbox left out (over its image count or size limit, or not a PNG)
+    results_dropped: int = 0
     error: ExecutionError | None = None
     exit_code: int | None = None
     duration_ms: int = 0

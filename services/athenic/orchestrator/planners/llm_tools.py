@@ -101,6 +101,9 @@ def tool_result(execution: Execution, limit: int) -> str:
         report["timed_out"] = True
     if execution.truncated:
         report["truncated"] = "the sandbox cut the output at its size limit"
+    if execution.results_dropped:
+        report["results_dropped"] = (f"{execution.results_dropped} figure(s) left out: over the sandbox's "
+                                     "limit of images per run")
     if execution.cancelled:
         report["cancelled"] = True
     return msgspec.json.encode(report).decode()

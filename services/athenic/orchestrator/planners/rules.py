@@ -40,6 +40,10 @@ def _preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "\n… (see the execution for the rest)"
 
 
+def _figures(count: int) -> str:
+    return "one figure" if count == 1 else f"{count} figures"
+
+
 def describe(execution: Execution) -> str:
     lines = [f"I ran your {execution.language} code"]
     if execution.timed_out:
@@ -55,7 +59,13 @@ def describe(execution: Execution) -> str:
         lines.append(f"On stderr:\n```\n{_preview(execution.stderr.rstrip())}\n```")
     if execution.truncated:
         lines.append("The output was longer than the limit and was cut.")
-    if not execution.stdout and not execution.stderr and execution.error is None:
+    if execution.results:
+        lines.append(f"It drew {_figures(len(execution.results))} (attached to this answer).")
+    if execution.results_dropped:
+        left_out = execution.results_dropped
+        lines.append(f"{left_out} more {'figure was' if left_out == 1 else 'figures were'} left out "
+                     "(over the sandbox's limit of images per run, or not a PNG).")
+    if not execution.stdout and not execution.stderr and execution.error is None and not execution.results:
         lines.append("It printed nothing.")
     return "\n".join(lines)
 

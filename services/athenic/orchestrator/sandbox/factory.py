@@ -27,4 +27,7 @@ def make_sandbox(settings: OrchestratorSettings) -> SandboxBackend:
         max_processes=settings.athenic_sandbox_max_processes,
         bwrap_path=settings.athenic_bwrap_path,
         require_isolation=settings.athenic_sandbox_require_isolation,
+        python_env=settings.athenic_sandbox_python_env,
+        max_images=settings.athenic_sandbox_max_images,
+        image_bytes=settings.athenic_sandbox_image_bytes,
     )

@@ -91,7 +91,11 @@ class Bubblewrap:
     seccomp: bytes | None = None
 
     def argv(self, *, script_fd: int, script_name: str, tmp_mib: int, limits: Limits,
-             command: tuple[str, ...], seccomp_fd: int | None = None) -> list[str]:
+             command: tuple[str, ...], seccomp_fd: int | None = None,
+             ro_binds: tuple[tuple[str, str], ...] = (), tmp_files: tuple[tuple[int, str], ...] = (),
+             extra_env: dict[str, str] | None = None) -> list[str]:
+        """``ro_binds``: (host path, sandbox path) mounted read-only; ``tmp_files``: (fd, path in the
+        private /tmp) copied in, writable; ``extra_env``: added to the sandbox's environment."""
         args = [
             self.path,
             "--unshare-all", "--unshare-user", "--disable-userns",
@@ -114,13 +118,19 @@ class Bubblewrap:
             "--size", str(min(tmp_mib, SHM_MIB) * 1024 * 1024), "--tmpfs", "/dev/shm",  # noqa: S108
             "--size", str(tmp_mib * 1024 * 1024), "--tmpfs", WORKDIR,
             "--ro-bind-data", str(script_fd), f"{SCRIPT_DIR}/{script_name}",
+        ]
+        for source, target in ro_binds:
+            args += ["--ro-bind", source, target]
+        for fd, target in tmp_files:
+            args += ["--dir", os.path.dirname(target), "--file", str(fd), target]
+        args += [
             # bwrap's root and /dev are tmpfs without a size: nothing may be written there
             "--remount-ro", "/dev",
             "--remount-ro", "/",
             "--chdir", WORKDIR,
             "--clearenv",
         ]
-        for key, value in sandbox_env(WORKDIR).items():
+        for key, value in {**sandbox_env(WORKDIR), **(extra_env or {})}.items():
             args += ["--setenv", key, value]
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]

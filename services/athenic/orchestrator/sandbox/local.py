@@ -26,6 +26,7 @@ import msgspec
 from athenic.orchestrator.errors import RetryableError, TerminalError
 from athenic.orchestrator.sandbox import seccomp, tracebacks
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
+from athenic.orchestrator.sandbox.figures import FigureCollector
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
     SANDBOX_UID,
@@ -37,6 +38,7 @@ from athenic.orchestrator.sandbox.isolation import (
 )
 from athenic.orchestrator.sandbox.languages import Language, available
 from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
+from athenic.orchestrator.sandbox.python_env import MATPLOTLIB_BACKEND, MPLCONFIGDIR, SANDBOX_PATH, find_python_env
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
 
@@ -57,6 +59,47 @@ class _Launch:
     cleanup: Callable[[], None] = field(default=lambda: None)
 
 
+class _FigurePipe:
+    """The pipe a Python run hands its matplotlib figures back through (figures.py)."""
+
+    def __init__(self, collector: FigureCollector, *, max_images: int, max_bytes: int) -> None:
+        self.collector = collector
+        self._read_fd, self.write_fd = os.pipe()
+        self._transport: asyncio.ReadTransport | None = None
+        self._reader = asyncio.StreamReader(limit=_CHUNK)
+        # what the sandbox's matplotlib backend reads (sandbox_python/athenic_sandbox_backend.py)
+        self.env = {
+            "MPLBACKEND": MATPLOTLIB_BACKEND,
+            "ATHENIC_FIGURES_FD": str(self.write_fd),
+            "ATHENIC_FIGURES_MAX": str(max_images),
+            "ATHENIC_FIGURES_MAX_BYTES": str(max_bytes),
+            # One BLAS/OpenMP thread: a thread pool per core would spend the address-space limit
+            # on stacks and buffers (numpy could not even import under 256 MiB) and count against
+            # the process limit on a many-core node.
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = self._reader
+        self._transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self._read_fd, "rb", buffering=0))
+
+    async def pump(self) -> None:
+        while chunk := await self._reader.read(_CHUNK):
+            self.collector.feed(chunk)
+        self.collector.finish()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        elif self._read_fd >= 0:
+            os.close(self._read_fd)
+        self._read_fd = -1
+
+
 class LocalSandbox:
     name = "local"
 
@@ -68,8 +111,15 @@ class LocalSandbox:
         max_processes: int = 64,
         bwrap_path: str | None = None,
         require_isolation: bool = False,
+        python_env: str | None = None,
+        max_images: int = 4,
+        image_bytes: int = 256 * 1024,
     ) -> None:
+        """``python_env``: the sandbox's Python environment (python_env.py); None runs the bare
+        interpreter without a word, a path where no environment is runs it with a warning."""
         self._output_limit = output_limit_bytes
+        self._max_images = max_images
+        self._image_bytes = image_bytes
         self.tmp_mib = tmp_mib
         self._max_processes = max_processes
         self._languages = available()
@@ -91,6 +141,18 @@ class LocalSandbox:
                 _set_not_dumpable()
         else:
             log.info("local sandbox isolated by bubblewrap", detail=why)
+        self.python_env = None
+        if python_env is not None and "python" in self._languages:
+            self.python_env, why = find_python_env(python_env)
+            if self.python_env is None:
+                log.warning(
+                    "LOCAL SANDBOX HAS NO PYTHON LIBRARIES: running the bare /usr/bin/python3 "
+                    "(standard library only: numpy, pandas, matplotlib... will not import); "
+                    "run `make sandbox-python` or set ATHENIC_SANDBOX_PYTHON_ENV",
+                    reason=why,
+                )
+            else:
+                log.info("local sandbox runs Python from its own environment", detail=why)
 
     @property
     def isolated(self) -> bool:
@@ -108,7 +170,16 @@ class LocalSandbox:
         limits = Limits(cpu_seconds=math.ceil(spec.timeout_seconds) + 1, memory_mib=spec.memory_mib,
                         file_mib=self.tmp_mib, processes=self._max_processes)
         started = time.monotonic()
-        launch = self._launch(spec, language, limits)
+        figures = self._figure_pipe() if language.name == "python" and self.python_env is not None else None
+        try:
+            if figures is not None:
+                await figures.open()
+            launch = self._launch(spec, language, limits, figures)
+        except BaseException:
+            if figures is not None:
+                os.close(figures.write_fd)
+                figures.close()
+            raise
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
@@ -120,17 +191,22 @@ class LocalSandbox:
             )
         except OSError as exc:
             launch.cleanup()
+            if figures is not None:
+                figures.close()
             raise RetryableError(f"could not start the local sandbox: {exc}") from exc
         finally:
+            # (the sandbox holds its own copies now; ours would keep the figure pipe open forever)
             if "pass_fds" in launch.kwargs:
                 for fd in launch.kwargs["pass_fds"]:
                     os.close(fd)
         self._running.add(proc)
         try:
-            return await self._supervise(proc, spec, language, limits, started, on_output)
+            return await self._supervise(proc, spec, language, limits, started, on_output, figures)
         finally:
             self._running.discard(proc)
             launch.cleanup()
+            if figures is not None:
+                figures.close()
 
     async def aclose(self) -> None:
         """Kill whatever still runs (a run's own task normally does this itself)."""
@@ -145,6 +221,7 @@ class LocalSandbox:
         limits: Limits,
         started: float,
         on_output: OutputSink | None,
+        figures: _FigurePipe | None,
     ) -> Execution:
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -154,6 +231,8 @@ class LocalSandbox:
             asyncio.create_task(_pump(proc.stdout, stdout, "stdout", forward)),
             asyncio.create_task(_pump(proc.stderr, stderr, "stderr", forward)),
         ]
+        if figures is not None:
+            pumps.append(asyncio.create_task(figures.pump()))
         timed_out = False
         try:
             async with asyncio.timeout(spec.timeout_seconds):
@@ -181,8 +260,14 @@ class LocalSandbox:
             duration_ms=duration_ms,
             timed_out=timed_out,
             truncated=stdout.truncated or stderr.truncated,
+            results=[] if figures is None else figures.collector.results(),
+            results_dropped=0 if figures is None else figures.collector.dropped,
             backend=self.name,
         )
+
+    def _figure_pipe(self) -> _FigurePipe:
+        collector = FigureCollector(max_images=self._max_images, max_bytes=self._image_bytes)
+        return _FigurePipe(collector, max_images=self._max_images, max_bytes=self._image_bytes)
 
     def _status(self, returncode: int | None) -> int | None:
         """Exit status, negative for a signal as Python reports it (bwrap reports 128 + signal)."""
@@ -207,31 +292,63 @@ class LocalSandbox:
             return tracebacks.signal_error(-status, cpu_seconds=limits.cpu_seconds, memory_mib=limits.memory_mib)
         return tracebacks.exit_error(status)
 
-    def _launch(self, spec: RunSpec, language: Language, limits: Limits) -> _Launch:
+    def _launch(self, spec: RunSpec, language: Language, limits: Limits, figures: _FigurePipe | None) -> _Launch:
         if self.bubblewrap is not None:
-            return self._launch_isolated(self.bubblewrap, spec, language, limits)
-        return self._launch_bare(spec, language, limits)
+            return self._launch_isolated(self.bubblewrap, spec, language, limits, figures)
+        return self._launch_bare(spec, language, limits, figures)
 
-    def _launch_isolated(self, bwrap: Bubblewrap, spec: RunSpec, language: Language, limits: Limits) -> _Launch:
+    def _launch_isolated(self, bwrap: Bubblewrap, spec: RunSpec, language: Language, limits: Limits,
+                         figures: _FigurePipe | None) -> _Launch:
         script = os.memfd_create("athenic-code", os.MFD_CLOEXEC)
         os.write(script, spec.code.encode("utf-8", errors="replace"))
         os.lseek(script, 0, os.SEEK_SET)
         fds = [script]
+        seccomp_fd = None
         if bwrap.seccomp is not None:
-            fds.append(seccomp.filter_fd(bwrap.seccomp))
+            seccomp_fd = seccomp.filter_fd(bwrap.seccomp)
+            fds.append(seccomp_fd)
+        command = language.argv
+        binds: tuple[tuple[str, str], ...] = ()
+        tmp_files: tuple[tuple[int, str], ...] = ()
+        env: dict[str, str] = {}
+        if figures is not None and self.python_env is not None:
+            # the environment read-only at a fixed path; its python links to /usr/bin/python3
+            command = (self.python_env.sandbox_python, *language.argv[1:])
+            binds = ((self.python_env.root, SANDBOX_PATH),)
+            env = {**figures.env, "MPLCONFIGDIR": MPLCONFIGDIR}
+            fds.append(figures.write_fd)
+            if self.python_env.font_cache is not None:
+                cache = os.open(self.python_env.font_cache, os.O_RDONLY | os.O_CLOEXEC)
+                fds.append(cache)
+                tmp_files = ((cache, f"{MPLCONFIGDIR}/{os.path.basename(self.python_env.font_cache)}"),)
         argv = bwrap.argv(script_fd=script, script_name=language.script, tmp_mib=self.tmp_mib,
-                          limits=limits, command=language.argv, seccomp_fd=fds[1] if len(fds) > 1 else None)
+                          limits=limits, command=command, seccomp_fd=seccomp_fd,
+                          ro_binds=binds, tmp_files=tmp_files, extra_env=env)
         return _Launch(argv, {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **drop_to_sandbox_user()})
 
-    def _launch_bare(self, spec: RunSpec, language: Language, limits: Limits) -> _Launch:
+    def _launch_bare(self, spec: RunSpec, language: Language, limits: Limits,
+                     figures: _FigurePipe | None) -> _Launch:
         workdir = tempfile.mkdtemp(prefix="athenic-sandbox-")
         path = os.path.join(workdir, language.script)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(spec.code)
+        command = language.argv
+        env = sandbox_env(workdir)
+        kwargs: dict[str, Any] = {}
+        owned = [workdir, path]
+        if figures is not None and self.python_env is not None:
+            command = (self.python_env.python, *language.argv[1:])
+            config = os.path.join(workdir, ".matplotlib")
+            os.mkdir(config)
+            owned.append(config)
+            if self.python_env.font_cache is not None:
+                owned.append(shutil.copy(self.python_env.font_cache, config))
+            env = {**env, **figures.env, "MPLCONFIGDIR": config}
+            kwargs["pass_fds"] = (figures.write_fd,)
         switch = drop_to_sandbox_user()
         if switch:
-            os.chown(workdir, SANDBOX_UID, SANDBOX_GID)
-            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+            for owned_path in owned:
+                os.chown(owned_path, SANDBOX_UID, SANDBOX_GID)
         # The process limit counts every process of the uid: apply it only to the sandbox's own uid.
         rlimits = limits.rlimits(with_processes=bool(switch))
 
@@ -242,8 +359,8 @@ class LocalSandbox:
                 resource.setrlimit(which, values)
 
         return _Launch(
-            [*language.argv, path],
-            {"env": sandbox_env(workdir), "cwd": workdir, "preexec_fn": apply_limits, **switch},
+            [*command, path],
+            {"env": env, "cwd": workdir, "preexec_fn": apply_limits, **kwargs, **switch},
             cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
         )
 
