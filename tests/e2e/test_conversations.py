@@ -187,12 +187,17 @@ def test_history_pages_over_45_turns(orchestrator: Orchestrator, client: httpx.C
     assert client.get("/api/chat/bad.id/messages").status_code == 400
 
 
+def started_pair(nats_server: NatsServer, tmp_path: Path, spawned: list[Service], **env: str) -> Api:
+    """An api and an orchestrator of their own, both with ``env``."""
+    api = Api(nats_server.url, tmp_path, **env)
+    spawned.append(api.start())
+    spawned.append(Orchestrator(nats_server.url, tmp_path, **env).start())
+    return api
+
+
 def test_retention_drops_the_oldest_turns(nats_server: NatsServer, tmp_path: Path,
                                           spawned: list[Service]) -> None:
-    keep = {"ATHENIC_TURNS_PER_CONVERSATION": "3"}
-    api = Api(nats_server.url, tmp_path, **keep)
-    spawned.append(api.start())
-    spawned.append(Orchestrator(nats_server.url, tmp_path, **keep).start())
+    api = started_pair(nats_server, tmp_path, spawned, ATHENIC_TURNS_PER_CONVERSATION="3")
     with httpx.Client(base_url=api.url, timeout=10) as http:
         client_id, _ = accepted(post(http, "hello 1"))
         for n in range(2, 6):
@@ -208,10 +213,7 @@ def test_retention_drops_the_oldest_turns(nats_server: NatsServer, tmp_path: Pat
 
 
 def test_age_retention_drops_turns(nats_server: NatsServer, tmp_path: Path, spawned: list[Service]) -> None:
-    age = {"ATHENIC_TURN_MAX_AGE_SECONDS": "2"}
-    api = Api(nats_server.url, tmp_path, **age)
-    spawned.append(api.start())
-    spawned.append(Orchestrator(nats_server.url, tmp_path, **age).start())
+    api = started_pair(nats_server, tmp_path, spawned, ATHENIC_TURN_MAX_AGE_SECONDS="2")
     with httpx.Client(base_url=api.url, timeout=10) as http:
         client_id, _ = accepted(post(http, "hello"))
         assert len(wait_for_turns(http, client_id, 1)) == 1

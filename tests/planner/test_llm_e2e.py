@@ -38,10 +38,12 @@ def test_code_written_by_the_model_runs_and_follow_ups_work(
         orchestrator = Orchestrator(nats_server.url, tmp_path, OPENAI_BASE_URL=llm.base_url,
                                     OPENAI_API_KEY=API_KEY, ATHENIC_LLM_MODEL="standin-model").start()
         try:
+            # posted back to back: the follow-up is answered after the first, and sees it in the log
             first = post(client, "What is the factorial of 5?", "phone-1")
-            state = wait_for_status(client, "phone-1", {"completed", "failed"}, request_id=first)
             second = post(client, "what about 10?", "phone-1")
             follow_up = wait_for_status(client, "phone-1", {"completed", "failed"}, request_id=second)
+            history = client.get("/api/chat/phone-1/messages").json()["messages"]
+            state = {"lastResponse": next(t["response"] for t in history if t["requestId"] == first)}
         finally:
             orchestrator.kill()  # its graceful shutdown is tested elsewhere
 
