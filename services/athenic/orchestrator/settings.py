@@ -6,12 +6,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from athenic.shared.settings import EnvSettings, Port, Positive, PositiveFloat
+from athenic.shared.settings import EnvSettings, Positive, PositiveFloat
 
 
 class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    athenic_health_port: Port = 9090
+    # 0 picks a free port (logged: `health server listening`)
+    athenic_health_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9090
     athenic_health_host: str = "0.0.0.0"
     # How long a fetch waits for a message before asking again.
     athenic_fetch_timeout_seconds: PositiveFloat = 5.0
