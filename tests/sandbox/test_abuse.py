@@ -200,7 +200,7 @@ async def test_no_secret_of_the_orchestrator_is_readable(
 # would hide what the test is about, so it is made dumpable again, as a process started by
 # that uid is; the backend itself must then protect its /proc entries.
 _DEGRADED_AS_NON_ROOT = """
-import asyncio, asyncio.subprocess, ctypes, os, resource, sys
+import asyncio, asyncio.subprocess, concurrent.futures.thread, ctypes, os, resource, sys
 from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.local import LocalSandbox
 

@@ -17,14 +17,14 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from athenic.orchestrator.errors import RetryableError, TerminalError
-from athenic.orchestrator.sandbox import seccomp, tracebacks
+from athenic.orchestrator.sandbox import reaping, seccomp, tracebacks
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
@@ -48,6 +48,7 @@ _CHUNK = 64 * 1024
 _DRAIN_SECONDS = 1.0
 # Bounded waits while tearing a run down (the process is already SIGKILLed by then).
 _REAP_SECONDS = 2.0
+_EXIT_POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class _Launch:
     argv: list[str]
     kwargs: dict[str, Any]
     cleanup: Callable[[], None] = field(default=lambda: None)
+    # rlimits-only: the run's private directory, by which its leftovers are found
+    workdir: str | None = None
 
 
 class LocalSandbox:
@@ -76,6 +79,7 @@ class LocalSandbox:
         self._running: set[asyncio.subprocess.Process] = set()
         self.languages: frozenset[str] = frozenset(self._languages)
         self.bubblewrap, why = find_bubblewrap(bwrap_path)
+        self.subreaper = reaping.become_subreaper()
         if self.bubblewrap is None:
             if require_isolation:
                 raise TerminalError(f"ATHENIC_SANDBOX_REQUIRE_ISOLATION is set but {why}")
@@ -108,7 +112,10 @@ class LocalSandbox:
         limits = Limits(cpu_seconds=math.ceil(spec.timeout_seconds) + 1, memory_mib=spec.memory_mib,
                         file_mib=self.tmp_mib, processes=self._max_processes)
         started = time.monotonic()
+        reaping.ensure_reaper()
         launch = self._launch(spec, language, limits)
+        if launch.workdir is not None:
+            reaping.LIVE_WORKDIRS.add(launch.workdir)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
@@ -119,6 +126,7 @@ class LocalSandbox:
                 **launch.kwargs,
             )
         except OSError as exc:
+            reaping.LIVE_WORKDIRS.discard(launch.workdir or "")
             launch.cleanup()
             raise RetryableError(f"could not start the local sandbox: {exc}") from exc
         finally:
@@ -126,10 +134,15 @@ class LocalSandbox:
                 for fd in launch.kwargs["pass_fds"]:
                     os.close(fd)
         self._running.add(proc)
+        reaping.OWNED.add(proc.pid)
         try:
-            return await self._supervise(proc, spec, language, limits, started, on_output)
+            return await self._supervise(proc, spec, language, limits, started, on_output,
+                                         lambda: _kill_leftovers(launch))
         finally:
             self._running.discard(proc)
+            if proc.returncode is not None:  # else asyncio's watcher still waits for it
+                reaping.OWNED.discard(proc.pid)
+            reaping.LIVE_WORKDIRS.discard(launch.workdir or "")
             launch.cleanup()
 
     async def aclose(self) -> None:
@@ -145,6 +158,7 @@ class LocalSandbox:
         limits: Limits,
         started: float,
         on_output: OutputSink | None,
+        kill_leftovers: Callable[[], Awaitable[None]],
     ) -> Execution:
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -157,7 +171,10 @@ class LocalSandbox:
         timed_out = False
         try:
             async with asyncio.timeout(spec.timeout_seconds):
-                await proc.wait()
+                await _exited(proc)
+                # The run is over when its main process is: what it left behind goes now (and
+                # with it the pipes it held open).
+                await kill_leftovers()
                 await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
         except TimeoutError:
             # (the limit may also fall while the output of a finished process drains)
@@ -165,6 +182,7 @@ class LocalSandbox:
         finally:
             # Runs on cancellation too: nothing of the run survives its awaiting task.
             _kill(proc)
+            await kill_leftovers()
             with contextlib.suppress(TimeoutError):
                 await asyncio.shield(asyncio.wait_for(proc.wait(), _REAP_SECONDS))
             await _finish(pumps)
@@ -245,7 +263,26 @@ class LocalSandbox:
             [*language.argv, path],
             {"env": sandbox_env(workdir), "cwd": workdir, "preexec_fn": apply_limits, **switch},
             cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
+            workdir=workdir,
         )
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Until the process has exited; ``proc.wait()`` also waits for every holder of its pipes to
+    close them (Python 3.11), which a process left behind may never do."""
+    while proc.returncode is None:  # noqa: ASYNC110 (the exit event is private to asyncio's transport)
+        await asyncio.sleep(_EXIT_POLL_SECONDS)
+
+
+async def _kill_leftovers(launch: _Launch) -> None:
+    """Kill (and collect) what an rlimits-only run left behind; bubblewrap's PID namespace does
+    this for an isolated one. Shielded: a cancelled run is torn down all the same."""
+    if launch.workdir is None:
+        return
+    uid = SANDBOX_UID if drop_to_sandbox_user() else os.getuid()
+    others = reaping.LIVE_WORKDIRS - {launch.workdir}
+    await asyncio.shield(asyncio.to_thread(reaping.kill_leftovers, uid=uid, workdir=launch.workdir,
+                                           live_workdirs=others))
 
 
 def _set_not_dumpable() -> None:
