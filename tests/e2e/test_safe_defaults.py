@@ -129,3 +129,23 @@ def test_health_port_zero_picks_a_free_port_and_logs_it(nats: NatsServer, tmp_pa
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     finally:
         service.terminate()
+
+
+def test_with_auth_on_an_unisolated_sandbox_is_refused_unless_forced(nats: NatsServer, tmp_path: Path) -> None:
+    env = base_env(nats.url, ATHENIC_AUTH="supabase", ATHENIC_BWRAP_PATH="/nonexistent/bwrap",
+                   ATHENIC_HEALTH_PORT="0", ATHENIC_HEALTH_HOST="127.0.0.1")
+    refused = subprocess.run([str(BIN / "athenic-orchestrator")], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 2, refused.stderr
+    said = [line for line in refused.stderr.splitlines() if line.strip() and not line.startswith("{")]
+    assert len(said) == 1, refused.stderr
+    assert "ATHENIC_AUTH=supabase" in said[0]
+    assert "ATHENIC_SANDBOX_ALLOW_UNISOLATED=true" in said[0]
+    assert "bubblewrap not found" in said[0]
+    forced = Orchestrator(nats.url, tmp_path, ATHENIC_AUTH="supabase", ATHENIC_BWRAP_PATH="/nonexistent/bwrap",
+                          ATHENIC_SANDBOX_ALLOW_UNISOLATED="true")
+    try:
+        forced.start()
+        assert "LOCAL SANDBOX IS NOT ISOLATED" in forced.log()
+    finally:
+        forced.terminate()

@@ -71,6 +71,7 @@ class LocalSandbox:
         max_processes: int = 64,
         bwrap_path: str | None = None,
         require_isolation: bool = False,
+        isolation_required_because: str | None = None,
     ) -> None:
         self._output_limit = output_limit_bytes
         self.tmp_mib = tmp_mib
@@ -82,7 +83,8 @@ class LocalSandbox:
         self.subreaper = reaping.become_subreaper()
         if self.bubblewrap is None:
             if require_isolation:
-                raise TerminalError(f"ATHENIC_SANDBOX_REQUIRE_ISOLATION is set but {why}")
+                because = isolation_required_because or "ATHENIC_SANDBOX_REQUIRE_ISOLATION is set"
+                raise TerminalError(f"{because} but {why}")
             log.warning(
                 "LOCAL SANDBOX IS NOT ISOLATED: running code with rlimits alone, "
                 "with the network and the filesystem of this host; install bubblewrap",
