@@ -282,9 +282,8 @@ async def _kill_leftovers(launch: _Launch) -> None:
     if launch.workdir is None:
         return
     uid = SANDBOX_UID if drop_to_sandbox_user() else os.getuid()
-    others = reaping.LIVE_WORKDIRS - {launch.workdir}
     await asyncio.shield(asyncio.to_thread(reaping.kill_leftovers, uid=uid, workdir=launch.workdir,
-                                           live_workdirs=others))
+                                           live_workdirs=reaping.live_workdirs))
 
 
 def _set_not_dumpable() -> None:

@@ -23,6 +23,7 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from athenic.shared.logging import get_logger
@@ -131,7 +132,8 @@ def ensure_reaper() -> None:
         _reapers[loop] = loop.create_task(Reaper().run(), name="athenic-reaper")
 
 
-def kill_leftovers(*, uid: int, workdir: str, live_workdirs: set[str], deadline_seconds: float = 2.0) -> int:
+def kill_leftovers(*, uid: int, workdir: str, live_workdirs: Callable[[], set[str]],
+                   deadline_seconds: float = 2.0) -> int:
     """Kill what a finished rlimits-only run left behind, and collect it; how many were killed.
 
     Leftovers are the children re-parented to us (their parent died: ``setsid()`` does not
@@ -144,13 +146,13 @@ def kill_leftovers(*, uid: int, workdir: str, live_workdirs: set[str], deadline_
     deadline = time.monotonic() + deadline_seconds
     while time.monotonic() < deadline:
         table = processes()
-        orphans = set()
-        for info in table.values():
-            if info.ppid != me or info.pid in OWNED or info.state == "Z" or not _runs_as(info.pid, uid):
-                continue
-            cwd = _cwd(info.pid)  # None: unreadable (made non-dumpable), so owned by no live run
-            if cwd is None or _inside(cwd, workdir) or not any(_inside(cwd, live) for live in live_workdirs):
-                orphans.add(info.pid)
+        candidates = {info.pid: _cwd(info.pid) for info in table.values()
+                      if info.ppid == me and info.pid not in OWNED and info.state != "Z" and _runs_as(info.pid, uid)}
+        # read after the processes: a run starting meanwhile registered its directory before forking
+        live = live_workdirs() - {workdir}
+        # cwd None: unreadable (the process made itself non-dumpable), so owned by no live run
+        orphans = {pid for pid, cwd in candidates.items()
+                   if cwd is None or _inside(cwd, workdir) or not any(_inside(cwd, other) for other in live)}
         victims = orphans | {pid for pid in descendants(orphans, table) if table[pid].state != "Z"}
         if not victims:
             return killed
@@ -162,6 +164,13 @@ def kill_leftovers(*, uid: int, workdir: str, live_workdirs: set[str], deadline_
             _reap_within(pid, deadline)
     log.warning("processes of a finished run survived its teardown", workdir=workdir)
     return killed
+
+
+def live_workdirs() -> set[str]:
+    """A copy of LIVE_WORKDIRS from another thread (the event loop's thread changes it)."""
+    while True:
+        with contextlib.suppress(RuntimeError):  # changed size while copied: copy again
+            return set(LIVE_WORKDIRS)
 
 
 def _reap_within(pid: int, deadline: float) -> None:
