@@ -92,8 +92,9 @@ def dev(args: argparse.Namespace) -> None:
     if _port_open(args.port):
         sys.exit(f"athenic dev: port {args.port} is taken; use --port or API_SERVER_PORT")
     nats_url = f"nats://127.0.0.1:{args.nats_port}"
-    env = {**os.environ, "NATS_URL": nats_url, "API_SERVER_PORT": str(args.port),
-           "ATHENIC_HEALTH_PORT": str(args.health_port), "NATS_REPLICAS": "1"}
+    # Auth is off unless ATHENIC_AUTH says otherwise: listen on loopback unless --host says otherwise.
+    env = {**os.environ, "NATS_URL": nats_url, "API_SERVER_PORT": str(args.port), "API_HOST": args.host,
+           "ATHENIC_HEALTH_PORT": str(args.health_port), "ATHENIC_HEALTH_HOST": args.host, "NATS_REPLICAS": "1"}
     env.setdefault("LOG_FORMAT", "console")
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -119,7 +120,8 @@ def dev(args: argparse.Namespace) -> None:
         procs.append(subprocess.Popen([_bin("athenic-api")], env=env, start_new_session=True))
         api = f"http://127.0.0.1:{args.port}"
         _wait("the api", lambda: _api_ready(api), 30, procs)
-        print(f"\nathenic dev: api listening on {api}  (NATS {nats_url}, data in {data})\n"
+        where = api if args.host == "127.0.0.1" else f"http://{args.host}:{args.port} (and {api})"
+        print(f"\nathenic dev: api listening on {where}  (NATS {nats_url}, data in {data})\n"
               f"  try:  .venv/bin/athenic chat \"Hello\"   |   Ctrl-C stops everything\n", flush=True)
         while all(proc.poll() is None for proc in procs):
             time.sleep(0.5)
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     dev_p = sub.add_parser("dev", help="run nats-server, the api and an orchestrator in the foreground")
     dev_p.add_argument("--port", type=int, default=int(os.environ.get("API_SERVER_PORT", "3000")))
+    dev_p.add_argument("--host", default="127.0.0.1",
+                       help="address the api and the orchestrator's health port listen on (default 127.0.0.1: "
+                            "this machine only; 0.0.0.0 for every interface). NATS stays on 127.0.0.1")
     dev_p.add_argument("--nats-port", type=int, default=4222)
     dev_p.add_argument("--health-port", type=int, default=9090, help="the orchestrator's health/metrics port")
     dev_p.add_argument("--data-dir", default=".athenic", help="JetStream data (default .athenic/)")

@@ -153,6 +153,7 @@ def test_deployments_probes_and_replicas(render: Render) -> None:
     assert probe(orch, "livenessProbe") == ("/healthz", 9090)
     assert probe(orch, "readinessProbe") == ("/readyz", 9090)
     assert env_value(orch, "ATHENIC_HEALTH_PORT") == "9090"
+    assert env_value(orch, "ATHENIC_AUTH") == "none"
 
     op = container(manifests, "athenic-operator")
     assert op["command"] == ["athenic-operator"]
@@ -241,6 +242,8 @@ def test_secrets_come_from_existing_secrets(render: Render) -> None:
     api = container(manifests, "athenic-api")
     orch = container(manifests, "athenic-orchestrator")
     assert env_value(api, "ATHENIC_AUTH") == "supabase"
+    # the orchestrator refuses an unisolated local sandbox when auth is on: it must know
+    assert env_value(orch, "ATHENIC_AUTH") == "supabase"
     assert env_value(api, "SUPABASE_URL") == "https://proj.supabase.co"
     assert env_value(api, "ATHENIC_TENANT_CLAIM") == "tenant"
     assert secret_ref(api, "SUPABASE_JWT_SECRET") == ("supabase-jwt", "SUPABASE_JWT_SECRET")

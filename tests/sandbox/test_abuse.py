@@ -9,7 +9,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import sysconfig
 import time
 import tracemalloc
 
@@ -195,9 +194,13 @@ async def test_no_secret_of_the_orchestrator_is_readable(
     await still_serves(isolated_sandbox)
 
 
+# The stand-in of a non-root orchestrator starts as root, imports everything it will need, and
+# only then becomes uid 65534: the checkout and its venv may sit under a private folder (a
+# `mktemp -d`, /root) that uid cannot enter. Changing uid makes a process non-dumpable, which
+# would hide what the test is about, so it is made dumpable again, as a process started by
+# that uid is; the backend itself must then protect its /proc entries.
 _DEGRADED_AS_NON_ROOT = """
-import asyncio, os, site, sys
-site.addsitedir(sys.argv[1])
+import asyncio, asyncio.subprocess, concurrent.futures.thread, ctypes, os, resource, sys
 from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.local import LocalSandbox
 
@@ -209,6 +212,12 @@ for path in glob.glob('/proc/*/environ'):
     except OSError as exc:
         print(path, type(exc).__name__)
 '''
+
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+PR_SET_DUMPABLE = 4
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0
 
 async def main():
     backend = LocalSandbox(output_limit_bytes=1 << 20, bwrap_path="/nonexistent/bwrap")
@@ -225,19 +234,11 @@ def test_without_bubblewrap_a_non_root_orchestrator_keeps_its_environment() -> N
     must still be out of its reach."""
     if os.geteuid() != 0:
         pytest.skip("needs root to start the orchestrator stand-in as another, unprivileged uid")
-    # The test's interpreter may sit where the unprivileged uid cannot go (a pyenv under /root):
-    # run the system's, of the same version, on the venv's packages.
-    system_python = "/usr/bin/python3"
-    version = subprocess.run([system_python, "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True, check=False).stdout.strip()
-    if version != str(sys.version_info[:2]):
-        pytest.skip(f"needs {system_python} of this Python version ({sys.version_info[:2]}), found {version}")
     secret = f"s3cret-{secrets.token_hex(8)}"
     done = subprocess.run(
-        [system_python, "-c", _DEGRADED_AS_NON_ROOT, sysconfig.get_paths()["purelib"]],
+        [sys.executable, "-c", _DEGRADED_AS_NON_ROOT],
         env={"ATHENIC_FAKE_SECRET": secret, "PATH": "/usr/bin:/bin"},
         cwd="/", capture_output=True, text=True, timeout=60, check=False,
-        user=65534, group=65534, extra_groups=[],
     )
     assert done.returncode == 0, done.stderr
     result = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))

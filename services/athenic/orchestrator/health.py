@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 from collections.abc import Callable, Iterator
 
 import uvicorn
@@ -11,6 +13,7 @@ from litestar import Litestar, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from athenic.shared.broker import Broker
+from athenic.shared.settings import SettingsError
 
 
 def health_app(broker: Broker, alive: Callable[[], bool]) -> Litestar:
@@ -41,8 +44,30 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve_health(app: Litestar, host: str, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = _EmbeddedServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                            lifespan="off"))
-    task = asyncio.create_task(server.serve(), name="health-server")
+def bind_health_socket(host: str, port: int) -> socket.socket:
+    """The health server's listening socket, bound before anything else starts: a port taken by
+    another orchestrator on this machine is a setting to change, said in one line (uvicorn would
+    exit from inside its task with a page of asyncio noise). Port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise SettingsError(
+                f"bad setting ATHENIC_HEALTH_PORT: port {port} is already in use on {host} (another "
+                f"orchestrator on this machine?); set ATHENIC_HEALTH_PORT to a free port, or 0 to pick one"
+            ) from None
+        raise SettingsError(f"bad setting ATHENIC_HEALTH_HOST/ATHENIC_HEALTH_PORT: cannot listen on "
+                            f"{host}:{port} ({exc.strerror})") from None
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_health(app: Litestar, sock: socket.socket) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = _EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="health-server")
     return server, task

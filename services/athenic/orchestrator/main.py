@@ -6,7 +6,7 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 
-from athenic.orchestrator.health import health_app, serve_health
+from athenic.orchestrator.health import bind_health_socket, health_app, serve_health
 from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.quota import QuotaSettings, make_gate
@@ -25,7 +25,11 @@ STALLED_AFTER_SECONDS = 120.0
 async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, stop: asyncio.Event,
                 quota_settings: QuotaSettings | None = None) -> None:
     quota_settings = quota_settings or QuotaSettings()
+    health_socket = bind_health_socket(settings.athenic_health_host, settings.athenic_health_port)
+    log.info("health server listening", host=settings.athenic_health_host,
+             port=health_socket.getsockname()[1])
     async with AsyncExitStack() as stack:
+        stack.callback(health_socket.close)
         broker = Broker(nats_settings, name="athenic-orchestrator")
         stack.push_async_callback(broker.close)
         await broker.start()
@@ -35,9 +39,7 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         def alive() -> bool:
             return worker is None or loop.time() - worker.alive_at < STALLED_AFTER_SECONDS
 
-        server, server_task = await serve_health(
-            health_app(broker, alive), settings.athenic_health_host, settings.athenic_health_port
-        )
+        server, server_task = await serve_health(health_app(broker, alive), health_socket)
 
         async def stop_server() -> None:
             server.should_exit = True
@@ -80,7 +82,9 @@ def main() -> None:
         await serve(settings, nats_settings, stop, quota_settings)
         log.info("orchestrator stopped")
 
-    asyncio.run(run())
+    # a setting found bad only when used (the health port taken...) ends it the same way
+    with exit_on_bad_settings("athenic-orchestrator"):
+        asyncio.run(run())
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from athenic.shared.settings import EnvSettings, Port, Positive, PositiveFloat
+from athenic.shared.settings import EnvSettings, Positive, PositiveFloat
 
 
 class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    athenic_health_port: Port = 9090
+    # 0 picks a free port (logged: `health server listening`)
+    athenic_health_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9090
     athenic_health_host: str = "0.0.0.0"
     # How long a fetch waits for a message before asking again.
     athenic_fetch_timeout_seconds: PositiveFloat = 5.0
@@ -44,6 +45,10 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     # local backend: where bubblewrap is (found on PATH when unset); refuse to start without it
     athenic_bwrap_path: str | None = None
     athenic_sandbox_require_isolation: bool = False
+    # With auth on (a service of many users) the rlimits-only mode is refused unless forced here.
+    athenic_sandbox_allow_unisolated: bool = False
+    # The api's ATHENIC_AUTH (the chart and `athenic dev` give both services the same value).
+    athenic_auth: Literal["none", "supabase"] = "none"
     # local backend: size of the private /tmp (and the largest file the code may write)
     athenic_sandbox_tmp_mib: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 64
     athenic_sandbox_max_processes: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64

@@ -19,15 +19,27 @@ def make_sandbox(settings: OrchestratorSettings) -> SandboxBackend:
             output_limit_bytes=settings.athenic_output_limit_bytes,
             request_timeout_seconds=settings.e2b_request_timeout_seconds,
         )
+    from athenic.orchestrator.errors import TerminalError
     from athenic.orchestrator.sandbox.local import LocalSandbox
 
-    return LocalSandbox(
-        output_limit_bytes=settings.athenic_output_limit_bytes,
-        tmp_mib=settings.athenic_sandbox_tmp_mib,
-        max_processes=settings.athenic_sandbox_max_processes,
-        bwrap_path=settings.athenic_bwrap_path,
-        require_isolation=settings.athenic_sandbox_require_isolation,
-        python_env=settings.athenic_sandbox_python_env,
-        max_images=settings.athenic_sandbox_max_images,
-        image_bytes=settings.athenic_sandbox_image_bytes,
-    )
+    because = None
+    if settings.athenic_sandbox_require_isolation:
+        because = "ATHENIC_SANDBOX_REQUIRE_ISOLATION is set"
+    elif settings.athenic_auth != "none" and not settings.athenic_sandbox_allow_unisolated:
+        # users who sign in are strangers to each other: rlimits alone would let one read another's run
+        because = (f"ATHENIC_AUTH={settings.athenic_auth} is set (ATHENIC_SANDBOX_ALLOW_UNISOLATED=true "
+                   "runs the rlimits-only sandbox anyway)")
+    try:
+        return LocalSandbox(
+            output_limit_bytes=settings.athenic_output_limit_bytes,
+            tmp_mib=settings.athenic_sandbox_tmp_mib,
+            max_processes=settings.athenic_sandbox_max_processes,
+            bwrap_path=settings.athenic_bwrap_path,
+            require_isolation=because is not None,
+            isolation_required_because=because,
+            python_env=settings.athenic_sandbox_python_env,
+            max_images=settings.athenic_sandbox_max_images,
+            image_bytes=settings.athenic_sandbox_image_bytes,
+        )
+    except TerminalError as exc:
+        raise SettingsError(str(exc)) from None

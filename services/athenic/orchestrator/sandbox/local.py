@@ -17,14 +17,14 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from athenic.orchestrator.errors import RetryableError, TerminalError
-from athenic.orchestrator.sandbox import seccomp, tracebacks
+from athenic.orchestrator.sandbox import reaping, seccomp, tracebacks
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.figures import FigureCollector
 from athenic.orchestrator.sandbox.isolation import (
@@ -50,6 +50,7 @@ _CHUNK = 64 * 1024
 _DRAIN_SECONDS = 1.0
 # Bounded waits while tearing a run down (the process is already SIGKILLed by then).
 _REAP_SECONDS = 2.0
+_EXIT_POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class _Launch:
     argv: list[str]
     kwargs: dict[str, Any]
     cleanup: Callable[[], None] = field(default=lambda: None)
+    # rlimits-only: the run's private directory, by which its leftovers are found
+    workdir: str | None = None
 
 
 class _FigurePipe:
@@ -111,6 +114,7 @@ class LocalSandbox:
         max_processes: int = 64,
         bwrap_path: str | None = None,
         require_isolation: bool = False,
+        isolation_required_because: str | None = None,
         python_env: str | None = None,
         max_images: int = 4,
         image_bytes: int = 256 * 1024,
@@ -126,9 +130,11 @@ class LocalSandbox:
         self._running: set[asyncio.subprocess.Process] = set()
         self.languages: frozenset[str] = frozenset(self._languages)
         self.bubblewrap, why = find_bubblewrap(bwrap_path)
+        self.subreaper = reaping.become_subreaper()
         if self.bubblewrap is None:
             if require_isolation:
-                raise TerminalError(f"ATHENIC_SANDBOX_REQUIRE_ISOLATION is set but {why}")
+                because = isolation_required_because or "ATHENIC_SANDBOX_REQUIRE_ISOLATION is set"
+                raise TerminalError(f"{because} but {why}")
             log.warning(
                 "LOCAL SANDBOX IS NOT ISOLATED: running code with rlimits alone, "
                 "with the network and the filesystem of this host; install bubblewrap",
@@ -170,6 +176,7 @@ class LocalSandbox:
         limits = Limits(cpu_seconds=math.ceil(spec.timeout_seconds) + 1, memory_mib=spec.memory_mib,
                         file_mib=self.tmp_mib, processes=self._max_processes)
         started = time.monotonic()
+        reaping.ensure_reaper()
         figures = self._figure_pipe() if language.name == "python" and self.python_env is not None else None
         try:
             if figures is not None:
@@ -180,6 +187,8 @@ class LocalSandbox:
                 os.close(figures.write_fd)
                 figures.close()
             raise
+        if launch.workdir is not None:
+            reaping.LIVE_WORKDIRS.add(launch.workdir)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
@@ -190,6 +199,7 @@ class LocalSandbox:
                 **launch.kwargs,
             )
         except OSError as exc:
+            reaping.LIVE_WORKDIRS.discard(launch.workdir or "")
             launch.cleanup()
             if figures is not None:
                 figures.close()
@@ -200,10 +210,15 @@ class LocalSandbox:
                 for fd in launch.kwargs["pass_fds"]:
                     os.close(fd)
         self._running.add(proc)
+        reaping.OWNED.add(proc.pid)
         try:
-            return await self._supervise(proc, spec, language, limits, started, on_output, figures)
+            return await self._supervise(proc, spec, language, limits, started, on_output, figures,
+                                         lambda: _kill_leftovers(launch))
         finally:
             self._running.discard(proc)
+            if proc.returncode is not None:  # else asyncio's watcher still waits for it
+                reaping.OWNED.discard(proc.pid)
+            reaping.LIVE_WORKDIRS.discard(launch.workdir or "")
             launch.cleanup()
             if figures is not None:
                 figures.close()
@@ -222,6 +237,7 @@ class LocalSandbox:
         started: float,
         on_output: OutputSink | None,
         figures: _FigurePipe | None,
+        kill_leftovers: Callable[[], Awaitable[None]],
     ) -> Execution:
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -236,7 +252,10 @@ class LocalSandbox:
         timed_out = False
         try:
             async with asyncio.timeout(spec.timeout_seconds):
-                await proc.wait()
+                await _exited(proc)
+                # The run is over when its main process is: what it left behind goes now (and
+                # with it the pipes it held open).
+                await kill_leftovers()
                 await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
         except TimeoutError:
             # (the limit may also fall while the output of a finished process drains)
@@ -244,6 +263,7 @@ class LocalSandbox:
         finally:
             # Runs on cancellation too: nothing of the run survives its awaiting task.
             _kill(proc)
+            await kill_leftovers()
             with contextlib.suppress(TimeoutError):
                 await asyncio.shield(asyncio.wait_for(proc.wait(), _REAP_SECONDS))
             await _finish(pumps)
@@ -362,7 +382,25 @@ class LocalSandbox:
             [*command, path],
             {"env": env, "cwd": workdir, "preexec_fn": apply_limits, **kwargs, **switch},
             cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
+            workdir=workdir,
         )
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Until the process has exited; ``proc.wait()`` also waits for every holder of its pipes to
+    close them (Python 3.11), which a process left behind may never do."""
+    while proc.returncode is None:  # noqa: ASYNC110 (the exit event is private to asyncio's transport)
+        await asyncio.sleep(_EXIT_POLL_SECONDS)
+
+
+async def _kill_leftovers(launch: _Launch) -> None:
+    """Kill (and collect) what an rlimits-only run left behind; bubblewrap's PID namespace does
+    this for an isolated one. Shielded: a cancelled run is torn down all the same."""
+    if launch.workdir is None:
+        return
+    uid = SANDBOX_UID if drop_to_sandbox_user() else os.getuid()
+    await asyncio.shield(asyncio.to_thread(reaping.kill_leftovers, uid=uid, workdir=launch.workdir,
+                                           live_workdirs=reaping.live_workdirs))
 
 
 def _set_not_dumpable() -> None:
