@@ -48,7 +48,11 @@ class TurnOrder:
         stream (answered by another delivery); False while an older message comes first."""
         oldest = await self.log.oldest_waiting(client_id)
         if oldest is None or oldest.seq > seq:
-            return None
+            # The message was delivered to us, so it was stored: before it counts as answered (and
+            # is acked unworked), ask the leader; a follower's direct get may not have it yet.
+            oldest = await self.log.oldest_waiting(client_id, from_leader=True)
+            if oldest is None or oldest.seq > seq:
+                return None
         return oldest.seq == seq
 
     async def wait_turn(self, client_id: str, seq: int) -> bool:

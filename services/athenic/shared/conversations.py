@@ -76,9 +76,13 @@ class ConversationLog:
         found = await self.finished(client_id, range(low, conversation.turns + 1))
         return [found[n] for n in sorted(found)]
 
-    async def oldest_waiting(self, client_id: str) -> Waiting | None:
-        """The conversation's oldest message still in the request stream: the one answered now."""
-        return await self._waiting_from(client_id, 1)
+    async def oldest_waiting(self, client_id: str, *, from_leader: bool = False) -> Waiting | None:
+        """The conversation's oldest message still in the request stream: the one answered now.
+
+        A direct get may be answered by a follower that has not applied the newest messages yet;
+        ``from_leader`` asks the stream's leader, for a reading that must not be stale.
+        """
+        return await self._waiting_from(client_id, 1, direct=not from_leader)
 
     async def waiting(self, client_id: str, limit: int) -> list[Waiting]:
         """Up to ``limit`` messages of the conversation still in the request stream, oldest first."""
@@ -92,10 +96,10 @@ class ConversationLog:
             start = item.seq + 1
         return found
 
-    async def _waiting_from(self, client_id: str, seq: int) -> Waiting | None:
+    async def _waiting_from(self, client_id: str, seq: int, direct: bool = True) -> Waiting | None:
         try:
             msg = await self.js.get_msg(names.REQUEST_STREAM, seq=seq, subject=names.request_subject(client_id),
-                                        next=True, direct=True)
+                                        next=True, direct=direct)
         except nats.js.errors.NotFoundError:
             return None
         if msg.data is None or msg.seq is None:
