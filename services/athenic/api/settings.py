@@ -63,6 +63,13 @@ class ApiSettings(EnvSettings, frozen=True, rename=str.upper):
                 "ATHENIC_AUTH=supabase needs SUPABASE_JWT_SECRET (HS256 tokens) "
                 "or SUPABASE_URL (RS256/ES256 keys from the project's JWKS), or both"
             )
+        claim = self.athenic_tenant_claim
+        if claim is not None and not (claim.startswith("app_metadata.") and len(claim) > len("app_metadata.")):
+            # user_metadata (and any claim a user can shape) would let a user pick their tenant's quota
+            raise SettingsError(
+                f"bad setting ATHENIC_TENANT_CLAIM: {claim!r} must be a claim under app_metadata "
+                "(e.g. app_metadata.tenant), which only the service role can write"
+            )
         if self.supabase_url is not None and not self.supabase_url.startswith(("https://", "http://")):
             raise SettingsError(f"bad setting SUPABASE_URL: {self.supabase_url!r} is not an http(s) URL")
         return self
