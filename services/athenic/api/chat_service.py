@@ -203,8 +203,14 @@ class ChatService:
         log.info("run cancelled", client_id=client_id, jobs=cancelled)
         return cancelled
 
+    def check_connected(self) -> None:
+        """Reads fail at once while the broker is away (a request would wait out its timeout)."""
+        if not self.broker.ready:
+            raise BrokerUnavailable("the message broker is unavailable; retry later", headers={"Retry-After": "1"})
+
     async def state(self, client_id: str, who: Identity) -> ChatState:
         check_client_id(client_id, "clientId")
+        self.check_connected()
         try:
             responses: KeyValue = self.broker.bucket(names.RESPONSES_BUCKET)
             # The stream first, then the record: the orchestrator writes the record before it
@@ -238,6 +244,7 @@ class ChatService:
     async def history(self, client_id: str, who: Identity, limit: int, before: int | None) -> HistoryPage:
         """A page of the conversation's turns, newest first; 404 for an unknown or another user's."""
         check_client_id(client_id, "clientId")
+        self.check_connected()
         try:
             # the stream before the conversation key, as in ``state``: a turn finishing in
             # between is seen twice (and shown once), never missed

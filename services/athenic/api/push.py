@@ -107,6 +107,7 @@ class PushSession:
         revision check drops what the state already holds).
         """
         check_client_id(self.client_id, "clientId")
+        self.service.check_connected()  # not a subscription that waits for a broker that is away
         self._listening = self.feeds.listen(self.client_id)
         try:
             self._listener = await self._listening.__aenter__()
