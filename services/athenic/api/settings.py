@@ -16,8 +16,12 @@ class ApiSettings(EnvSettings, frozen=True, rename=str.upper):
     api_host: str = "0.0.0.0"
     # Largest accepted `message`, in UTF-8 bytes.
     athenic_max_message_bytes: Annotated[int, msgspec.Meta(ge=1, le=1024 * 1024)] = 16 * 1024
-    # How long a POST may spend getting the broker's acknowledgement before it answers 503.
-    athenic_publish_deadline_seconds: PositiveFloat = 1.5
+    # How long a POST may spend getting the broker's acknowledgement before it answers 503: long
+    # enough to ride through a JetStream leader election (5-8 s measured after a node's SIGKILL).
+    athenic_publish_deadline_seconds: PositiveFloat = 10.0
+    # ... of which at most this long while the api is connected to no NATS server at all (a
+    # reconnect to another node takes well under it; a broker that is down is told at once).
+    athenic_publish_disconnected_seconds: PositiveFloat = 1.5
     athenic_shutdown_grace_seconds: PositiveFloat = 10.0
 
     # Authentication: `none` (every caller is one anonymous user) or Supabase access tokens.
