@@ -13,6 +13,7 @@ import structlog
 from athenic.orchestrator.errors import RetryableError, TerminalError
 from athenic.orchestrator.sandbox.base import RunSpec, Stream
 from athenic.orchestrator.sandbox.e2b import E2BSandbox
+from tests.sandbox.conftest import OUTPUT_LIMIT
 from tests.support.e2b_standin import E2BStandIn, png_bytes
 
 
@@ -238,3 +239,28 @@ async def test_e2b_unreachable_is_retryable(monkeypatch: pytest.MonkeyPatch) -> 
             await backend.run(spec("print(1)"))
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+async def test_a_run_printing_forever_is_stopped_at_the_output_cap(
+    e2b: E2BSandbox, standin: E2BStandIn, stream: str
+) -> None:
+    await e2b.run(spec("kept = 'state'"))
+    started = time.monotonic()
+    code = f"import sys\nprint('first')\nwhile True:\n    print('x' * 100, file=sys.{stream})"
+    execution = await e2b.run(spec(code, timeout=60))
+    # stopped by the cap, long before the time limit
+    assert time.monotonic() - started < 20
+    assert not execution.timed_out
+    assert execution.truncated
+    assert execution.error is not None and execution.error.name == "OutputLimitExceeded"
+    captured = execution.stdout if stream == "stdout" else execution.stderr
+    assert "bytes of output omitted (output limit reached)" in captured
+    assert len(captured.encode()) < OUTPUT_LIMIT + 200
+    # the remote execution was interrupted, and the client's kernel serves the next message
+    sandbox = standin.creates[0]
+    deadline = time.monotonic() + 5
+    while not sandbox.interrupted_at and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert sandbox.interrupted_at, "the stand-in's execution should have been interrupted"
+    assert (await e2b.run(spec("kept"))).results == [{"text": "'state'"}]
