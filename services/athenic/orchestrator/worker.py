@@ -27,7 +27,14 @@ from athenic.orchestrator.events import EventPublisher
 from athenic.orchestrator.job import ExecutionGate, Job
 from athenic.orchestrator.planners.base import Answer, Planner
 from athenic.orchestrator.policies import PolicyCache
-from athenic.orchestrator.records import Outcome, RecordStore, Stored, final_response, refused_response
+from athenic.orchestrator.records import (
+    Outcome,
+    RecordStore,
+    Stored,
+    final_response,
+    refused_response,
+    stored_size,
+)
 from athenic.orchestrator.sandbox.base import SandboxBackend
 from athenic.orchestrator.settings import OrchestratorSettings
 from athenic.orchestrator.turn_order import TurnOrder
@@ -318,7 +325,7 @@ class Worker:
                            stored: Stored) -> ChatResponse:
         """Write the final record and the turn; an answer NATS refuses for its size becomes a
         terminal ``failed`` one saying why (never a retry: it would be refused again)."""
-        size = self.records.stored_size(request, seq, response)
+        size = stored_size(request, seq, response)
         try:
             written = await self.records.finish(request, seq, response, stored)
         except Exception as exc:
