@@ -312,8 +312,11 @@ class Worker:
             return
         response = self.records.fit(request, seq, final_response(request, outcome, job.executions))
         if response.truncated:
-            log.info("answer cut to the record budget", seq=seq, budget=self.records.max_bytes,
-                     dropped=response.dropped)
+            size = stored_size(request, seq, response)
+            # over budget still when the user's own message alone is larger: written if NATS takes it
+            (log.warning if size > self.records.max_bytes else log.info)(
+                "answer cut to the record budget", seq=seq, size=size, budget=self.records.max_bytes,
+                dropped=response.dropped)
         refused = (await self._store_final(request, seq, response, stored)).status != response.status
         status = "failed" if refused else outcome.status
         await events.phase(status)
