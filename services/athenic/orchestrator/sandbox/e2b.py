@@ -160,6 +160,12 @@ class E2BSandbox:
             if stderr.truncated:
                 raise _OutputCapReached
 
+        # Collected as they come, not from the SDK's answer: a run stopped mid-way has none.
+        results: list[dict[str, Any]] = []
+
+        async def on_result(item: Any) -> None:
+            results.append(_result_formats(item))
+
         timed_out = over_cap = False
         result: Any = None
         try:
@@ -171,6 +177,7 @@ class E2BSandbox:
                     language=None if spec.language == "python" else spec.language,
                     on_stdout=on_stdout,
                     on_stderr=on_stderr,
+                    on_result=on_result,
                     # 0: no deadline of the SDK's own. With one, its transport reads through
                     # asyncio.wait_for, which on cancellation waits for the pending read to
                     # finish (seen here: a minute, until the code printed again); ours cancels
@@ -201,7 +208,7 @@ class E2BSandbox:
             code=spec.code,
             stdout=stdout.text(),
             stderr=stderr.text(),
-            results=[] if result is None else [_result_formats(item) for item in result.results],
+            results=results,
             error=error,
             duration_ms=int((time.monotonic() - started) * 1000),
             timed_out=timed_out,
