@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 
 from athenic.orchestrator.record_budget import fit_response
 from athenic.orchestrator.records import Outcome, final_response, stored_size
@@ -71,3 +72,17 @@ def test_a_long_answer_text_is_cut_too() -> None:
     assert size(fitted) <= 16 * 1024
     assert fitted.message.startswith("word word")
     assert "the answer's text cut to" in (fitted.dropped or "")
+
+
+def test_thousands_of_results_are_fitted_in_one_pass() -> None:
+    # E2B hands back every display(): the fitting must not re-measure the record per result
+    results = [{"png": base64.b64encode(os.urandom(7_500)).decode(), "text": f"<Figure {n}>"} for n in range(2000)]
+    response = answer([Execution(language="python", code="show()", results=results)])
+    started = time.monotonic()
+    fitted = fit_response(response, size, 256 * 1024)
+    assert time.monotonic() - started < 5
+    assert size(fitted) <= 256 * 1024
+    [execution] = fitted.executions
+    inline = sum("png" in r for r in execution.results)
+    assert 0 < inline < 100
+    assert execution.results_dropped == 2000 - inline

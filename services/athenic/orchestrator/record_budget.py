@@ -68,18 +68,20 @@ def _cut(response: ChatResponse, size: Size, target: int, budget: int) -> ChatRe
     bare = _without_droppables(response)
     if size(bare) > target:
         bare = _trim_texts(bare, _largest_cap(bare, size, target))
-    # Put the droppable results back, in order, while they fit.
-    current = bare
+    # Put the droppable results back, in order, while they fit. Replacing one item of a JSON
+    # list changes the record by exactly the difference of the two items' encodings.
+    current, current_size = bare, size(bare)
     for e_index, execution in enumerate(response.executions):
+        bases = {r["_slot"]: r for r in bare.executions[e_index].results}
         for result in execution.results:
             droppable = _droppable_part(result)
             if not droppable:
                 continue
-            base = next((r for r in current.executions[e_index].results if r.get("_slot") == id(result)), None)
-            merged = {**(base or {}), **_keep_file(droppable)}
-            trial = _with_result(current, e_index, id(result), merged)
-            if size(trial) <= target:
-                current = trial
+            base = bases[id(result)]
+            merged = {**base, **_keep_file(droppable)}
+            grown = current_size + len(encode(merged)) - len(encode(base))
+            if grown <= target:
+                current, current_size = _with_result(current, e_index, id(result), merged), grown
     return _annotate(response, current, budget)
 
 
