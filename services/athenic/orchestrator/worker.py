@@ -398,6 +398,9 @@ class Worker:
             log.error("answer failed", error=str(exc))
             return Outcome("failed", error=str(exc))
         except Exception as exc:  # RetryableError, or a bug that may be transient
+            if refused_as_too_large(exc):  # NATS refused something for its size: it would again
+                log.error("answer failed: NATS refused a write as too large", error=str(exc) or type(exc).__name__)
+                return Outcome("failed", error=f"a write NATS refused as too large: {str(exc) or type(exc).__name__}")
             last = delivered >= self.nats_settings.athenic_max_deliver
             if isinstance(exc, RetryableError):
                 log.warning("retryable failure", error=str(exc), delivered=delivered, last_delivery=last)
