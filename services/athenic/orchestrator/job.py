@@ -40,7 +40,9 @@ class Job:
         policy: SandboxPolicy,
         gate: ExecutionGate,
         history: Callable[[int], Awaitable[list[Turn]]],
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
+        self._on_queued = on_queued  # the worker frees this message's slot while a quota queues it
         self.request = request
         self.seq = seq  # the message's request-stream sequence
         self._history = history
@@ -65,6 +67,8 @@ class Job:
 
     async def run_code(self, language: str, code: str) -> Execution:
         async def queued() -> None:
+            if self._on_queued is not None:
+                self._on_queued()
             await self.events.phase("queued")
 
         async def forward(stream: Stream, chunk: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
 
 import msgspec
 import nats.errors
@@ -53,6 +54,21 @@ ANSWER_SECONDS = Histogram("athenic_orchestrator_answer_seconds", "Time to answe
 WAITING = Gauge("athenic_orchestrator_waiting_turns", "Messages waiting for an earlier message of their conversation")
 # Conversations whose latest interrupt this replica remembers (the conversation key keeps it for good).
 INTERRUPTS_REMEMBERED = 10_000
+
+
+async def _guarded(work: Awaitable[None]) -> None:
+    """Run one message's work; whatever goes wrong, the loop that runs it lives on."""
+    try:
+        await work
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        # The broker went away mid-answer (a record write or an ack failed): the message comes
+        # back after ack_wait.
+        log.warning("answer interrupted by a broker fault; it will be redelivered",
+                    error=str(exc) or type(exc).__name__)
+    except Exception:
+        # A bug must not take a slot down with it: the message is redelivered after ack_wait and
+        # fails clearly on its last attempt.
+        log.exception("answer failed unexpectedly; it will be redelivered")
 
 
 def _interrupt_seq(payload: bytes) -> int | None:
@@ -111,6 +127,7 @@ class Worker:
         self.running: dict[str, set[Job]] = defaultdict(set)
         self.waiting: set[asyncio.Task[None]] = set()  # messages waiting for an earlier one of their conversation
         self.due: set[asyncio.Task[None]] = set()  # ... whose turn came
+        self.quota_queued: set[asyncio.Task[None]] = set()  # answers that gave their slot back to wait for a quota
         self.due_runs = asyncio.Semaphore(settings.athenic_concurrency)
         self.interrupted: OrderedDict[str, int] = OrderedDict()
         self.alive_at = asyncio.get_running_loop().time()
@@ -129,7 +146,7 @@ class Worker:
             # cancelled and redelivered elsewhere.
             for task in list(self.waiting):
                 task.cancel()
-            working = [*slots, *self.waiting, *self.due]
+            working = [*slots, *self.waiting, *self.due, *self.quota_queued]
             _, pending = await asyncio.wait(
                 working, timeout=self.settings.athenic_fetch_timeout_seconds + self.settings.athenic_drain_seconds
             )
@@ -159,24 +176,32 @@ class Worker:
                     await asyncio.sleep(1)
                     continue
                 for msg in msgs:
-                    try:
-                        await self.handle(msg)
-                    except (nats.errors.Error, OSError, TimeoutError) as exc:
-                        # The broker went away mid-answer (a record write or an ack failed): the
-                        # message comes back after ack_wait; this slot must live to answer it.
-                        log.warning("answer interrupted by a broker fault; it will be redelivered",
-                                    slot=index, error=str(exc) or type(exc).__name__)
-                    except Exception:
-                        # A bug must not take the slot down with it: the message is redelivered
-                        # after ack_wait and fails clearly on its last delivery.
-                        log.exception("answer failed unexpectedly; it will be redelivered", slot=index)
+                    await self._hold_slot(msg)
         finally:
             if psub is not None:
                 # a pull subscription left behind would hold up the connection's drain
                 with contextlib.suppress(nats.errors.Error):
                     await psub.unsubscribe()
 
-    async def handle(self, msg: Msg) -> None:
+    async def _hold_slot(self, msg: Msg) -> None:
+        """Answer ``msg`` in this slot until it is done, or until its run waits for its tenant's
+        quota: then it goes on without the slot, which fetches other work (a tenant flooding its
+        quota never holds the slots every other tenant needs)."""
+        queued = asyncio.Event()
+        task = asyncio.create_task(_guarded(self.handle(msg, on_queued=queued.set)))
+        waiting = asyncio.create_task(queued.wait())
+        try:
+            await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            waiting.cancel()
+        if not task.done():
+            self.quota_queued.add(task)
+            task.add_done_callback(self.quota_queued.discard)
+
+    async def handle(self, msg: Msg, on_queued: Callable[[], None] | None = None) -> None:
         meta = msg.metadata
         seq, delivered = meta.sequence.stream, meta.num_delivered
         try:
@@ -198,7 +223,7 @@ class Worker:
                     await self._interrupt(request, seq)
                 self._wait_for_turn(msg, request, seq, delivered)
                 return
-            await self._work(msg, request, seq, delivered)
+            await self._work(msg, request, seq, delivered, on_queued)
 
     def _wait_for_turn(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
         """An earlier message of the conversation comes first: wait for it without holding this slot."""
@@ -234,18 +259,12 @@ class Worker:
                 self.waiting.discard(task)
                 self.due.add(task)
                 WAITING.dec()
-            try:
-                if not due:
-                    await msg.ack()
-                    return
-                # A bound of its own: these turns were fetched by a slot that moved on.
-                async with self.due_runs:
-                    await self._work(msg, request, seq, delivered)
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                log.warning("answer interrupted by a broker fault; it will be redelivered",
-                            error=str(exc) or type(exc).__name__)
-            except Exception:
-                log.exception("answer failed unexpectedly; it will be redelivered")
+            if not due:
+                await _guarded(msg.ack())
+                return
+            # A bound of its own: these turns were fetched by a slot that moved on.
+            async with self.due_runs:
+                await _guarded(self._work(msg, request, seq, delivered))
 
     async def _interrupt(self, request: ChatRequest, seq: int) -> None:
         """``x-on-busy: interrupt``: every earlier turn of the conversation ends ``cancelled``.
@@ -257,12 +276,13 @@ class Worker:
         await self.broker.nc.publish(names.cancel_subject(request.client_id), encode({"before": seq}))
         log.info("earlier turns interrupted", seq=seq)
 
-    async def _work(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
+    async def _work(self, msg: Msg, request: ChatRequest, seq: int, delivered: int,
+                    on_queued: Callable[[], None] | None = None) -> None:
         IN_FLIGHT.inc()
         keepalive = asyncio.create_task(self._keep_alive(msg))
         try:
             with ANSWER_SECONDS.time():
-                await self._answer(msg, request, seq, delivered)
+                await self._answer(msg, request, seq, delivered, on_queued)
         except Exception as exc:
             if not refused_as_too_large(exc):
                 raise
@@ -283,7 +303,8 @@ class Worker:
             with contextlib.suppress(nats.errors.Error):
                 await msg.in_progress()
 
-    async def _answer(self, msg: Msg, request: ChatRequest, seq: int, delivered: int) -> None:
+    async def _answer(self, msg: Msg, request: ChatRequest, seq: int, delivered: int,
+                      on_queued: Callable[[], None] | None) -> None:
         client_id = request.client_id
         (current, revision), (conversation, _) = await asyncio.gather(
             self.records.current(client_id), self.log.conversation(client_id))
@@ -304,7 +325,8 @@ class Worker:
         log.info("answering", seq=seq, delivered=delivered)
         events = EventPublisher(self.broker, client_id, request.request_id)
         job = Job(request, seq, self.settings, self.sandbox, events, self.policies.for_tenant(request.tenant),
-                  self.gate, history=lambda limit: self.log.recent(client_id, conversation, limit))
+                  self.gate, history=lambda limit: self.log.recent(client_id, conversation, limit),
+                  on_queued=on_queued)
         outcome = await self._outcome(job, conversation, delivered)
         if outcome is None:  # retry later
             await msg.nak(delay=retry_delay(delivered))
