@@ -92,6 +92,9 @@ def test_image_holds_every_service_the_chart_runs(render: Callable[..., list[Man
     runtime_runs = " ".join(DOCKERFILE.stages[-1].all("RUN"))
     assert "bubblewrap" in runtime_runs
     assert "python3-minimal" in runtime_runs
+    # a minimal init reaps zombies and forwards signals as PID 1
+    assert "tini" in runtime_runs
+    assert DOCKERFILE.stages[-1].all("ENTRYPOINT") == ['["/usr/bin/tini", "--"]']
     # NATS runs the official image, not ours
     assert any(c["containers"][0]["image"].startswith("nats:") for c in
                (s["spec"]["template"]["spec"] for s in of_kind(render("defaults"), "StatefulSet")))
