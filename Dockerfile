@@ -54,7 +54,7 @@ FROM ${PYTHON_IMAGE} AS runtime
 # pandas need more than python3-minimal): the local sandbox runs user code with /usr/bin/python3
 # inside bubblewrap (sandbox.backend=local); the services themselves run on /usr/local/bin/python.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap python3 util-linux \
+ && apt-get install -y --no-install-recommends bubblewrap python3 tini util-linux \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 athenic \
  && useradd --system --uid 10001 --gid athenic --home-dir /home/athenic --create-home \
@@ -71,4 +71,7 @@ WORKDIR /home/athenic
 # numeric (the chart's podSecurityContext uses the same 10001), so the kubelet can verify runAsNonRoot from the image alone
 USER 10001:10001
 EXPOSE 3000 9090
+# a minimal init as PID 1: it forwards signals and reaps what is re-parented to it (the
+# orchestrator also reaps its own runs' orphans, as a child subreaper)
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["athenic-api"]
