@@ -92,7 +92,7 @@ def test_image_holds_every_service_the_chart_runs(render: Callable[..., list[Man
     runtime_runs = " ".join(DOCKERFILE.stages[-1].all("RUN"))
     assert "bubblewrap" in runtime_runs
     # Debian's python3 with its whole standard library: numpy and pandas need more than -minimal
-    assert re.search(r"python3(?!-)", runtime_runs), "the runtime lacks Debian's python3"
+    assert re.search(r"\bpython3\b(?!-)", runtime_runs), "the runtime lacks Debian's python3"
     # a minimal init reaps zombies and forwards signals as PID 1
     assert "tini" in runtime_runs
     assert DOCKERFILE.stages[-1].all("ENTRYPOINT") == ['["/usr/bin/tini", "--"]']
