@@ -143,20 +143,20 @@ def test_deployments_probes_and_replicas(render: Render) -> None:
         return get["path"], ports[get["port"]]
 
     api = container(manifests, "athenic-api")
-    assert api["command"] == ["athenic-api"]
+    assert api["args"] == ["athenic-api"] and "command" not in api  # the image's tini stays PID 1
     assert probe(api, "livenessProbe") == ("/api/health", 3000)
     assert probe(api, "readinessProbe") == ("/api/ready", 3000)
     assert env_value(api, "API_SERVER_PORT") == "3000"
 
     orch = container(manifests, "athenic-orchestrator")
-    assert orch["command"] == ["athenic-orchestrator"]
+    assert orch["args"] == ["athenic-orchestrator"] and "command" not in orch  # the image's tini stays PID 1
     assert probe(orch, "livenessProbe") == ("/healthz", 9090)
     assert probe(orch, "readinessProbe") == ("/readyz", 9090)
     assert env_value(orch, "ATHENIC_HEALTH_PORT") == "9090"
     assert env_value(orch, "ATHENIC_AUTH") == "none"
 
     op = container(manifests, "athenic-operator")
-    assert op["command"] == ["athenic-operator"]
+    assert op["args"] == ["athenic-operator"] and "command" not in op  # the image's tini stays PID 1
     assert probe(op, "livenessProbe") == ("/healthz", 8080)
     assert env_value(op, "ATHENIC_OPERATOR_LIVENESS_PORT") == "8080"
     # the operator serves no /metrics yet: no port to scrape until operator.metrics.enabled

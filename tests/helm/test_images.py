@@ -85,7 +85,7 @@ def test_image_holds_every_service_the_chart_runs(render: Callable[..., list[Man
     commands = set()
     for where, spec in pod_specs(render("defaults")):
         if where.startswith(("Deployment/",)):
-            commands.add(spec["containers"][0]["command"][0])
+            commands.add(spec["containers"][0]["args"][0])  # run by the image's entrypoint (tini)
     assert commands == {"athenic-api", "athenic-orchestrator", "athenic-operator"}
     assert commands <= scripts, f"the chart runs {commands - scripts}, which pyproject does not install"
     # the local sandbox's needs are in the runtime image
