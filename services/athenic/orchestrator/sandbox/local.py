@@ -39,6 +39,7 @@ from athenic.orchestrator.sandbox.isolation import (
 from athenic.orchestrator.sandbox.languages import Language, available
 from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
 from athenic.orchestrator.sandbox.python_env import MATPLOTLIB_BACKEND, MPLCONFIGDIR, SANDBOX_PATH, find_python_env
+from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, Watchdog
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
 
@@ -50,6 +51,8 @@ _CHUNK = 64 * 1024
 _DRAIN_SECONDS = 1.0
 # Bounded waits while tearing a run down (the process is already SIGKILLed by then).
 _REAP_SECONDS = 2.0
+# The run's process budget counts what the sandbox itself adds: bubblewrap and its namespace's init.
+BUDGET_OVERHEAD_PROCESSES = 3
 _EXIT_POLL_SECONDS = 0.01
 
 
@@ -128,6 +131,7 @@ class LocalSandbox:
         self._max_processes = max_processes
         self._languages = available()
         self._running: set[asyncio.subprocess.Process] = set()
+        self._watchdog = Watchdog()
         self.languages: frozenset[str] = frozenset(self._languages)
         self.bubblewrap, why = find_bubblewrap(bwrap_path)
         self.subreaper = reaping.become_subreaper()
@@ -227,6 +231,7 @@ class LocalSandbox:
         """Kill whatever still runs (a run's own task normally does this itself)."""
         for proc in list(self._running):
             _kill(proc)
+        await self._watchdog.aclose()
 
     async def _supervise(
         self,
@@ -250,9 +255,22 @@ class LocalSandbox:
         if figures is not None:
             pumps.append(asyncio.create_task(figures.pump()))
         timed_out = False
+        # the run's totals over all its processes (the rlimits bind each process alone)
+        breach = self._watchdog.watch(proc.pid, RunBudget(
+            memory_bytes=limits.memory_mib * MIB, processes=limits.processes + BUDGET_OVERHEAD_PROCESSES,
+            cpu_seconds=float(limits.cpu_seconds)))
+        stopped: ExecutionError | None = None
         try:
             async with asyncio.timeout(spec.timeout_seconds):
-                await _exited(proc)
+                exited = asyncio.ensure_future(_exited(proc))
+                watched: list[asyncio.Future[Any]] = [exited, breach]
+                try:
+                    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    exited.cancel()
+                if breach.done() and not breach.cancelled():
+                    stopped = breach.result()
+                    _kill(proc)
                 # The run is over when its main process is: what it left behind goes now (and
                 # with it the pipes it held open).
                 await kill_leftovers()
@@ -261,6 +279,7 @@ class LocalSandbox:
             # (the limit may also fall while the output of a finished process drains)
             timed_out = proc.returncode is None
         finally:
+            self._watchdog.forget(proc.pid)
             # Runs on cancellation too: nothing of the run survives its awaiting task.
             _kill(proc)
             await kill_leftovers()
@@ -275,7 +294,7 @@ class LocalSandbox:
             code=spec.code,
             stdout=stdout.text(),
             stderr=stderr_text,
-            error=self._explain(status, stderr_text, language, limits, spec, timed_out),
+            error=stopped or self._explain(status, stderr_text, language, limits, spec, timed_out),
             exit_code=status,
             duration_ms=duration_ms,
             timed_out=timed_out,
