@@ -280,6 +280,8 @@ class Worker:
             MESSAGES.labels("retried").inc()
             return
         response = final_response(request, outcome, job.executions)
+        # before the record: the deltas a client saw come first and concatenate to its message
+        response = msgspec.structs.replace(response, message=await events.conclude(response.message))
         if await self.records.finish(request, seq, response, stored):
             await self.records.append_turn(request, response)
         else:
