@@ -78,17 +78,29 @@ class EventPublisher:
             return
         self._written.append(text)
         self._pending.append(text)
-        wait = self._last_delta_at + self.delta_interval - asyncio.get_running_loop().time()
-        if wait <= 0:
-            async with self._lock:
+        if self._timer is not None and not self._timer.done():
+            return  # the timer sends it with what follows
+        async with self._lock:  # decided under the lock: a flush in progress moves the time on
+            wait = self._until_due()
+            if wait <= 0:
                 await self._flush_locked()
-        elif self._timer is None or self._timer.done():
-            self._timer = asyncio.create_task(self._flush_after(wait))
+                return
+        self._timer = asyncio.create_task(self._flush_after(wait))
+
+    def _until_due(self) -> float:
+        return self._last_delta_at + self.delta_interval - asyncio.get_running_loop().time()
 
     async def _flush_after(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        async with self._lock:
-            await self._flush_locked()
+        while True:
+            await asyncio.sleep(wait)
+            async with self._lock:
+                # an event may have flushed meanwhile: then the interval counts from that frame
+                wait = self._until_due()
+                if wait <= 0:
+                    await self._flush_locked()
+                    if not self._pending:  # text written while that frame went out goes next
+                        return
+                    wait = self.delta_interval
 
     async def _flush_locked(self) -> None:
         if not self._pending:
