@@ -42,6 +42,8 @@ class Reply:
     # streamed: the content in exactly these pieces (else split into words), with a pause after each
     chunks: list[str] | None = None
     chunk_delay: float = 0.0
+    # streamed: end the stream after this many chunks, without a finish_reason or [DONE]
+    stop_after: int | None = None
 
 
 Script = Callable[[dict[str, Any]], Reply]
@@ -127,7 +129,9 @@ def _chunks(reply: Reply, include_usage: bool) -> Iterator[dict[str, Any]]:
 
 
 async def _event_stream(reply: Reply, include_usage: bool) -> AsyncIterator[bytes]:
-    for item in _chunks(reply, include_usage):
+    for number, item in enumerate(_chunks(reply, include_usage)):
+        if reply.stop_after is not None and number >= reply.stop_after:
+            return
         yield b"data: " + json.dumps(item).encode() + b"\n\n"
         if reply.chunk_delay:
             await asyncio.sleep(reply.chunk_delay)
