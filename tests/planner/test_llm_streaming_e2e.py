@@ -1,0 +1,116 @@
+"""Streamed answers through the real services: model → orchestrator → NATS → api → WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from athenic.orchestrator.events import DELTA_INTERVAL_SECONDS
+from tests.planner.helpers import API_KEY
+from tests.realtime.helpers import nothing_within, open_socket, recv, recv_type
+from tests.support.nats import NatsServer
+from tests.support.openai_standin import Reply, answer, serving_in_thread, tool_call
+from tests.support.services import Api, Orchestrator
+
+TINY_CHUNKS = [str(i % 10) for i in range(10_000)]
+
+
+def model(body: dict[str, Any]) -> Reply:
+    """Answers by what the user asked: a tool round between two streamed parts, or a flood of chunks."""
+    messages = body["messages"]
+    asked = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    if "flood" in asked:
+        return answer("".join(TINY_CHUNKS), chunks=TINY_CHUNKS)
+    if messages[-1]["role"] == "tool":
+        printed = json.loads(messages[-1]["content"])["stdout"].strip()
+        return answer(f"The product is {printed}.")
+    return tool_call("python", "print(6 * 7)", text="Let me compute that.")
+
+
+@pytest.fixture(scope="module")
+def services(system_nats: NatsServer, module_tmp: Path) -> Iterator[Api]:
+    api = Api(system_nats.url, module_tmp).start()
+    try:
+        with serving_in_thread(model) as llm:
+            orchestrator = Orchestrator(system_nats.url, module_tmp, OPENAI_BASE_URL=llm.base_url,
+                                        OPENAI_API_KEY=API_KEY, ATHENIC_LLM_MODEL="standin-model").start()
+            try:
+                yield api
+            finally:
+                orchestrator.kill()  # its graceful shutdown is tested elsewhere
+    finally:
+        api.terminate()
+
+
+async def converse(ws: ClientConnection, message: str) -> tuple[str, list[dict[str, Any]]]:
+    """Send a chat frame; its request id and every frame up to its final record (included)."""
+    await ws.send(json.dumps({"type": "chat", "message": message}))
+    request_id = (await recv_type(ws, "accepted"))["requestId"]
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(60):
+        while True:
+            frame = await recv(ws, timeout=60)
+            frames.append(frame)
+            if (frame["type"] == "response" and frame["requestId"] == request_id
+                    and frame["status"] in ("completed", "failed")):
+                return request_id, frames
+
+
+def deltas_of(frames: list[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
+    return [f for f in frames if f["type"] == "delta" and f["requestId"] == request_id]
+
+
+def at(frame: dict[str, Any]) -> float:
+    return datetime.fromisoformat(frame["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+async def test_deltas_come_before_the_record_and_make_its_message(services: Api) -> None:
+    client_id = f"stream-{uuid.uuid4().hex[:8]}"
+    async with open_socket(services.url, client_id) as ws:
+        request_id, frames = await converse(ws, "What is 6 times 7?")
+
+    final = frames[-1]
+    assert final["lastResponse"]["status"] == "completed", final
+    message = final["lastResponse"]["message"]
+    assert message == "Let me compute that.\n\nThe product is 42."
+    deltas = deltas_of(frames, request_id)
+    assert "".join(d["text"] for d in deltas) == message
+    assert [d["index"] for d in deltas] == list(range(len(deltas)))
+    assert {d["clientId"] for d in deltas} == {client_id}
+    # the first part, then the run's status frames and output, then the second part
+    running = next(i for i, f in enumerate(frames) if f.get("phase") == "running")
+    planning = next(i for i, f in enumerate(frames) if i > running and f.get("phase") == "planning")
+    assert "".join(f["text"] for f in frames[:running] if f["type"] == "delta") == "Let me compute that."
+    between = [f["type"] for f in frames[running:planning]]
+    assert "stdout" in between and "delta" not in between, between
+    assert "".join(f["text"] for f in frames[planning:] if f["type"] == "delta") == "\n\nThe product is 42."
+
+    # a client that connects now gets the record, and no replay of the stream
+    async with open_socket(services.url, client_id) as again:
+        first = await recv(again)
+        assert first["type"] == "response" and first["lastResponse"]["message"] == message
+        await nothing_within(again, 0.5)
+
+
+async def test_ten_thousand_tiny_chunks_arrive_in_few_frames_and_exactly(services: Api) -> None:
+    client_id = f"flood-{uuid.uuid4().hex[:8]}"
+    async with open_socket(services.url, client_id) as ws:
+        request_id, frames = await converse(ws, "flood me")
+
+    message = frames[-1]["lastResponse"]["message"]
+    assert message == "".join(TINY_CHUNKS)
+    deltas = deltas_of(frames, request_id)
+    assert "".join(d["text"] for d in deltas) == message
+    assert frames.index(deltas[-1]) < len(frames) - 1  # all before the record
+    # coalesced: one frame per interval (stamped as published), far fewer than the chunks
+    span = at(deltas[-1]) - at(deltas[0])
+    assert len(deltas) <= 1 + span / (DELTA_INTERVAL_SECONDS - 0.005), (len(deltas), span)
+    assert len(deltas) < 1000, len(deltas)
