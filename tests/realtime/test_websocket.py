@@ -193,6 +193,9 @@ async def test_a_real_run_is_pushed_from_status_to_answer(api: Api, system_nats:
     final = frames[-1]
     assert isinstance(final["lastResponse"], dict) and final["lastResponse"]["requiresE2B"] is True
     assert "42" in json.dumps(final["lastResponse"])
+    # the rules planner writes its answer at once: one delta, the whole message, before the record
+    deltas = [f for f in frames if f["type"] == "delta" and f["requestId"] == final["requestId"]]
+    assert [(d["text"], d["index"]) for d in deltas] == [(final["lastResponse"]["message"], 0)], deltas
 
 
 async def test_following_many_conversations_costs_the_broker_one_consumer(api: Api, system_nats: NatsServer) -> None:
