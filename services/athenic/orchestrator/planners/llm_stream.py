@@ -46,13 +46,17 @@ class AnswerText:
 
     def __init__(self, say: Callable[[str], Awaitable[None]]) -> None:
         self._say = say
-        self.text = ""
+        self._sent: list[str] = []  # joined once at the end: an answer may come in thousands of pieces
         self._held = ""
         self._round_has_text = False
 
     def new_round(self) -> None:
         self._held = ""  # trailing whitespace of the last round is never sent
         self._round_has_text = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self._sent)
 
     @property
     def round_has_text(self) -> bool:
@@ -63,7 +67,7 @@ class AnswerText:
             piece = piece.lstrip()
             if not piece:
                 return
-            self._held = PARAGRAPH if self.text else ""
+            self._held = PARAGRAPH if self._sent else ""
             self._round_has_text = True
         body = piece.rstrip()
         if not body:
@@ -71,13 +75,13 @@ class AnswerText:
             return
         sent = self._held + body
         self._held = piece[len(body):]
-        self.text += sent
+        self._sent.append(sent)
         await self._say(sent)
 
     async def paragraph(self, extra: str) -> None:
         """Text the planner adds itself (a note, a fallback), as a paragraph of its own."""
-        sent = (PARAGRAPH if self.text else "") + extra
-        self.text += sent
+        sent = (PARAGRAPH if self._sent else "") + extra
+        self._sent.append(sent)
         self._held = ""
         await self._say(sent)
 
@@ -85,6 +89,7 @@ class AnswerText:
 async def read_round(chunks: AsyncIterable[ChatCompletionChunk], answer: AnswerText) -> Round:
     """Read one streamed reply to its end, passing its text on as it comes."""
     got = Round()
+    content: list[str] = []
     calls: dict[int, ToolCall] = {}
     answer.new_round()
     async for chunk in chunks:
@@ -96,7 +101,7 @@ async def read_round(chunks: AsyncIterable[ChatCompletionChunk], answer: AnswerT
         delta = choice.delta
         for piece in (delta.content, delta.refusal):
             if piece:
-                got.content += piece
+                content.append(piece)
                 await answer.add(piece)
         for fragment in delta.tool_calls or ():
             call = calls.setdefault(fragment.index, ToolCall())
@@ -106,6 +111,7 @@ async def read_round(chunks: AsyncIterable[ChatCompletionChunk], answer: AnswerT
                 call.arguments += fragment.function.arguments or ""
         if choice.finish_reason is not None:
             got.finish_reason = choice.finish_reason
+    got.content = "".join(content)
     got.calls = [calls[index] for index in sorted(calls)]
     for number, call in enumerate(got.calls):
         call.id = call.id or f"call_{number}"  # the tool's result must name the call it answers
