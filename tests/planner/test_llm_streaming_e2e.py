@@ -21,6 +21,7 @@ from tests.support.openai_standin import Reply, answer, serving_in_thread, tool_
 from tests.support.services import Api, Orchestrator
 
 TINY_CHUNKS = [str(i % 10) for i in range(10_000)]
+FLAKY_CALLS: list[str] = []
 
 
 def model(body: dict[str, Any]) -> Reply:
@@ -29,6 +30,11 @@ def model(body: dict[str, Any]) -> Reply:
     asked = next(m["content"] for m in reversed(messages) if m["role"] == "user")
     if "flood" in asked:
         return answer("".join(TINY_CHUNKS), chunks=TINY_CHUNKS)
+    if "flaky" in asked:
+        FLAKY_CALLS.append(asked)
+        if len(FLAKY_CALLS) == 1:  # the line drops after two pieces: no finish, no [DONE]
+            return Reply(answer("Half an answer").body, chunks=["Half ", "an answer"], stop_after=3)
+        return answer("The whole answer, on the second attempt.")
     if messages[-1]["role"] == "tool":
         printed = json.loads(messages[-1]["content"])["stdout"].strip()
         return answer(f"The product is {printed}.")
@@ -114,3 +120,19 @@ async def test_ten_thousand_tiny_chunks_arrive_in_few_frames_and_exactly(service
     span = at(deltas[-1]) - at(deltas[0])
     assert len(deltas) <= 1 + span / (DELTA_INTERVAL_SECONDS - 0.005), (len(deltas), span)
     assert len(deltas) < 1000, len(deltas)
+
+
+async def test_a_stream_broken_off_is_retried_and_its_deltas_start_again_at_index_0(services: Api) -> None:
+    client_id = f"flaky-{uuid.uuid4().hex[:8]}"
+    async with open_socket(services.url, client_id) as ws:
+        request_id, frames = await converse(ws, "flaky line")
+
+    message = frames[-1]["lastResponse"]["message"]
+    assert message == "The whole answer, on the second attempt."
+    attempts: list[str] = []
+    for delta in deltas_of(frames, request_id):
+        if delta["index"] == 0:
+            attempts.append("")
+        attempts[-1] += delta["text"]
+    assert attempts == ["Half an answer", message], attempts
+    assert len(FLAKY_CALLS) == 2
