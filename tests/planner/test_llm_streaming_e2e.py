@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
@@ -21,6 +22,7 @@ from tests.support.openai_standin import Reply, answer, serving_in_thread, tool_
 from tests.support.services import Api, Orchestrator
 
 TINY_CHUNKS = [str(i % 10) for i in range(10_000)]
+SLOW_WORDS = [f" word{i}" for i in range(300)]
 FLAKY_CALLS: list[str] = []
 
 
@@ -30,6 +32,8 @@ def model(body: dict[str, Any]) -> Reply:
     asked = next(m["content"] for m in reversed(messages) if m["role"] == "user")
     if "flood" in asked:
         return answer("".join(TINY_CHUNKS), chunks=TINY_CHUNKS)
+    if "slowly" in asked:  # a minute of text unless cancelled
+        return answer("".join(SLOW_WORDS), chunks=SLOW_WORDS, chunk_delay=0.2)
     if "flaky" in asked:
         FLAKY_CALLS.append(asked)
         if len(FLAKY_CALLS) == 1:  # the line drops after two pieces: no finish, no [DONE]
@@ -66,7 +70,7 @@ async def converse(ws: ClientConnection, message: str) -> tuple[str, list[dict[s
             frame = await recv(ws, timeout=60)
             frames.append(frame)
             if (frame["type"] == "response" and frame["requestId"] == request_id
-                    and frame["status"] in ("completed", "failed")):
+                    and frame["status"] in ("completed", "failed", "cancelled")):
                 return request_id, frames
 
 
@@ -136,3 +140,25 @@ async def test_a_stream_broken_off_is_retried_and_its_deltas_start_again_at_inde
         attempts[-1] += delta["text"]
     assert attempts == ["Half an answer", message], attempts
     assert len(FLAKY_CALLS) == 2
+
+
+async def test_a_cancel_mid_stream_keeps_what_was_shown_and_the_deltas_still_make_the_message(
+    services: Api,
+) -> None:
+    client_id = f"cancel-{uuid.uuid4().hex[:8]}"
+    async with open_socket(services.url, client_id) as ws, httpx.AsyncClient(base_url=services.url) as http:
+        await ws.send(json.dumps({"type": "chat", "message": "write slowly"}))
+        request_id = (await recv_type(ws, "accepted"))["requestId"]
+        frames = [await recv_type(ws, "delta", timeout=30)]
+        assert (await http.delete(f"/api/chat/{client_id}/run")).status_code == 200
+        async with asyncio.timeout(30):
+            while not (frames[-1]["type"] == "response" and frames[-1]["requestId"] == request_id
+                       and frames[-1]["status"] == "cancelled"):
+                frames.append(await recv(ws, timeout=30))
+
+    message = frames[-1]["lastResponse"]["message"]
+    deltas = deltas_of(frames, request_id)
+    assert "".join(d["text"] for d in deltas) == message
+    assert message.startswith("word0") and message.startswith(frames[0]["text"])
+    assert message.endswith("\n\nYour run was cancelled.")
+    assert len(message) < len("".join(SLOW_WORDS))  # it stopped writing
