@@ -60,6 +60,10 @@ def test_posting_is_limited_per_client_ip(open_api: Api) -> None:
         ({"ATHENIC_AUTH": "firebase"}, ["ATHENIC_AUTH"]),
         ({"ATHENIC_RATE_LIMIT_PER_MINUTE": "-1"}, ["ATHENIC_RATE_LIMIT_PER_MINUTE"]),
         ({"ATHENIC_JWKS_REFRESH_FLOOR_SECONDS": "0"}, ["ATHENIC_JWKS_REFRESH_FLOOR_SECONDS"]),
+        # a user edits their own user_metadata: a tenant taken from it would be the user's choice
+        ({"ATHENIC_TENANT_CLAIM": "user_metadata.tenant"}, ["ATHENIC_TENANT_CLAIM", "app_metadata"]),
+        ({"ATHENIC_TENANT_CLAIM": "tenant"}, ["ATHENIC_TENANT_CLAIM"]),
+        ({"ATHENIC_TENANT_CLAIM": "app_metadata."}, ["ATHENIC_TENANT_CLAIM"]),
     ],
 )
 def test_bad_auth_settings_fail_naming_the_variable(env: dict[str, str], names: list[str]) -> None:

@@ -10,7 +10,7 @@ import httpx
 import websockets
 
 from tests.auth.conftest import Tokens, bearer
-from tests.realtime.helpers import close_code, open_socket, recv, recv_type, ws_url
+from tests.realtime.helpers import close_code, next_sse, open_socket, recv, recv_type, sse_events, ws_url
 from tests.support.services import Api
 
 
@@ -82,3 +82,19 @@ async def test_the_sse_stream_takes_the_bearer_header(api: Api, tokens: Tokens) 
                 if line.startswith("data:"):
                     assert json.loads(line[5:])["lastMessage"] == "mine"
                     break
+
+
+async def test_the_sse_stream_ends_when_its_token_expires(api: Api, tokens: Tokens) -> None:
+    someone = str(uuid.uuid4())
+    client_id = await _conversation(api, tokens.hs256(someone))
+    short = tokens.hs256(someone, expires_in=2)
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as http, \
+            http.stream("GET", f"/api/chat/stream/{client_id}", headers=bearer(short)) as response:
+        assert response.status_code == 200
+        events = sse_events(response)
+        assert json.loads((await next_sse(events, "response"))["data"])["lastMessage"] == "mine"
+        ended = json.loads((await next_sse(events, "error", timeout=8))["data"])
+        assert ended["status"] == 401 and "expired" in ended["detail"]
+        async with asyncio.timeout(5):  # and the stream is over: nothing more comes
+            rest = [event async for event in events]
+        assert rest == [], rest

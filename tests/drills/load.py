@@ -63,6 +63,7 @@ class Load:
     unavailable: int = 0
     dropped: int = 0
     unexpected: list[tuple[int, str]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # how long each POST took to answer
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next: int = 0
     _in_flight: int = 0
@@ -88,6 +89,7 @@ class Load:
             while (index := self._take()) is not None:
                 message = self.message_for(index)
                 client_id = f"drill-{index}"
+                sent = time.monotonic()
                 try:
                     response = client.post("/api/chat", json={"message": message}, headers={"x-client-id": client_id})
                 except httpx.TransportError:
@@ -98,6 +100,7 @@ class Load:
                     continue
                 with self._lock:
                     self._in_flight -= 1
+                    self.seconds.append(time.monotonic() - sent)
                     if response.status_code == 200:
                         self.accepted.append(Accepted(index, message, client_id, response.headers["x-request-id"]))
                     elif response.status_code == 503:
@@ -129,9 +132,15 @@ class Load:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), f"the load did not finish: {self.count} accepted"
 
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
     def summary(self) -> str:
         return (f"{len(self.accepted)} accepted, {self.unavailable} answered 503, "
-                f"{self.dropped} connections dropped, {len(self.unexpected)} other answers")
+                f"{self.dropped} connections dropped, {len(self.unexpected)} other answers; "
+                f"POST p50 {self.percentile(0.5) * 1000:.0f} ms, p99 {self.percentile(0.99) * 1000:.0f} ms, "
+                f"max {max(self.seconds, default=0) * 1000:.0f} ms")
 
 
 def read_answers(base_url: str, accepted: list[Accepted], timeout: float = 120,

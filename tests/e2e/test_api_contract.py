@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.support.nats import NatsServer
 from tests.support.services import Api
@@ -135,6 +137,15 @@ def test_broker_outage_gives_503_then_recovers(nats_server: NatsServer, tmp_path
             assert_problem(response, 503, "not accepted")
             assert response.headers["retry-after"] == "1"
             print(f"503 after {elapsed:.2f}s")
+            # reads fail as fast as the POST (a phone giving up after 3 s still gets its answer)
+            with httpx.Client(base_url=service.url, timeout=3) as impatient:
+                assert_problem(impatient.get(f"/api/chat/response/{before.json()['clientId']}"), 503, "unavailable")
+                assert_problem(impatient.get(f"/api/chat/{before.json()['clientId']}/messages"), 503, "unavailable")
+                assert_problem(impatient.get(f"/api/chat/stream/{before.json()['clientId']}"), 503, "unavailable")
+            socket_url = service.url.replace("http", "ws", 1) + f"/api/chat/ws/{before.json()['clientId']}"
+            with connect(socket_url, open_timeout=3) as ws, pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=3)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013  # try again later
             assert client.get("/api/health").status_code == 200  # liveness never depends on the broker
             assert client.get("/api/ready").status_code == 503
             nats_server.start()

@@ -94,8 +94,12 @@ def test_request_id_is_in_both_services_logs(
         return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
 
     assert any(line.get("request_id") == request_id for line in lines(api.log()))
-    assert any(line.get("request_id") == request_id and line.get("event") == "answered"
-               for line in lines(orchestrator.log()))
+    # the "answered" line follows the record write (then the turn and the ack): wait for it
+    deadline = time.monotonic() + 10
+    while not any(line.get("request_id") == request_id and line.get("event") == "answered"
+                  for line in lines(orchestrator.log())):
+        assert time.monotonic() < deadline, "the orchestrator never logged the answer with its request id"
+        time.sleep(0.05)
 
 
 def test_a_slow_earlier_message_never_overwrites_a_later_answer(

@@ -48,7 +48,7 @@ VALUE_SETS: dict[str, list[Path | dict[str, Any]]] = {
         "nats": {"mode": "external", "external": {"url": "tls://connect.ngs.global", "credsSecret": "ngs-creds"}},
     }],
     "auth-on": [{
-        "auth": {"mode": "supabase", "tenantClaim": "tenant",
+        "auth": {"mode": "supabase", "tenantClaim": "app_metadata.tenant",
                  "supabase": {"url": "https://proj.supabase.co", "existingSecret": "supabase-jwt"}},
         "e2b": {"existingSecret": "e2b-key", "template": "athenic-python"},
         "llm": {"enabled": True, "baseUrl": "https://llm.example.com/v1", "existingSecret": "llm-key"},

@@ -245,7 +245,7 @@ def test_secrets_come_from_existing_secrets(render: Render) -> None:
     # the orchestrator refuses an unisolated local sandbox when auth is on: it must know
     assert env_value(orch, "ATHENIC_AUTH") == "supabase"
     assert env_value(api, "SUPABASE_URL") == "https://proj.supabase.co"
-    assert env_value(api, "ATHENIC_TENANT_CLAIM") == "tenant"
+    assert env_value(api, "ATHENIC_TENANT_CLAIM") == "app_metadata.tenant"
     assert secret_ref(api, "SUPABASE_JWT_SECRET") == ("supabase-jwt", "SUPABASE_JWT_SECRET")
     assert secret_ref(orch, "E2B_API_KEY") == ("e2b-key", "E2B_API_KEY")
     assert env_value(orch, "E2B_TEMPLATE") == "athenic-python"
@@ -472,6 +472,7 @@ def test_helm_test_hook_checks_health_and_chat(render: Render) -> None:
     ({"nats.bundled.replicas": "2"}, "replicas"),
     ({"logLevel": "LOUD"}, "logLevel"),
     ({"ingress.controller": "apache"}, "controller"),
+    ({"auth.tenantClaim": "user_metadata.tenant"}, "tenantClaim"),  # users edit user_metadata themselves
 ])
 def test_schema_refuses_bad_values(helm_run: Callable[[list[str]], str], values: dict[str, str],
                                    complaint: str) -> None:

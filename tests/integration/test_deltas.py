@@ -56,7 +56,8 @@ async def test_a_fast_writer_is_coalesced_and_the_text_stays_exact(nats_url: str
             if number % 10 == 0:
                 await asyncio.sleep(0.001)  # a model streaming: ~0.3 s of tokens
         final = "".join(pieces)
-        assert await events.conclude(final) == final  # it was all streamed: nothing to add
+        assert events.settled(final) == final  # it was all streamed: nothing to add
+        await events.conclude(final)
         await broker.nc.flush()
         async with asyncio.timeout(10):
             while "".join(e.get("text", "") for e in got) != final:
@@ -79,23 +80,30 @@ async def test_what_was_not_streamed_is_sent_before_the_record(nats_url: str) ->
     async with listening(nats_url, "ends") as (broker, got):
         # a planner that streams nothing (rules): its whole answer as one delta
         whole = EventPublisher(broker, "ends", "req-rules")
-        assert await whole.conclude("I ran your python code.") == "I ran your python code."
+        assert whole.settled("I ran your python code.") == "I ran your python code."
+        await whole.conclude("I ran your python code.")
         # a streamed part, then a failure whose text does not continue it: nothing is taken back
         partial = EventPublisher(broker, "ends", "req-failed")
         await partial.delta("Let me comp")
-        kept = await partial.conclude("Sorry, I could not answer this message: boom")
+        kept = partial.settled("Sorry, I could not answer this message: boom")
         assert kept == "Let me comp\n\nSorry, I could not answer this message: boom"
-        # a planner that streamed a prefix and added a note
+        await partial.conclude(kept)
+        # streamed, then a note added after it (the record budget's)
         noted = EventPublisher(broker, "ends", "req-noted")
         await noted.delta("The first part")
-        assert await noted.conclude("The first part\n\n(cut)") == "The first part\n\n(cut)"
+        assert noted.settled("The first part") == "The first part"
+        await noted.conclude("The first part\n\n(cut)")
+        # streamed, then cut shorter by the record budget: nothing more is sent
+        cut = EventPublisher(broker, "ends", "req-cut")
+        await cut.delta("A very long answer")
+        await cut.conclude("A very [... cut ...] answer")
         await broker.nc.flush()
-        await settled(got, 5)
+        await settled(got, 6)
 
     by_request: dict[str, str] = {}
     for event in got:
         assert event["type"] == "delta"
         by_request[event["requestId"]] = by_request.get(event["requestId"], "") + event["text"]
     assert by_request == {"req-rules": "I ran your python code.", "req-failed": kept,
-                          "req-noted": "The first part\n\n(cut)"}
+                          "req-noted": "The first part\n\n(cut)", "req-cut": "A very long answer"}
     assert [e["index"] for e in got if e["requestId"] == "req-rules"] == [0]

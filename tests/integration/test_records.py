@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 
-from athenic.orchestrator.records import Outcome, RecordStore, final_response
+from athenic.orchestrator.errors import refused_as_too_large
+from athenic.orchestrator.records import Outcome, RecordStore, final_response, stored_size
 from athenic.shared import names
 from athenic.shared.conversations import ConversationLog
 from athenic.shared.messages import ChatRequest
 from athenic.shared.settings import NatsSettings, load
 from athenic.shared.topology import ensure_topology
+from tests.support.nats import NatsServer
 
 
 def request(seq: int, request_id: str | None = None, client_id: str = "c") -> ChatRequest:
@@ -70,3 +74,33 @@ async def test_a_turn_is_logged_once_and_old_turns_are_dropped(store: RecordStor
     assert sorted(kept) == [3, 4, 5]  # ATHENIC_TURNS_PER_CONVERSATION=3
     assert [t.response.message for t in await log.recent("d", conversation, 2) if t.response] == [
         "answer 4", "answer 5"]
+
+
+async def test_a_record_over_the_servers_max_payload_is_refused_as_too_large(tmp_path: Path) -> None:
+    config = tmp_path / "nats.conf"
+    config.write_text("max_payload: 16384\n")
+    server = NatsServer(tmp_path / "jetstream", extra_args=["-c", str(config)]).start()
+    try:
+        nc = await nats.connect(server.url)
+        try:
+            settings = load(NatsSettings, {"NATS_URL": server.url})
+            buckets = await ensure_topology(nc.jetstream(), settings)
+            log = ConversationLog(buckets[names.CONVERSATIONS_BUCKET], buckets[names.TURNS_BUCKET],
+                                  nc.jetstream(), keep=10)
+            store = RecordStore(buckets[names.RESPONSES_BUCKET], log, max_bytes=8192)
+            big = request(1)
+            response = final_response(big, answer(big, "z" * 20_000), [])
+            with pytest.raises(nats.errors.Error) as refused:
+                await store.finish(big, 1, response, None)
+            # the worker's test of "never retry this"
+            assert refused_as_too_large(refused.value)
+            # fitted to the budget, the same answer is stored
+            fitted = store.fit(big, 1, response)
+            assert stored_size(big, 1, fitted) <= 8192
+            assert await store.finish(big, 1, fitted, None)
+            current, _ = await store.current("c")
+            assert current is not None and current.last_response is not None and current.last_response.truncated
+        finally:
+            await nc.close()
+    finally:
+        server.stop()

@@ -11,8 +11,12 @@ import pytest
 import structlog
 
 from athenic.orchestrator.errors import RetryableError, TerminalError
+from athenic.orchestrator.record_budget import fit_response
+from athenic.orchestrator.records import Outcome, final_response, stored_size
 from athenic.orchestrator.sandbox.base import RunSpec, Stream
 from athenic.orchestrator.sandbox.e2b import E2BSandbox
+from athenic.shared.messages import ChatRequest
+from tests.sandbox.conftest import OUTPUT_LIMIT
 from tests.support.e2b_standin import E2BStandIn, png_bytes
 
 
@@ -238,3 +242,59 @@ async def test_e2b_unreachable_is_retryable(monkeypatch: pytest.MonkeyPatch) -> 
             await backend.run(spec("print(1)"))
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+async def test_a_run_printing_forever_is_stopped_at_the_output_cap(
+    e2b: E2BSandbox, standin: E2BStandIn, stream: str
+) -> None:
+    await e2b.run(spec("kept = 'state'"))
+    started = time.monotonic()
+    code = f"import sys\nprint('first')\nwhile True:\n    print('x' * 100, file=sys.{stream})"
+    execution = await e2b.run(spec(code, timeout=60))
+    # stopped by the cap, long before the time limit
+    assert time.monotonic() - started < 20
+    assert not execution.timed_out
+    assert execution.truncated
+    assert execution.error is not None and execution.error.name == "OutputLimitExceeded"
+    captured = execution.stdout if stream == "stdout" else execution.stderr
+    assert "bytes of output omitted (output limit reached)" in captured
+    assert len(captured.encode()) < OUTPUT_LIMIT + 200
+    # the remote execution was interrupted, and the client's kernel serves the next message
+    sandbox = standin.creates[0]
+    deadline = time.monotonic() + 5
+    while not sandbox.interrupted_at and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert sandbox.interrupted_at, "the stand-in's execution should have been interrupted"
+    assert (await e2b.run(spec("kept"))).results == [{"text": "'state'"}]
+
+
+async def test_thirty_images_then_endless_output_keep_their_results_and_fit_the_record(e2b: E2BSandbox) -> None:
+    code = (
+        "import base64, os\n"
+        "class Figure:\n"
+        "    def __init__(self, n):\n"
+        "        self.n = n\n"
+        "    def _repr_png_(self):\n"
+        "        return os.urandom(30_000)\n"
+        "    def __repr__(self):\n"
+        "        return f'<Figure {self.n}>'\n"
+        "for n in range(30):\n"
+        "    display(Figure(n))\n"
+        "while True:\n"
+        "    print('y' * 1000)\n"
+    )
+    execution = await e2b.run(spec(code, timeout=60))
+    assert execution.truncated and execution.error is not None
+    assert execution.error.name == "OutputLimitExceeded"
+    # the results that came before the cap stopped the run are kept
+    assert [result["text"] for result in execution.results] == [f"<Figure {n}>" for n in range(30)]
+    request = ChatRequest(request_id="r", client_id="c1", message="draw", submitted_at="2026-01-01T00:00:00.000Z")
+    response = final_response(request, Outcome("completed", message="ran"), [execution])
+    budget = 128 * 1024
+    fitted = fit_response(response, lambda candidate: stored_size(request, 1, candidate), budget)
+    assert stored_size(request, 1, fitted) <= budget
+    [kept] = fitted.executions
+    inline = [result for result in kept.results if "png" in result]
+    assert 0 < len(inline) < 30 and kept.results_dropped == 30 - len(inline)
+    assert kept.dropped is not None and "left out (png" in kept.dropped

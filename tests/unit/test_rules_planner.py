@@ -67,3 +67,11 @@ def test_the_answer_mentions_figures_returned_and_left_out() -> None:
     assert "It drew 2 figures" in text
     assert "1 more figure was left out" in text
     assert "It printed nothing" not in text
+
+
+async def test_a_message_of_many_blocks_runs_only_the_block_limit_and_says_so() -> None:
+    ctx = RecordingContext()
+    message = "".join(f"```python\nprint({n})\n```\n" for n in range(1000))
+    answer = await RulesPlanner(max_blocks=10).answer(request(message), ctx)
+    assert ctx.ran == [("python", f"print({n})\n") for n in range(10)]
+    assert "990 more code block(s) were not run: I run at most 10 per message." in answer.message

@@ -51,6 +51,7 @@ log = get_logger(__name__)
 
 BROKER_FAULTS = (nats.errors.Error, asyncio.TimeoutError, NotConnected, OSError)
 WRONG_LAST_SEQUENCE = 10071  # JetStream: a message of the subject is in the stream (x-on-busy: reject)
+PUBLISH_ATTEMPT_SECONDS = 1.0
 UNAVAILABLE = "the message broker is unavailable; the message was not accepted, retry later"
 
 
@@ -161,15 +162,24 @@ class ChatService:
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
         deadline = time.monotonic() + self.settings.athenic_publish_deadline_seconds
+        disconnected_since: float | None = None
         delay = 0.05
         while True:
-            remaining = deadline - time.monotonic()
+            # Connected to no server at all, a POST waits only for a reconnect, not the whole deadline.
+            now = time.monotonic()
+            disconnected_since = (disconnected_since or now) if not self.broker.ready else None
+            limit = deadline if disconnected_since is None else min(
+                deadline, disconnected_since + self.settings.athenic_publish_disconnected_seconds)
             try:
                 # Never hand a message to a disconnected client: nats-py would buffer it and
                 # send it after we answered 503.
-                if not self.broker.ready:
+                if disconnected_since is not None:
                     raise NotConnected("not connected to NATS")
-                return await self.broker.js.publish(subject, payload, timeout=max(remaining, 0.05), headers=headers)
+                # each attempt bounded: an ack lost with a server that died is retried (same
+                # Nats-Msg-Id, so stored once) on the connection to another, not waited for
+                return await self.broker.js.publish(subject, payload, timeout=min(max(limit - now, 0.05),
+                                                                                  PUBLISH_ATTEMPT_SECONDS),
+                                                    headers=headers)
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise Conflict("the conversation is still answering an earlier message (x-on-busy: reject); "
@@ -177,8 +187,7 @@ class ChatService:
                 fault: Exception = exc
             except BROKER_FAULTS as exc:
                 fault = exc
-            remaining = deadline - time.monotonic()
-            if remaining <= delay:
+            if limit - time.monotonic() <= delay:
                 log.warning("publish failed; answering 503", request_id=headers[names.HDR_REQUEST_ID],
                             error=str(fault) or type(fault).__name__)
                 raise BrokerUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}) from fault
@@ -203,8 +212,14 @@ class ChatService:
         log.info("run cancelled", client_id=client_id, jobs=cancelled)
         return cancelled
 
+    def check_connected(self) -> None:
+        """Reads fail at once while the broker is away (a request would wait out its timeout)."""
+        if not self.broker.ready:
+            raise BrokerUnavailable("the message broker is unavailable; retry later", headers={"Retry-After": "1"})
+
     async def state(self, client_id: str, who: Identity) -> ChatState:
         check_client_id(client_id, "clientId")
+        self.check_connected()
         try:
             responses: KeyValue = self.broker.bucket(names.RESPONSES_BUCKET)
             # The stream first, then the record: the orchestrator writes the record before it
@@ -238,6 +253,7 @@ class ChatService:
     async def history(self, client_id: str, who: Identity, limit: int, before: int | None) -> HistoryPage:
         """A page of the conversation's turns, newest first; 404 for an unknown or another user's."""
         check_client_id(client_id, "clientId")
+        self.check_connected()
         try:
             # the stream before the conversation key, as in ``state``: a turn finishing in
             # between is seen twice (and shown once), never missed

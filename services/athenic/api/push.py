@@ -108,6 +108,7 @@ class PushSession:
         revision check drops what the state already holds).
         """
         check_client_id(self.client_id, "clientId")
+        self.service.check_connected()  # not a subscription that waits for a broker that is away
         self._listening = self.feeds.listen(self.client_id)
         try:
             self._listener = await self._listening.__aenter__()
@@ -358,26 +359,33 @@ class PushController(Controller):
         except BaseException:
             await session.close()
             raise
-        return ServerSentEvent(self._events(session, first, api_settings.athenic_ws_ping_seconds))
+        return ServerSentEvent(self._events(session, first, api_settings.athenic_ws_ping_seconds,
+                                            identity.expires_at))
 
     @staticmethod
-    async def _events(session: PushSession, first: Frame | None,
-                      keepalive: float) -> AsyncIterator[ServerSentEventMessage]:
+    async def _events(session: PushSession, first: Frame | None, keepalive: float,
+                      expires_at: float | None) -> AsyncIterator[ServerSentEventMessage]:
         try:
             if first is not None:
                 yield sse_message(first)
             while True:
+                # the stream ends when its token does, like the WebSocket (an SSE client cannot
+                # send a fresh token: it reconnects with one)
+                wait = keepalive if expires_at is None else min(keepalive, expires_at - time.time())
+                if wait <= 0:
+                    raise Closed(CLOSE_UNAUTHORIZED, "the token has expired; reconnect with a fresh one")
                 try:
-                    frame = await asyncio.wait_for(session.next(), keepalive)
+                    frame = await asyncio.wait_for(session.next(), wait)
                 except TimeoutError:
-                    yield ServerSentEventMessage(comment="keep-alive")  # proxies drop silent streams
+                    if expires_at is None or time.time() < expires_at:
+                        yield ServerSentEventMessage(comment="keep-alive")  # proxies drop silent streams
                     continue
                 yield sse_message(frame)
         except Closed as exc:
             if exc.code == CLOSE_RESTARTING:
                 return  # the stream just ends: EventSource reconnects by itself, with Last-Event-ID
-            status = 404 if exc.code == CLOSE_NOT_FOUND else 503
-            title = "Not found" if status == 404 else "Service unavailable"
+            status = {CLOSE_NOT_FOUND: 404, CLOSE_UNAUTHORIZED: 401}.get(exc.code, 503)
+            title = {404: "Not found", 401: "Unauthorized"}.get(status, "Service unavailable")
             yield ServerSentEventMessage(event="error", data=json_frame(
                 "error", status=status, title=title, detail=exc.reason).decode())
         finally:

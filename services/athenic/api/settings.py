@@ -16,8 +16,12 @@ class ApiSettings(EnvSettings, frozen=True, rename=str.upper):
     api_host: str = "0.0.0.0"
     # Largest accepted `message`, in UTF-8 bytes.
     athenic_max_message_bytes: Annotated[int, msgspec.Meta(ge=1, le=1024 * 1024)] = 16 * 1024
-    # How long a POST may spend getting the broker's acknowledgement before it answers 503.
-    athenic_publish_deadline_seconds: PositiveFloat = 1.5
+    # How long a POST may spend getting the broker's acknowledgement before it answers 503: long
+    # enough to ride through a JetStream leader election (5-8 s measured after a node's SIGKILL).
+    athenic_publish_deadline_seconds: PositiveFloat = 10.0
+    # ... of which at most this long while the api is connected to no NATS server at all (a
+    # reconnect to another node takes well under it; a broker that is down is told at once).
+    athenic_publish_disconnected_seconds: PositiveFloat = 1.5
     athenic_shutdown_grace_seconds: PositiveFloat = 10.0
 
     # Authentication: `none` (every caller is one anonymous user) or Supabase access tokens.
@@ -62,6 +66,13 @@ class ApiSettings(EnvSettings, frozen=True, rename=str.upper):
             raise SettingsError(
                 "ATHENIC_AUTH=supabase needs SUPABASE_JWT_SECRET (HS256 tokens) "
                 "or SUPABASE_URL (RS256/ES256 keys from the project's JWKS), or both"
+            )
+        claim = self.athenic_tenant_claim
+        if claim is not None and not (claim.startswith("app_metadata.") and len(claim) > len("app_metadata.")):
+            # user_metadata (and any claim a user can shape) would let a user pick their tenant's quota
+            raise SettingsError(
+                f"bad setting ATHENIC_TENANT_CLAIM: {claim!r} must be a claim under app_metadata "
+                "(e.g. app_metadata.tenant), which only the service role can write"
             )
         if self.supabase_url is not None and not self.supabase_url.startswith(("https://", "http://")):
             raise SettingsError(f"bad setting SUPABASE_URL: {self.supabase_url!r} is not an http(s) URL")

@@ -7,8 +7,8 @@ connects later gets the record, never a replay.
 Answer text (``delta`` events) is coalesced: at most one frame per ``DELTA_INTERVAL_SECONDS``
 per message (a conversation answers one message at a time), the first at once; text still
 pending is sent at once before any other event, so a client sees text, status and output in
-the order they happened. ``conclude`` sends what the client has not yet seen of the final message before
-the record is written, so the deltas always concatenate to the record's ``message``.
+the order they happened. ``settled`` and ``conclude`` make the final message and the deltas
+agree: what the client has not seen of the record's message is sent before the record.
 """
 
 from __future__ import annotations
@@ -111,19 +111,27 @@ class EventPublisher:
         await self._publish(ProgressEvent(type="delta", client_id=self.client_id, request_id=self.request_id,
                                           timestamp=iso_timestamp(), text=text, index=index))
 
-    async def conclude(self, message: str) -> str:
-        """Send what the client has not seen of ``message``; the message the record must hold.
+    def settled(self, message: str) -> str:
+        """The final message such that the deltas make it.
 
         That is ``message`` itself when it continues the text streamed so far (always so for a
         planner that streams its answer, and for one that streams nothing), else the streamed
-        text, a new paragraph and ``message``: what the client saw is never taken back.
+        text, a new paragraph and ``message`` (a failure or cancel after part of the answer was
+        streamed): what the client saw is never taken back.
         """
         written = self.written
-        if not message.startswith(written):
-            message = written + PARAGRAPH + message
-        await self.delta(message[len(written):])
+        return message if message.startswith(written) else written + PARAGRAPH + message
+
+    async def conclude(self, message: str) -> None:
+        """Send what the client has not seen of the record's ``message``, before the record.
+
+        A message that no longer begins with the streamed text (the record budget cut an
+        answer too large to store) gets nothing more: the record says what was cut.
+        """
+        written = self.written
+        if message.startswith(written):
+            await self.delta(message[len(written):])
         if self._timer is not None and not self._timer.done():
             await self._timer  # the last frame keeps the interval too
         async with self._lock:
             await self._flush_locked()
-        return message

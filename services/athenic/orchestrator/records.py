@@ -21,6 +21,7 @@ import msgspec
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from athenic.orchestrator.record_budget import fit_response
 from athenic.shared import kv, names
 from athenic.shared.conversations import ConversationLog
 from athenic.shared.messages import (
@@ -70,10 +71,35 @@ def final_response(request: ChatRequest, outcome: Outcome, executions: list[Exec
     )
 
 
+def stored_size(request: ChatRequest, seq: int, response: ChatResponse) -> int:
+    """Bytes of the larger of the two values an answer is stored in: the record and the turn."""
+    record = ResponseRecord(last_message=request.message, last_response=response,
+                            requires_e2b=response.requires_e2b, status=response.status,
+                            request_id=request.request_id, seq=seq, updated_at=response.timestamp,
+                            owner=request.owner, tenant=request.tenant)
+    turn = Turn(request_id=request.request_id, message=request.message, submitted_at=request.submitted_at,
+                status=response.status, response=response)
+    return max(len(encode(record)), len(encode(turn)))
+
+
+def refused_response(response: ChatResponse, size: int, budget: int) -> ChatResponse:
+    """What stands in for an answer NATS would not store: a terminal failure saying why."""
+    error = (f"the answer was too large to store ({size} bytes; a stored answer may take {budget}) "
+             "and NATS refused it")
+    return msgspec.structs.replace(response, message=f"Sorry, I could not answer this message: {error}",
+                                   status="failed", executions=[], error=error, truncated=True,
+                                   dropped="the whole answer: too large to store")
+
+
 class RecordStore:
-    def __init__(self, responses: KeyValue, log: ConversationLog) -> None:
+    def __init__(self, responses: KeyValue, log: ConversationLog, max_bytes: int = 256 * 1024) -> None:
         self.kv = responses
         self.log = log
+        self.max_bytes = max_bytes
+
+    def fit(self, request: ChatRequest, seq: int, response: ChatResponse) -> ChatResponse:
+        """The answer cut to the record budget (see record_budget.py)."""
+        return fit_response(response, lambda candidate: stored_size(request, seq, candidate), self.max_bytes)
 
     async def current(self, client_id: str) -> Known:
         value, revision = await kv.read(self.kv, client_id)

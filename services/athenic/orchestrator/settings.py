@@ -21,6 +21,11 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_sandbox: Literal["local", "e2b"] | None = None
     athenic_execution_timeout_seconds: PositiveFloat = 30.0
     athenic_output_limit_bytes: Positive = 64 * 1024
+    # The response record's (and the logged turn's) byte budget; used up to half the connected
+    # server's max_payload (README: "The record budget")
+    athenic_record_max_bytes: Annotated[int, msgspec.Meta(ge=8 * 1024)] = 256 * 1024
+    # rules planner: fenced blocks run per message (the rest are skipped, and the answer says so)
+    athenic_rules_max_blocks: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
     e2b_api_key: str | None = None
     e2b_template: str | None = None
     # planner: `llm` when OPENAI_BASE_URL or OPENAI_API_KEY is set, else `rules`

@@ -22,12 +22,19 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
-from athenic.orchestrator.errors import RetryableError, TerminalError
+from athenic.orchestrator.errors import RetryableError, TerminalError, refused_as_too_large
 from athenic.orchestrator.events import EventPublisher
 from athenic.orchestrator.job import ExecutionGate, Job
 from athenic.orchestrator.planners.base import Answer, Planner
 from athenic.orchestrator.policies import PolicyCache
-from athenic.orchestrator.records import Outcome, RecordStore, final_response
+from athenic.orchestrator.records import (
+    Outcome,
+    RecordStore,
+    Stored,
+    final_response,
+    refused_response,
+    stored_size,
+)
 from athenic.orchestrator.sandbox.base import SandboxBackend
 from athenic.orchestrator.settings import OrchestratorSettings
 from athenic.orchestrator.turn_order import TurnOrder
@@ -35,7 +42,7 @@ from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.conversations import ConversationLog
 from athenic.shared.logging import bind_request, get_logger
-from athenic.shared.messages import ChatRequest, Conversation, chat_request_decoder, encode
+from athenic.shared.messages import ChatRequest, ChatResponse, Conversation, chat_request_decoder, encode
 from athenic.shared.settings import NatsSettings
 
 log = get_logger(__name__)
@@ -57,6 +64,20 @@ def _interrupt_seq(payload: bytes) -> int | None:
     except (msgspec.DecodeError, AttributeError):
         return None
     return before if isinstance(before, int) else None
+
+
+def record_budget(configured: int, max_payload: int) -> int:
+    """The record budget in force: the setting, at most half the server's max_payload.
+
+    Half, not all: a record holds the user's message besides the answer (a ``processing``
+    record holds the newer message with the previous answer), and JetStream adds headers.
+    """
+    ceiling = max_payload // 2
+    if configured <= ceiling:
+        return configured
+    log.warning("ATHENIC_RECORD_MAX_BYTES is more than half the NATS server's max_payload; using half",
+                configured=configured, max_payload=max_payload, record_max_bytes=ceiling)
+    return ceiling
 
 
 def retry_delay(delivered: int) -> float:
@@ -84,7 +105,8 @@ class Worker:
         self.gate = gate
         self.log = ConversationLog(broker.bucket(names.CONVERSATIONS_BUCKET), broker.bucket(names.TURNS_BUCKET),
                                    broker.js, keep=nats_settings.athenic_turns_per_conversation)
-        self.records = RecordStore(broker.bucket(names.RESPONSES_BUCKET), self.log)
+        self.records = RecordStore(broker.bucket(names.RESPONSES_BUCKET), self.log,
+                                   max_bytes=record_budget(settings.athenic_record_max_bytes, broker.nc.max_payload))
         self.order = TurnOrder(broker, self.log)
         self.running: dict[str, set[Job]] = defaultdict(set)
         self.waiting: set[asyncio.Task[None]] = set()  # messages waiting for an earlier one of their conversation
@@ -241,6 +263,15 @@ class Worker:
         try:
             with ANSWER_SECONDS.time():
                 await self._answer(msg, request, seq, delivered)
+        except Exception as exc:
+            if not refused_as_too_large(exc):
+                raise
+            # Past the final answer's own handling (a processing record refused...): the same
+            # write would be refused on every delivery, so the message ends here.
+            log.error("a write of this message was refused as too large; message terminated",
+                      seq=seq, error=str(exc) or type(exc).__name__)
+            await self._finish(msg, request.client_id, terminate=True)
+            MESSAGES.labels("too_large").inc()
         finally:
             keepalive.cancel()
             IN_FLIGHT.dec()
@@ -280,17 +311,52 @@ class Worker:
             MESSAGES.labels("retried").inc()
             return
         response = final_response(request, outcome, job.executions)
-        # before the record: the deltas a client saw come first and concatenate to its message
-        response = msgspec.structs.replace(response, message=await events.conclude(response.message))
-        if await self.records.finish(request, seq, response, stored):
-            await self.records.append_turn(request, response)
-        else:
+        # What the client saw stream stays in the answer; then the budget may cut it and add a
+        # note, which is streamed too: before the record, so deltas come first and make its message.
+        response = msgspec.structs.replace(response, message=events.settled(response.message))
+        response = self.records.fit(request, seq, response)
+        await events.conclude(response.message)
+        if response.truncated:
+            size = stored_size(request, seq, response)
+            # over budget still when the user's own message alone is larger: written if NATS takes it
+            (log.warning if size > self.records.max_bytes else log.info)(
+                "answer cut to the record budget", seq=seq, size=size, budget=self.records.max_bytes,
+                dropped=response.dropped)
+        refused = (await self._store_final(request, seq, response, stored)).status != response.status
+        status = "failed" if refused else outcome.status
+        await events.phase(status)
+        await self._finish(msg, client_id, terminate=status == "failed" and (outcome.message is None or refused))
+        MESSAGES.labels(status).inc()
+        log.info("answered", seq=seq, status=status, executions=len(job.executions))
+
+    async def _store_final(self, request: ChatRequest, seq: int, response: ChatResponse,
+                           stored: Stored) -> ChatResponse:
+        """Write the final record and the turn; an answer NATS refuses for its size becomes a
+        terminal ``failed`` one saying why (never a retry: it would be refused again)."""
+        size = stored_size(request, seq, response)
+        try:
+            written = await self.records.finish(request, seq, response, stored)
+        except Exception as exc:
+            if not refused_as_too_large(exc):
+                raise
+            log.error("NATS refused the answer as too large; answering failed instead", seq=seq, size=size,
+                      budget=self.records.max_bytes, error=str(exc) or type(exc).__name__)
+            response = refused_response(response, size, self.records.max_bytes)
+            written = await self.records.finish(request, seq, response, None)
+        if not written:
             log.warning("another delivery's final answer to this message stands; this one is dropped", seq=seq)
             await self._log_earlier_answer(request)
-        await events.phase(outcome.status)
-        await self._finish(msg, client_id, terminate=outcome.status == "failed" and outcome.message is None)
-        MESSAGES.labels(outcome.status).inc()
-        log.info("answered", seq=seq, status=outcome.status, executions=len(job.executions))
+            return response
+        try:
+            await self.records.append_turn(request, response)
+        except Exception as exc:
+            if not refused_as_too_large(exc):
+                raise
+            # The record stands; the log keeps the failure rather than nothing.
+            log.error("NATS refused the turn as too large; logged as failed", seq=seq, size=size,
+                      error=str(exc) or type(exc).__name__)
+            await self.records.append_turn(request, refused_response(response, size, self.records.max_bytes))
+        return response
 
     async def _log_earlier_answer(self, request: ChatRequest) -> None:
         """An earlier delivery answered this message; make sure its turn is in the log."""
@@ -337,6 +403,9 @@ class Worker:
             log.error("answer failed", error=str(exc))
             return Outcome("failed", error=str(exc))
         except Exception as exc:  # RetryableError, or a bug that may be transient
+            if refused_as_too_large(exc):  # NATS refused something for its size: it would again
+                log.error("answer failed: NATS refused a write as too large", error=str(exc) or type(exc).__name__)
+                return Outcome("failed", error=f"a write NATS refused as too large: {str(exc) or type(exc).__name__}")
             last = delivered >= self.nats_settings.athenic_max_deliver
             if isinstance(exc, RetryableError):
                 log.warning("retryable failure", error=str(exc), delivered=delivered, last_delivery=last)

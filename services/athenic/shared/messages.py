@@ -66,6 +66,8 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     backend: str = "local"
     # when the run was admitted and started (ISO-8601 UTC, ms): with durationMs, when it ran
     started_at: str | None = None
+    # what the record's byte budget cut from this execution, in words (None: nothing)
+    dropped: str | None = None
 
 
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -79,6 +81,9 @@ class ChatResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     status: Status
     executions: list[Execution] = msgspec.field(default_factory=list)
     error: str | None = None
+    # the answer was cut to fit the record's byte budget; ``dropped`` says what went
+    truncated: bool = False
+    dropped: str | None = None
 
 
 class ResponseRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

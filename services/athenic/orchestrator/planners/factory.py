@@ -12,4 +12,4 @@ def make_planner(settings: OrchestratorSettings) -> Planner:
         from athenic.orchestrator.planners.llm import make_llm_planner
 
         return make_llm_planner(settings)
-    return RulesPlanner()
+    return RulesPlanner(max_blocks=settings.athenic_rules_max_blocks)

@@ -1,8 +1,9 @@
 """The `rules` planner: no external service, in the spirit of the original backend.
 
-It decides ``requiresE2B`` from what the message asks (code, computation, data) and runs
-every fenced code block of a language the sandbox supports, in order, reporting what ran and
-what it printed. It cannot write code itself; the `llm` planner does that.
+It decides ``requiresE2B`` from what the message asks (code, computation, data) and runs the
+fenced code blocks of a language the sandbox supports, in order, up to ``max_blocks`` of them
+(a message of a thousand blocks must not run a thousand programs), reporting what ran, what
+it printed and what it skipped. It cannot write code itself; the `llm` planner does that.
 """
 
 from __future__ import annotations
@@ -73,15 +74,22 @@ def describe(execution: Execution) -> str:
 class RulesPlanner:
     name = "rules"
 
+    def __init__(self, max_blocks: int = 10) -> None:
+        self.max_blocks = max_blocks
+
     async def answer(self, request: ChatRequest, ctx: RunContext) -> Answer:
         await ctx.phase("planning")
         message = request.message
         blocks = fenced_blocks(message)
         runnable = [(lang, code) for lang, code in blocks if lang in ctx.languages]
         if runnable:
-            executions = [await ctx.run_code(lang, code) for lang, code in runnable]
+            executions = [await ctx.run_code(lang, code) for lang, code in runnable[:self.max_blocks]]
             skipped = len(blocks) - len(runnable)
+            over_limit = len(runnable) - len(executions)
             text = "\n\n".join(describe(e) for e in executions)
+            if over_limit:
+                text += f"\n\n{over_limit} more code block(s) were not run: I run at most " \
+                        f"{self.max_blocks} per message."
             if skipped:
                 text += f"\n\n{skipped} block(s) in languages I cannot run here were skipped " \
                         f"(supported: {', '.join(sorted(ctx.languages))})."

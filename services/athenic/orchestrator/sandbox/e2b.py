@@ -7,6 +7,10 @@ serialized (they share a kernel). E2B's own lifetime for the sandbox is set a li
 idle period and refreshed on every run, so a sandbox outlives a crashed orchestrator only
 briefly.
 
+Output is capped while it streams: once a run has printed more than the output limit on
+stdout or stderr, the execution is stopped (its stream closed, which interrupts the code) and
+marked truncated, so a program printing forever costs neither the time limit nor memory.
+
 Failures: an error in the user's code is part of the ``Execution``; E2B unreachable, timing
 out, 5xx or rate limiting raise ``RetryableError``; a rejected key or a refused request
 (bad template...) raises ``TerminalError`` with one error log.
@@ -49,6 +53,10 @@ log = get_logger(__name__)
 _LIFETIME_SLACK_SECONDS = 60
 _KILL_TIMEOUT_SECONDS = 10.0
 _STATUS_PREFIX = re.compile(r"^(\d{3})\b")
+
+
+class _OutputCapReached(Exception):
+    """Raised from an output callback to stop the run: it leaves the SDK's stream, closing it."""
 
 
 @dataclass(eq=False)
@@ -144,11 +152,21 @@ class E2BSandbox:
 
         async def on_stdout(message: Any) -> None:
             await forward("stdout", stdout.feed_text(message.line))
+            if stdout.truncated:
+                raise _OutputCapReached
 
         async def on_stderr(message: Any) -> None:
             await forward("stderr", stderr.feed_text(message.line))
+            if stderr.truncated:
+                raise _OutputCapReached
 
-        timed_out = False
+        # Collected as they come, not from the SDK's answer: a run stopped mid-way has none.
+        results: list[dict[str, Any]] = []
+
+        async def on_result(item: Any) -> None:
+            results.append(_result_formats(item))
+
+        timed_out = over_cap = False
         result: Any = None
         try:
             async with asyncio.timeout(spec.timeout_seconds):
@@ -159,6 +177,7 @@ class E2BSandbox:
                     language=None if spec.language == "python" else spec.language,
                     on_stdout=on_stdout,
                     on_stderr=on_stderr,
+                    on_result=on_result,
                     # 0: no deadline of the SDK's own. With one, its transport reads through
                     # asyncio.wait_for, which on cancellation waits for the pending read to
                     # finish (seen here: a minute, until the code printed again); ours cancels
@@ -168,11 +187,18 @@ class E2BSandbox:
                 )
         except TimeoutError:
             timed_out = True
+        except _OutputCapReached:
+            over_cap = True
         error: ExecutionError | None = None
         if timed_out:
             error = ExecutionError(
                 name="TimeoutError",
                 value=f"the code ran longer than the {spec.timeout_seconds:g} s time limit and was stopped",
+            )
+        elif over_cap:
+            error = ExecutionError(
+                name="OutputLimitExceeded",
+                value=f"the code printed more than the {self._output_limit} byte output limit and was stopped",
             )
         elif result.error is not None:
             error = ExecutionError(name=str(result.error.name), value=strip_ansi(str(result.error.value)),
@@ -182,7 +208,7 @@ class E2BSandbox:
             code=spec.code,
             stdout=stdout.text(),
             stderr=stderr.text(),
-            results=[] if result is None else [_result_formats(item) for item in result.results],
+            results=results,
             error=error,
             duration_ms=int((time.monotonic() - started) * 1000),
             timed_out=timed_out,

@@ -90,6 +90,17 @@ class CappedText(CappedOutput):
         return self.feed(text.encode("utf-8", errors="replace"))
 
 
+def head_and_tail(text: str, limit: int) -> tuple[str, int]:
+    """``text`` cut to about ``limit`` bytes of UTF-8 the way a run's output is: its head, the
+    omitted marker, its tail; and how many bytes were left out (0: it fitted, unchanged)."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return text, 0
+    capture = CappedOutput(limit)
+    capture.feed(data)
+    return capture.text(), capture.omitted
+
+
 class OutputForwarder:
     """Hands chunks to the sink; a failing sink stops the progress stream, never the run."""
 
