@@ -1,7 +1,7 @@
 """A test double of the sandbox for planner tests: ``/usr/bin/python3`` in a plain subprocess.
 
 It has none of the sandbox's isolation or limits (those are the sandbox backends' own tests);
-it only gives the planner real runs with real output, and records the phases it was told.
+it only gives the planner real runs with real output, and records the phases and deltas it was told.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class SubprocessRunContext:
         self.executions: list[Execution] = []
         self._timeout = timeout
         self.phases: list[Phase] = []
+        self.deltas: list[str] = []
+        # what the client would see, in order: ("status", phase) or ("delta", text)
+        self.events: list[tuple[str, str]] = []
         self.runs: list[tuple[str, str]] = []
 
     @property
@@ -41,10 +44,16 @@ class SubprocessRunContext:
 
     async def phase(self, phase: Phase) -> None:
         self.phases.append(phase)
+        self.events.append(("status", phase))
+
+    async def delta(self, text: str) -> None:
+        self.deltas.append(text)
+        self.events.append(("delta", text))
 
     async def run_code(self, language: str, code: str) -> Execution:
         assert language in self._languages, language
         self.runs.append((language, code))
+        self.events.append(("status", "running"))
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             "/usr/bin/python3", "-c", code,

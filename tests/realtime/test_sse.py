@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.realtime.helpers import Records, next_sse, sse_events
+from tests.realtime.helpers import Records, SseEvent, next_sse, sse_events
 from tests.support.nats import NatsServer
-from tests.support.services import Api
+from tests.support.services import Api, Orchestrator
 
 
 def new_id() -> str:
@@ -39,6 +39,37 @@ async def test_the_stream_sends_the_record_progress_and_changes(api: Api, system
             final = await records.put(client_id, "completed")
             answered = await next_sse(events, "response")
             assert answered["id"] == str(final) and answered.data["status"] == "completed"
+
+
+async def test_the_answer_comes_as_delta_events_before_the_record(
+    api: Api, system_nats: NatsServer, tmp_path: Path
+) -> None:
+    orchestrator = Orchestrator(system_nats.url, tmp_path).start()  # the rules planner
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+            first = await http.post("/api/chat", json={"message": "hello"})
+            client_id = first.json()["clientId"]
+            async with http.stream("GET", f"/api/chat/stream/{client_id}") as response:
+                events = sse_events(response)
+                await next_sse(events, "response")
+                posted = await http.post("/api/chat", json={"message": "how are you?"},
+                                         headers={"x-client-id": client_id})
+                request_id = posted.headers["x-request-id"]
+                seen: list[SseEvent] = []
+                async with asyncio.timeout(30):
+                    async for event in events:
+                        seen.append(event)
+                        if (event.get("event") == "response" and event.data["requestId"] == request_id
+                                and event.data["status"] == "completed"):
+                            break
+    finally:
+        orchestrator.terminate()
+    deltas = [e for e in seen if e.get("event") == "delta" and e.data["requestId"] == request_id]
+    message = seen[-1].data["lastResponse"]["message"]
+    assert "how are you?" in message
+    assert [d.data["text"] for d in deltas] == [message]
+    assert deltas[0].data["type"] == "delta" and deltas[0].data["clientId"] == client_id
+    assert "id" not in deltas[0]  # Last-Event-ID stays on the record
 
 
 async def test_last_event_id_resumes_without_repeat_and_without_loss(api: Api, system_nats: NatsServer) -> None:

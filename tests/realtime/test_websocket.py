@@ -8,6 +8,7 @@ import json
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -193,6 +194,9 @@ async def test_a_real_run_is_pushed_from_status_to_answer(api: Api, system_nats:
     final = frames[-1]
     assert isinstance(final["lastResponse"], dict) and final["lastResponse"]["requiresE2B"] is True
     assert "42" in json.dumps(final["lastResponse"])
+    # the rules planner writes its answer at once: one delta, the whole message, before the record
+    deltas = [f for f in frames if f["type"] == "delta" and f["requestId"] == final["requestId"]]
+    assert [(d["text"], d["index"]) for d in deltas] == [(final["lastResponse"]["message"], 0)], deltas
 
 
 async def test_following_many_conversations_costs_the_broker_one_consumer(api: Api, system_nats: NatsServer) -> None:
@@ -288,3 +292,27 @@ async def test_a_client_that_stops_reading_is_dropped_not_buffered(system_nats: 
         assert frames < 1000  # the backlog was dropped, not held in the api's memory
     finally:
         api.terminate()
+
+
+async def test_the_record_budgets_note_reaches_the_client_as_a_delta(
+    api: Api, system_nats: NatsServer, tmp_path: Path
+) -> None:
+    orchestrator = Orchestrator(system_nats.url, tmp_path, ATHENIC_RECORD_MAX_BYTES="16384").start()
+    try:
+        async with httpx.AsyncClient(base_url=api.url) as http:
+            client_id = (await http.post("/api/chat", json={"message": "hi"})).json()["clientId"]
+            async with open_socket(api.url, client_id) as ws:
+                await recv_type(ws, "response", timeout=15)
+                await ws.send(json.dumps({"type": "chat", "message": "```python\nprint('x' * 100_000)\n```"}))
+                request_id = (await recv_type(ws, "accepted"))["requestId"]
+                frames: list[dict[str, Any]] = []
+                async with asyncio.timeout(30):
+                    while not (frames and frames[-1]["type"] == "response" and frames[-1]["requestId"] == request_id
+                               and frames[-1]["status"] == "completed"):
+                        frames.append(await recv(ws, timeout=30))
+    finally:
+        orchestrator.terminate()
+    message = frames[-1]["lastResponse"]["message"]
+    assert "part of it was left out" in message  # the budget cut the run's stdout and said so
+    deltas = [f["text"] for f in frames if f["type"] == "delta" and f["requestId"] == request_id]
+    assert "".join(deltas) == message

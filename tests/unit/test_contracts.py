@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from athenic.shared import names
-from athenic.shared.messages import ChatResponse, ResponseRecord, encode, iso_timestamp
+from athenic.shared.messages import ChatResponse, ProgressEvent, ResponseRecord, encode, iso_timestamp
 
 
 def test_timestamps_have_milliseconds_and_z() -> None:
@@ -36,6 +36,16 @@ def test_wire_names_are_the_apps() -> None:
     wire = msgspec.json.decode(encode(record))
     assert {"lastMessage", "lastResponse", "requiresE2B"} <= set(wire)
     assert {"message", "requiresE2B", "clientId", "timestamp"} <= set(wire["lastResponse"])
+
+
+def test_progress_frames_carry_only_their_own_fields() -> None:
+    delta = ProgressEvent(type="delta", client_id="c", request_id="r", timestamp="t", text="Hel", index=0)
+    assert msgspec.json.decode(encode(delta)) == {"type": "delta", "clientId": "c", "requestId": "r",
+                                                   "timestamp": "t", "text": "Hel", "index": 0}
+    status = ProgressEvent(type="status", client_id="c", request_id="r", timestamp="t", phase="running")
+    assert encode(status).startswith(b'{"type":"status",')  # the api relies on "type" coming first
+    assert msgspec.json.decode(encode(status)) == {"type": "status", "clientId": "c", "requestId": "r",
+                                                    "timestamp": "t", "phase": "running"}
 
 
 def test_settings_repr_never_shows_secrets() -> None:

@@ -1,8 +1,9 @@
 """Pushed updates: ``GET /api/chat/ws/{clientId}`` (WebSocket) and ``/api/chat/stream/{clientId}`` (SSE).
 
 Both send the same JSON objects, each with a ``type``: ``response`` (the fields of the GET)
-at once and on every change of the record, and the progress events ``status``, ``stdout`` and
-``stderr`` while work runs. A client that reconnects with the revision it saw last
+at once and on every change of the record, and the progress events ``status``, ``stdout``,
+``stderr`` and ``delta`` (the answer's text as it is written) while work runs, passed on by
+type as the orchestrator published them. A client that reconnects with the revision it saw last
 (``?after=``, or SSE's ``Last-Event-ID``) gets the record at once if it is newer, so it misses
 no final answer. The frames and close codes are documented in the README (WebSocket routes are
 not in the OpenAPI document).
@@ -332,8 +333,8 @@ class PushController(Controller):
     @get(
         "/stream/{client_id:str}",
         summary="Server-Sent Events of a conversation",
-        description="`event:` is the type (response, status, stdout, stderr, error), `data:` the JSON object, "
-        "`id:` the record's revision on response events, so `Last-Event-ID` resumes without missing an answer. "
+        description="`event:` is the type (response, status, stdout, stderr, delta, error), `data:` the JSON "
+        "object, `id:` the record's revision on response events, so `Last-Event-ID` resumes without missing an answer. "
         "The same objects as the WebSocket (see the README).",
         media_type="text/event-stream",
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,

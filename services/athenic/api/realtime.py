@@ -7,9 +7,11 @@ nats-server 2.11+), so a consumer per open socket would cap every api replica to
 thousand followed conversations. The ordered consumer resumes from the last sequence it saw
 after missed heartbeats, so a broker restart loses no change.
 
-Progress events come from a core-NATS subscription to the client's event subject, one per
-clientId with listeners in this process (the server routes them by interest, so a replica
-receives only the events of the clients it serves), dropped with the last listener.
+Progress events (status, output, answer deltas) come from a core-NATS subscription to the
+client's event subject, one per clientId with listeners in this process (the server routes
+them by interest, so a replica receives only the events of the clients it serves), dropped
+with the last listener. They are not persisted: a listener gets those published after it
+started, never earlier ones.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class RecordChanged:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    type: str  # status | stdout | stderr
+    type: str  # status | stdout | stderr | delta
     payload: bytes  # the ProgressEvent JSON as the orchestrator published it
 
 

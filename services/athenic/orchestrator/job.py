@@ -1,8 +1,8 @@
 """One message being answered: the ``RunContext`` a planner works through.
 
-It applies the tenant's sandbox policy to every run, streams output as progress events,
-keeps the executions so far (the one list of them: a cancelled answer still shows what ran)
-and gives the planner the conversation's earlier turns.
+It applies the tenant's sandbox policy to every run, streams output and answer text as progress
+events, keeps the executions so far (the one list of them: a cancelled answer still shows what
+ran) and gives the planner the conversation's earlier turns.
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ class Job:
 
     async def phase(self, phase: Phase) -> None:
         await self.events.phase(phase)
+
+    async def delta(self, text: str) -> None:
+        await self.events.delta(text)
 
     async def run_code(self, language: str, code: str) -> Execution:
         async def queued() -> None:

@@ -332,7 +332,12 @@ class Worker:
             await msg.nak(delay=retry_delay(delivered))
             MESSAGES.labels("retried").inc()
             return
-        response = self.records.fit(request, seq, final_response(request, outcome, job.executions))
+        response = final_response(request, outcome, job.executions)
+        # What the client saw stream stays in the answer; then the budget may cut it and add a
+        # note, which is streamed too: before the record, so deltas come first and make its message.
+        response = msgspec.structs.replace(response, message=events.settled(response.message))
+        response = self.records.fit(request, seq, response)
+        await events.conclude(response.message)
         if response.truncated:
             size = stored_size(request, seq, response)
             # over budget still when the user's own message alone is larger: written if NATS takes it

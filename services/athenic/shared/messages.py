@@ -156,15 +156,23 @@ class ChatState(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
         )
 
 
-class ProgressEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """Pushed while a message is worked on: a status change or a chunk of output."""
+class ProgressEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """Pushed while a message is worked on: a status change, a chunk of output, or answer text.
 
-    type: Literal["status", "stdout", "stderr"]
+    A ``delta`` carries the next ``text`` of the answer; the deltas of one attempt at a message
+    concatenate to the final ``message``. ``index`` counts them from 0 per attempt, so a client
+    sees a restart (a retried message starts at 0 again) or a stream it joined half-way.
+    Fields a type does not use are left out of its JSON.
+    """
+
+    type: Literal["status", "stdout", "stderr", "delta"]
     client_id: str
     request_id: str
     timestamp: str
     phase: Phase | None = None
     data: str | None = None
+    text: str | None = None
+    index: int | None = None
 
 
 response_record_decoder = msgspec.json.Decoder(ResponseRecord)

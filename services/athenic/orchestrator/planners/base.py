@@ -33,6 +33,11 @@ class RunContext(Protocol):
         """Publish a progress status (planning, running...)."""
         ...
 
+    async def delta(self, text: str) -> None:
+        """Publish the answer's next text as it is written. The answer's ``message`` must begin
+        with everything sent so far (what the worker finds missing at the end it sends itself)."""
+        ...
+
     @property
     def languages(self) -> frozenset[str]:
         """Languages the configured sandbox backend can run."""

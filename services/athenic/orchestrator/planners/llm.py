@@ -6,6 +6,10 @@ the model is asked once more, with tools off, for its answer), runs per round
 ``ATHENIC_LLM_TOKEN_BUDGET`` per message). A model that will not stop is stopped with an answer
 that says so and keeps what ran. Failed calls become ``RetryableError`` or ``TerminalError``
 (see ``llm_errors``). The API key is never logged.
+
+Every call streams (``llm_stream``): the answer's text reaches the client as the model writes
+it, through ``RunContext.delta``, and what the planner adds itself (a note, a fallback, why it
+stopped) is sent the same way, so the deltas always concatenate to the answer's ``message``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,9 @@ import msgspec
 import openai
 from openai import AsyncOpenAI, omit
 from openai.types.chat import (
-    ChatCompletion,
-    ChatCompletionMessage,
+    ChatCompletionFunctionToolParam,
     ChatCompletionMessageFunctionToolCallParam,
     ChatCompletionMessageParam,
-    ChatCompletionMessageToolCallUnion,
     ChatCompletionToolChoiceOptionParam,
 )
 
@@ -29,6 +31,7 @@ from athenic.orchestrator.errors import RetryableError
 from athenic.orchestrator.planners.base import Answer, Planner, RunContext
 from athenic.orchestrator.planners.history import to_messages
 from athenic.orchestrator.planners.llm_errors import classify, display_url
+from athenic.orchestrator.planners.llm_stream import AnswerText, Round, ToolCall, read_round
 from athenic.orchestrator.planners.llm_tools import (
     RUN_CODE,
     ToolCallError,
@@ -104,56 +107,60 @@ class LlmPlanner:
             {"role": "user", "content": request.message},
         ]
         run = _Run()
-        text = await self._loop(messages, ctx, run)
-        return Answer(message=text, requires_e2b=run.tool_called or bool(run.executions))
+        answer = AnswerText(ctx.delta)
+        await self._loop(messages, ctx, run, answer)
+        return Answer(message=answer.text, requires_e2b=run.tool_called or bool(run.executions))
 
-    async def _loop(self, messages: list[ChatCompletionMessageParam], ctx: RunContext, run: _Run) -> str:
+    async def _loop(
+        self, messages: list[ChatCompletionMessageParam], ctx: RunContext, run: _Run, answer: AnswerText
+    ) -> None:
+        """Call the model until it answers; everything the answer says goes through ``answer``."""
         settings = self._settings
         tools = [run_code_tool(ctx.languages)]
         while True:
             remaining = settings.athenic_llm_token_budget - run.tokens
             if remaining <= 0:
-                return _stopped(run, f"this message used up its token budget ({run.tokens} of "
-                                     f"ATHENIC_LLM_TOKEN_BUDGET={settings.athenic_llm_token_budget} tokens)")
+                await answer.paragraph(_stopped(run, f"this message used up its token budget ({run.tokens} of "
+                                                     "ATHENIC_LLM_TOKEN_BUDGET="
+                                                     f"{settings.athenic_llm_token_budget} tokens)"))
+                return
             # After the last allowed round the model may still answer, but not call tools.
             last_call = run.steps >= settings.athenic_llm_max_steps
-            completion = await self._complete(
+            reply = await self._complete(
                 messages, tools, "none" if last_call else "auto",
-                min(settings.athenic_llm_max_tokens, remaining), run,
+                min(settings.athenic_llm_max_tokens, remaining), run, answer,
             )
-            choice = completion.choices[0]
-            message = choice.message
-            calls = message.tool_calls or []
-            if not calls:
-                text = (message.content or message.refusal or "").strip()
-                if choice.finish_reason == "length":
-                    text += "\n\n(The answer was cut at the token limit.)"
-                return text.strip() or _fallback(run)
+            if not reply.calls:
+                if reply.finish_reason == "length":
+                    await answer.paragraph("(The answer was cut at the token limit.)")
+                elif not answer.round_has_text:
+                    await answer.paragraph(_fallback(run))
+                return
             if last_call:
-                return _stopped(run, f"the model kept asking to run code without giving a final answer "
-                                     f"(limit ATHENIC_LLM_MAX_STEPS={settings.athenic_llm_max_steps})")
+                limit = settings.athenic_llm_max_steps
+                await answer.paragraph(_stopped(run, "the model kept asking to run code without giving a final "
+                                                     f"answer (limit ATHENIC_LLM_MAX_STEPS={limit})"))
+                return
+            # Text written before the calls ("Let me compute that.") stays in the answer: the
+            # client has seen it, and the next round's text follows it as a new paragraph.
             run.steps += 1
             run.tool_called = True
-            messages.append(_assistant_turn(message))
-            for index, call in enumerate(calls):
+            messages.append(_assistant_turn(reply))
+            for index, call in enumerate(reply.calls):
                 content = await self._tool_call(call, index, ctx, run)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
                 if run.executions and run.executions[-1].cancelled:
-                    return "Cancelled while running code."
+                    await answer.paragraph("Cancelled while running code.")
+                    return
             await ctx.phase("planning")
 
-    async def _tool_call(
-        self, call: ChatCompletionMessageToolCallUnion, index: int, ctx: RunContext, run: _Run
-    ) -> str:
+    async def _tool_call(self, call: ToolCall, index: int, ctx: RunContext, run: _Run) -> str:
         settings = self._settings
-        function = getattr(call, "function", None)
         if index >= settings.athenic_llm_max_calls_per_step:
             return (f"not run: at most {settings.athenic_llm_max_calls_per_step} runs per step; "
                     "run one program at a time")
         try:
-            if function is None:
-                raise ToolCallError(f"only function tools exist; call {RUN_CODE}(language, code)")
-            language, code = parse_run_code(function.name, function.arguments, ctx.languages)
+            language, code = parse_run_code(call.name, call.arguments, ctx.languages)
         except ToolCallError as exc:
             log.info("llm tool call refused", reason=str(exc))
             return f"not run: {exc}"
@@ -165,23 +172,31 @@ class LlmPlanner:
     async def _complete(
         self,
         messages: list[ChatCompletionMessageParam],
-        tools: list[openai.types.chat.ChatCompletionFunctionToolParam],
+        tools: list[ChatCompletionFunctionToolParam],
         tool_choice: ChatCompletionToolChoiceOptionParam,
         max_tokens: int,
         run: _Run,
-    ) -> ChatCompletion:
+        answer: AnswerText,
+    ) -> Round:
+        """One streamed call: its text goes to the client as it comes; the reply put together."""
         settings = self._settings
         started = time.monotonic()
         by_completion_param = settings.athenic_llm_max_tokens_param == "max_completion_tokens"
+        where = f"the LLM endpoint {display_url(self._base_url)}"
         try:
-            completion = await self._client.chat.completions.create(
+            stream = await self._client.chat.completions.create(
                 model=settings.athenic_llm_model,
                 messages=messages,
                 tools=tools,
                 tool_choice=tool_choice,
                 max_tokens=omit if by_completion_param else max_tokens,
                 max_completion_tokens=max_tokens if by_completion_param else omit,
+                stream=True,
+                # the usage comes in a last chunk; servers that ignore this are estimated below
+                stream_options={"include_usage": True},
             )
+            async with stream:
+                reply = await read_round(stream, answer)
         except openai.OpenAIError as exc:
             error = classify(
                 exc, base_url=self._base_url, model=settings.athenic_llm_model,
@@ -190,15 +205,18 @@ class LlmPlanner:
             log.warning("llm call failed", step=run.steps, retryable=isinstance(error, RetryableError),
                         error=str(error))
             raise error from None
-        if not completion.choices:
-            raise RetryableError(f"the LLM endpoint {display_url(self._base_url)} returned no choices")
-        usage = completion.usage
+        except ValueError as exc:  # a data line that is not JSON, or not a chunk
+            log.warning("llm stream unreadable", step=run.steps, error=str(exc)[:300])
+            raise RetryableError(f"{where} sent a stream that is not chat completion chunks") from None
+        if reply.finish_reason is None:
+            raise RetryableError(f"{where} ended its stream before the reply was finished")
         # Without usage figures, count about four characters a token so the budget still binds.
-        spent = usage.total_tokens if usage else _estimate_tokens(messages, completion.choices[0].message)
+        spent = reply.total_tokens if reply.total_tokens is not None else _estimate_tokens(messages, reply)
         run.tokens += spent
-        log.info("llm call", step=run.steps, finish_reason=completion.choices[0].finish_reason,
-                 tokens=spent, tokens_total=run.tokens, ms=round((time.monotonic() - started) * 1000))
-        return completion
+        log.info("llm call", step=run.steps, finish_reason=reply.finish_reason, tokens=spent,
+                 usage_sent=reply.total_tokens is not None, tokens_total=run.tokens,
+                 ms=round((time.monotonic() - started) * 1000))
+        return reply
 
 
 def make_llm_planner(settings: OrchestratorSettings) -> Planner:
@@ -206,19 +224,12 @@ def make_llm_planner(settings: OrchestratorSettings) -> Planner:
     return LlmPlanner(settings)
 
 
-def _assistant_turn(message: ChatCompletionMessage) -> ChatCompletionMessageParam:
-    calls: list[ChatCompletionMessageFunctionToolCallParam] = []
-    for call in message.tool_calls or []:
-        function = getattr(call, "function", None)
-        calls.append({
-            "id": call.id,
-            "type": "function",
-            "function": {
-                "name": function.name if function else RUN_CODE,
-                "arguments": function.arguments if function else "{}",
-            },
-        })
-    return {"role": "assistant", "content": message.content, "tool_calls": calls}
+def _assistant_turn(reply: Round) -> ChatCompletionMessageParam:
+    calls: list[ChatCompletionMessageFunctionToolCallParam] = [
+        {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments or "{}"}}
+        for call in reply.calls
+    ]
+    return {"role": "assistant", "content": reply.content or None, "tool_calls": calls}
 
 
 def _last_output(run: _Run) -> str:
@@ -243,6 +254,6 @@ def _fallback(run: _Run) -> str:
     return "The model gave an empty answer." + _last_output(run)
 
 
-def _estimate_tokens(messages: list[ChatCompletionMessageParam], reply: ChatCompletionMessage) -> int:
-    chars = len(msgspec.json.encode(messages)) + len(reply.content or "")
+def _estimate_tokens(messages: list[ChatCompletionMessageParam], reply: Round) -> int:
+    chars = len(msgspec.json.encode(messages)) + len(reply.content) + sum(len(c.arguments) for c in reply.calls)
     return max(1, chars // 4)
