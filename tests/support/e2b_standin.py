@@ -254,8 +254,9 @@ class E2BStandIn:
         try:
             while (line := await events.get()) is not None:
                 await response.write(line)
-        except asyncio.CancelledError:
-            # the client went away: interrupt the code and let the cell finish in the background
+        except (asyncio.CancelledError, ConnectionResetError):
+            # the client went away (aiohttp cancels the handler, or the next write fails, depending
+            # on which it notices first): interrupt the code and let the cell finish in the background
             with contextlib.suppress(ProcessLookupError):
                 sandbox.process.send_signal(signal.SIGINT)
             self._drains.add(cell)
