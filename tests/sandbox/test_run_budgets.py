@@ -6,13 +6,28 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+
+import pytest
 
 from athenic.orchestrator.sandbox import reaping
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, _check, _cpu_seconds
-from tests.sandbox.test_abuse import any_local, explained, no_sandbox_processes_left, spec, still_serves
+from tests.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV
+from tests.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 
-__all__ = ["any_local"]  # the fixture, shared with the abuse tests
+
+@pytest.fixture(params=[None, "/nonexistent/bwrap"], ids=["bubblewrap", "rlimits-only"])
+async def roomy(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
+    """Both variants of the backend with a roomy process limit: without bubblewrap RLIMIT_NPROC
+    counts every process of the sandbox's uid on the machine, and another suite's sandboxes
+    would make a fork fail here before the watchdog had anything to do."""
+    backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, max_processes=1024, bwrap_path=request.param,
+                           python_env=PYTHON_ENV)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
 
 FOUR_CHILDREN_OF_150_MIB = (
     "import os, time\n"
@@ -26,21 +41,21 @@ FOUR_CHILDREN_OF_150_MIB = (
 )
 
 
-async def test_four_children_of_150_mib_are_stopped_at_a_200_mib_budget(any_local: LocalSandbox) -> None:
+async def test_four_children_of_150_mib_are_stopped_at_a_200_mib_budget(roomy: LocalSandbox) -> None:
     # each child stays under the 200 MiB address-space limit; together they hold 600 MiB
-    execution = await any_local.run(spec(FOUR_CHILDREN_OF_150_MIB, timeout=20, memory_mib=200))
+    execution = await roomy.run(spec(FOUR_CHILDREN_OF_150_MIB, timeout=20, memory_mib=200))
     explained(execution, "MemoryBudgetExceeded")
     assert execution.error is not None and "200 MiB" in execution.error.value
     assert not execution.timed_out
-    await no_sandbox_processes_left(any_local)
-    await still_serves(any_local)
+    await no_sandbox_processes_left(roomy)
+    await still_serves(roomy)
 
 
-async def test_a_run_within_its_budget_is_left_alone(any_local: LocalSandbox) -> None:
+async def test_a_run_within_its_budget_is_left_alone(roomy: LocalSandbox) -> None:
     code = ("import multiprocessing as mp\n"
             "with mp.Pool(2) as pool:\n"
             "    print(sum(pool.map(abs, range(-5, 5))))\n")
-    execution = await any_local.run(spec(code, timeout=20, memory_mib=256))
+    execution = await roomy.run(spec(code, timeout=20, memory_mib=256))
     assert execution.error is None, execution.error
     assert execution.stdout == "25\n"
 
