@@ -9,9 +9,17 @@ from __future__ import annotations
 import re
 from typing import Final
 
-CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
+# The one shape of every name that reaches a subject or a key: a clientId, a tenant, a lease id.
+NAME: Final = r"[A-Za-z0-9_-]{1,128}"
+NAME_RE: Final = re.compile(NAME)  # .fullmatch: the whole value
+CLIENT_ID_PATTERN: Final = rf"^{NAME}$"
 CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
-TENANT_PATTERN: Final = r"^(\*|[A-Za-z0-9_-]{1,128})$"
+
+# The tenant of a caller whose token names none (and of every caller when auth is off).
+ANONYMOUS_TENANT: Final = "default"
+# The SandboxQuota tenant that applies to every tenant without a quota of its own.
+WILDCARD_TENANT: Final = "*"
+TENANT_PATTERN: Final = rf"^(\{WILDCARD_TENANT}|{NAME})$"
 
 # The request stream: work-queue retention, one subject per client.
 REQUEST_STREAM: Final = "ATHENIC_REQUESTS"
