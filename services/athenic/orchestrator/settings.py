@@ -77,3 +77,12 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
         if self.athenic_planner is not None:
             return self.athenic_planner
         return "llm" if (self.openai_base_url or self.openai_api_key) else "rules"
+
+
+class QuotaSettings(EnvSettings, frozen=True, rename=str.upper):
+    """How the orchestrators enforce sandbox quotas together (leases in NATS KV)."""
+
+    # How long a lease outlives the replica holding it (it is rewritten every third of this).
+    athenic_lease_ttl_seconds: Annotated[int, msgspec.Meta(ge=3, le=3600)] = 15
+    # How often a queued execution re-checks without a release (expired leases, raised limits).
+    athenic_quota_recheck_seconds: PositiveFloat = 2.0
