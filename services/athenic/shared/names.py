@@ -94,3 +94,13 @@ def turn_key(client_id: str, number: int) -> str:
 def client_id_of_subject(subject: str) -> str:
     """The clientId at the end of a per-client subject."""
     return subject.rsplit(".", 1)[-1]
+
+
+def kv_stream(bucket: str) -> str:
+    """The JetStream stream that holds a KV bucket (as NATS names it)."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket's ``key`` is stored on (``>`` for every key), as NATS builds it."""
+    return f"$KV.{bucket}.{key}"
