@@ -37,6 +37,14 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 30, what: s
         await asyncio.sleep(0.02)
 
 
+async def ready_slots(backend: E2BSandbox, count: int, timeout: float = 30) -> None:
+    """Wait until ``backend`` sees ``count`` ready warm sandboxes (its view of the bucket)."""
+    deadline = time.monotonic() + timeout
+    while len([entry for entry in await backend.directory.all_slots() if entry.slot.state == "ready"]) < count:
+        assert time.monotonic() < deadline, f"{count} warm sandboxes not ready in {timeout} s"
+        await asyncio.sleep(0.02)
+
+
 def pooled(standin: E2BStandIn) -> list[StandInSandbox]:
     return [sandbox for sandbox in standin.creates if "pool" in sandbox.metadata]
 
@@ -157,7 +165,7 @@ async def test_a_new_conversation_claims_a_warm_sandbox_and_the_pool_refills(
     await publish_pool(broker, policies, 2)
     backend = e2b_backend(broker, policies, upkeep_seconds=0.2)
     try:
-        await wait_until(lambda: len(pooled(standin)) == 2, what="the pool filled")
+        await ready_slots(backend, 2)
         warm = list(pooled(standin))
         assert all(sandbox.executions == 0 for sandbox in warm), "a pooled sandbox has never run code"
         execution = await backend.run(spec("print('first')", client="new"))
@@ -186,7 +194,8 @@ async def test_two_replicas_never_claim_one_warm_sandbox(
     await publish_pool(broker, policies, 3)
     first, second = e2b_backend(broker, policies), e2b_backend(broker, policies)
     try:
-        await wait_until(lambda: len(pooled(standin)) == 3, what="the pool filled")
+        await ready_slots(first, 3)
+        await ready_slots(second, 3)
         await asyncio.gather(*((first, second)[n % 2].run(spec("x = 1", client=f"conv{n}")) for n in range(6)))
         used = [sandbox for sandbox in standin.creates if sandbox.executions > 0]
         assert len(used) == 6 and all(sandbox.executions == 1 for sandbox in used), "one conversation each"
@@ -231,7 +240,7 @@ async def test_the_pool_honours_the_internet_setting(
     await publish_pool(broker, policies, 1, internet=True)
     backend = e2b_backend(broker, policies)
     try:
-        await wait_until(lambda: len(pooled(standin)) == 1, what="the pool filled")
+        await ready_slots(backend, 1)
         assert pooled(standin)[0].allow_internet is True
         # a tenant without internet access never gets the pooled (online) sandbox
         await backend.run(spec("1", client="offline", internet=False))

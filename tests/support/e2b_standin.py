@@ -85,6 +85,7 @@ signal.signal(signal.SIGINT, _interrupt)
 sys.stdout, sys.stderr = _Stream("stdout"), _Stream("stderr")
 namespace = {"__name__": "__main__", "display": display}
 count = 0
+_send({"type": "__ready__"})  # E2B answers a create once the sandbox is up: so does the stand-in
 for line in sys.stdin:
     count += 1
     code = json.loads(line)["code"]
@@ -220,6 +221,8 @@ class E2BStandIn:
             sys.executable, "-u", "-c", _KERNEL,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 27,
         )
+        assert process.stdout is not None
+        await process.stdout.readline()  # the kernel's __ready__
         sandbox = StandInSandbox(
             sandbox_id=f"sbx{secrets.token_hex(6)}",
             template=body["templateID"],

@@ -123,6 +123,7 @@ class E2BSandbox:
         self._round_lock = asyncio.Lock()
         self._bound_tenants: dict[str, SandboxPolicy] = {}
         self._bounding: asyncio.Task[None] | None = None
+        self.directory.start()
         self._keeper = asyncio.get_running_loop().create_task(self._keep(), name="e2b-upkeep")
 
     @property
@@ -191,6 +192,7 @@ class E2BSandbox:
                 session.reaper.cancel()
         paused = await asyncio.gather(*(self._pause_if_ours(cid, session, "shutdown") for cid, session in sessions))
         pooled = await self.pool.pause_own()
+        await self.directory.aclose()
         log.info("e2b backend closed", paused=sum(paused), warm_paused=pooled)
 
     # -- attaching a conversation to its sandbox ---------------------------------------------
@@ -358,7 +360,8 @@ class E2BSandbox:
 
     async def _round(self) -> None:
         try:
-            await self.pool.refill()
+            if self._policies is not None:  # without the tenants' policies it cannot know what is wanted
+                await self.pool.refill()
         except Exception as exc:
             log.warning("e2b warm pool round failed", error=f"{type(exc).__name__}: {exc}")
         try:

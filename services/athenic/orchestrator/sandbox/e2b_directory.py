@@ -9,12 +9,19 @@ Every change is a compare-and-set on the key's revision: whoever pauses, kills o
 sandbox first wins, and the others see a conflict (``Conflict``) and leave it alone. The
 replicas never lock anything else: a conversation's messages are answered one at a time
 cluster-wide already (``turn_order``), so two runs never race for one record.
+
+Listing (every record, a shape's pool slots) reads a mirror of the bucket kept by one watch
+per replica: a watch per listing would leave one JetStream consumer behind per call for
+minutes. The mirror may lag another replica's write by the watch's latency; the
+compare-and-set on the real key catches that (a ``Conflict``). ``get`` reads the key itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,8 +29,12 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from athenic.shared.quotas import Stored, read_bucket
+from athenic.shared.logging import get_logger
+from athenic.shared.quotas import Stored
 
+log = get_logger(__name__)
+
+_LOAD_TIMEOUT_SECONDS = 10.0
 State = Literal["running", "paused"]
 POOL_PREFIX = "pool."
 # A run marked busy longer ago than this is treated as over (its replica died mid-run).
@@ -79,6 +90,53 @@ _slots = msgspec.json.Decoder(PoolSlot)
 class SandboxDirectory:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
+        self._mirror: dict[str, tuple[int, bytes]] = {}  # key -> (revision, value) of live keys
+        self._loaded = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
+
+    # -- the mirror -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch(), name="e2b-directory-watch")
+
+    async def aclose(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                watcher = await self.kv.watchall()
+                async for entry in watcher:
+                    if entry is None:  # the end of the initial values
+                        self._loaded.set()
+                        continue
+                    deleted = entry.operation in ("DEL", "PURGE") or not entry.value
+                    self._note(entry.key, entry.revision or 0, None if deleted else entry.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("sandboxes bucket watch interrupted; resuming", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1)
+
+    def _note(self, key: str, revision: int, value: bytes | None) -> None:
+        """Remember a key's newest state (our own writes may be noted before the watch sees them)."""
+        known = self._mirror.get(key)
+        if known is not None and revision < known[0]:
+            return
+        if value is None:
+            self._mirror.pop(key, None)  # no tombstones: the watch delivers a key's changes in order
+        else:
+            self._mirror[key] = (revision, value)
+
+    async def _listed(self, matches: Callable[[str], bool]) -> list[tuple[str, Stored]]:
+        self.start()
+        await asyncio.wait_for(self._loaded.wait(), _LOAD_TIMEOUT_SECONDS)
+        return [(key, Stored(revision, value)) for key, (revision, value) in list(self._mirror.items())
+                if matches(key)]
 
     # -- conversation records -------------------------------------------------------------
 
@@ -99,48 +157,59 @@ class SandboxDirectory:
         value = msgspec.json.encode(record)
         try:
             if revision is None:
-                return await self.kv.create(client_id, value)
-            return await self.kv.update(client_id, value, last=revision)
+                written = await self.kv.create(client_id, value)
+            else:
+                written = await self.kv.update(client_id, value, last=revision)
         except KeyWrongLastSequenceError as exc:
             raise Conflict(client_id) from exc
+        self._note(client_id, written, value)
+        return written
 
     async def force(self, client_id: str, record: SandboxRecord) -> int:
         """Write ``record`` whatever is there (the conversation's own run owns its key)."""
-        return await self.kv.put(client_id, msgspec.json.encode(record))
+        value = msgspec.json.encode(record)
+        written = await self.kv.put(client_id, value)
+        self._note(client_id, written, value)
+        return written
 
     async def remove(self, key: str, *, revision: int) -> None:
         try:
             await self.kv.delete(key, last=revision)
         except KeyWrongLastSequenceError as exc:
             raise Conflict(key) from exc
+        self._note(key, revision + 1, None)  # at least that: the delete marker's revision is higher
 
     async def records(self) -> list[Entry]:
-        """Every conversation record (one watch over the bucket's single-token keys)."""
-        stored = await read_bucket(self.kv, "*")
-        return list(_decoded(stored.items()))
+        """Every conversation record, as the mirror has them."""
+        return list(_decoded(await self._listed(lambda key: not key.startswith(POOL_PREFIX))))
 
     # -- warm pool slots --------------------------------------------------------------------
 
     async def slots(self, shape: str) -> list[SlotEntry]:
-        stored = await read_bucket(self.kv, f"{POOL_PREFIX}{shape}.*")
-        return list(_decoded_slots(stored.items()))
+        prefix = f"{POOL_PREFIX}{shape}."
+        return list(_decoded_slots(await self._listed(lambda key: key.startswith(prefix))))
 
     async def all_slots(self) -> list[SlotEntry]:
-        stored = await read_bucket(self.kv, f"{POOL_PREFIX}>")
-        return list(_decoded_slots(stored.items()))
+        return list(_decoded_slots(await self._listed(lambda key: key.startswith(POOL_PREFIX))))
 
     async def take_slot(self, key: str, slot: PoolSlot) -> int | None:
         """Take an empty slot for creating (atomic across replicas); None when taken."""
+        value = msgspec.json.encode(slot)
         try:
-            return await self.kv.create(key, msgspec.json.encode(slot))
+            written = await self.kv.create(key, value)
         except KeyWrongLastSequenceError:
             return None
+        self._note(key, written, value)
+        return written
 
     async def fill_slot(self, key: str, slot: PoolSlot, *, revision: int) -> int:
+        value = msgspec.json.encode(slot)
         try:
-            return await self.kv.update(key, msgspec.json.encode(slot), last=revision)
+            written = await self.kv.update(key, value, last=revision)
         except KeyWrongLastSequenceError as exc:
             raise Conflict(key) from exc
+        self._note(key, written, value)
+        return written
 
 
 def _decoded(items: Iterable[tuple[str, Stored]]) -> Iterator[Entry]:
