@@ -71,6 +71,8 @@ async def test_a_conversation_keeps_one_sandbox_whichever_replica_answers(
         assert execution.results == [{"text": str(number)}], execution
     assert len(standin.creates) == 1
     assert standin.creates[0].executions == 20
+    # a replica that dies leaves it to E2B's timer, which pauses it (state kept) rather than kill it
+    assert standin.creates[0].auto_pause and standin.creates[0].auto_resume
     record = await SandboxDirectory(broker.bucket(names.SANDBOXES_BUCKET)).get("c1")
     assert record is not None and record.record.sandbox_id == standin.creates[0].sandbox_id
     assert record.record.state == "running" and not record.record.busy
@@ -126,6 +128,27 @@ async def test_a_paused_sandbox_is_killed_after_its_retention(standin: E2BStandI
         await backend.aclose()
 
 
+async def test_without_its_replica_e2b_pauses_the_sandbox_when_its_lifetime_ends(
+    standin: E2BStandIn, broker: Broker
+) -> None:
+    crashed = e2b_backend(broker)
+    await crashed.run(spec("kept = 'through the crash'"))
+    [sandbox] = standin.creates
+    crashed._keeper.cancel()  # the replica is gone: no idle timer, no shutdown
+    for session in crashed._sessions.values():
+        assert session.reaper is not None
+        session.reaper.cancel()
+    sandbox.expires_at = time.monotonic()  # its lifetime runs out now rather than in minutes
+    await wait_until(lambda: sandbox.state == "paused", what="E2B's pause on timeout")
+    assert standin.kills == []
+    survivor = e2b_backend(broker)
+    try:
+        assert (await survivor.run(spec("kept"))).results == [{"text": "'through the crash'"}]
+    finally:
+        await survivor.aclose()
+        await crashed.directory.aclose()
+
+
 async def test_a_sandbox_in_use_is_not_killed_by_retention(standin: E2BStandIn, broker: Broker) -> None:
     backend = e2b_backend(broker, upkeep_seconds=0.1)
     try:
@@ -172,6 +195,7 @@ async def test_a_new_conversation_claims_a_warm_sandbox_and_the_pool_refills(
         assert execution.stdout == "first\n"
         claimed = [sandbox for sandbox in warm if sandbox.executions == 1]
         assert len(claimed) == 1, "the first run used a warm sandbox"
+        assert claimed[0].lifetimes[-1] == 300 + 20 + 60, "the conversation's lifetime, not the pool's"
         assert [sandbox for sandbox in standin.creates if "clientId" in sandbox.metadata] == []
         assert backend.pool.hits == 1
         await wait_until(lambda: len(pooled(standin)) == 3, what="the pool refilled")

@@ -255,6 +255,13 @@ class E2BSandbox:
                 await self.directory.remove(spec.client_id, revision=revision)
             self._sessions.pop(spec.client_id, None)
             return await self._start(spec, template)
+        except BaseException:
+            # E2B unreachable (retried later): the record must not stay busy, or no round would
+            # pause or expire it
+            with contextlib.suppress(Exception):
+                await self.directory.put(spec.client_id, msgspec.structs.replace(record, busy=False),
+                                         revision=revision)
+            raise
         session = _Session(sandbox=sandbox, record=record, revision=revision)
         self._sessions[spec.client_id] = session
         return session

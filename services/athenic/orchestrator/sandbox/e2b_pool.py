@@ -88,6 +88,8 @@ class WarmPool:
                     continue  # another replica claimed it
                 try:
                     sandbox = await self.control.connect(entry.slot.sandbox_id, lifetime=lifetime)
+                    # connect only ever lengthens a running sandbox's lifetime: the pool's is longer
+                    await self.control.set_timeout(entry.slot.sandbox_id, lifetime)
                 except NotFoundException:
                     continue
                 self.hits += 1
