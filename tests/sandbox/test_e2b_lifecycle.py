@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.sandbox.base import RunSpec
@@ -186,6 +187,7 @@ async def test_a_new_conversation_claims_a_warm_sandbox_and_the_pool_refills(
     standin: E2BStandIn, broker: Broker, policies: PolicyCache
 ) -> None:
     await publish_pool(broker, policies, 2)
+    hits_before = REGISTRY.get_sample_value("athenic_orchestrator_e2b_pool_claims_total", {"outcome": "hit"}) or 0
     backend = e2b_backend(broker, policies, upkeep_seconds=0.2)
     try:
         await ready_slots(backend, 2)
@@ -198,6 +200,8 @@ async def test_a_new_conversation_claims_a_warm_sandbox_and_the_pool_refills(
         assert claimed[0].lifetimes[-1] == 300 + 20 + 60, "the conversation's lifetime, not the pool's"
         assert [sandbox for sandbox in standin.creates if "clientId" in sandbox.metadata] == []
         assert backend.pool.hits == 1
+        hits = REGISTRY.get_sample_value("athenic_orchestrator_e2b_pool_claims_total", {"outcome": "hit"})
+        assert hits == hits_before + 1, "the claim is counted on /metrics"
         await wait_until(lambda: len(pooled(standin)) == 3, what="the pool refilled")
         directory = SandboxDirectory(broker.bucket(names.SANDBOXES_BUCKET))
         for _ in range(200):

@@ -42,6 +42,7 @@ from athenic.orchestrator.sandbox.base import OutputSink, RunSpec
 from athenic.orchestrator.sandbox.e2b_control import DEFAULT_TEMPLATE, E2BControl
 from athenic.orchestrator.sandbox.e2b_directory import Conflict, SandboxDirectory, SandboxRecord, now
 from athenic.orchestrator.sandbox.e2b_errors import backend_error
+from athenic.orchestrator.sandbox.e2b_metrics import SANDBOX_EVENTS
 from athenic.orchestrator.sandbox.e2b_pool import Shape, WarmPool, pool_targets
 from athenic.orchestrator.sandbox.e2b_upkeep import Upkeep
 from athenic.orchestrator.sandbox.output import CappedText, OutputForwarder
@@ -246,6 +247,7 @@ class E2BSandbox:
                 await self.control.set_timeout(record.sandbox_id, self._lifetime(spec))
             else:
                 sandbox = await self.control.connect(record.sandbox_id, lifetime=self._lifetime(spec))
+                SANDBOX_EVENTS.labels("attached", "resumed" if entry.record.state == "paused" else "running").inc()
                 log.info("e2b sandbox attached", client_id=spec.client_id, sandbox_id=record.sandbox_id,
                          resumed=entry.record.state == "paused", replica=self.replica)
         except NotFoundException:
@@ -276,6 +278,7 @@ class E2BSandbox:
                 template=template, allow_internet=spec.allow_internet, lifetime=lifetime,
                 metadata={"service": "athenic", "clientId": spec.client_id},
             )
+            SANDBOX_EVENTS.labels("created", "new conversation").inc()
             log.info("e2b sandbox created", client_id=spec.client_id, sandbox_id=sandbox.sandbox_id,
                      template=template, replica=self.replica)
         record = SandboxRecord(

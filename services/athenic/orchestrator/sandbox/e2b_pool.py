@@ -30,6 +30,7 @@ from e2b import NotFoundException
 
 from athenic.orchestrator.sandbox.e2b_control import DEFAULT_TEMPLATE, E2BControl
 from athenic.orchestrator.sandbox.e2b_directory import POOL_PREFIX, Conflict, PoolSlot, SandboxDirectory, now
+from athenic.orchestrator.sandbox.e2b_metrics import POOL_CLAIMS, SANDBOX_EVENTS
 from athenic.shared.logging import get_logger
 from athenic.shared.policy import SandboxPolicy
 
@@ -93,6 +94,7 @@ class WarmPool:
                 except NotFoundException:
                     continue
                 self.hits += 1
+                POOL_CLAIMS.labels("hit").inc()
                 log.info("e2b warm sandbox claimed", client_id=client_id, sandbox_id=entry.slot.sandbox_id)
                 return sandbox
         except Exception as exc:
@@ -101,6 +103,7 @@ class WarmPool:
         finally:
             self.wanted.set()
         self.misses += 1
+        POOL_CLAIMS.labels("miss").inc()
         log.info("e2b warm pool empty; creating", client_id=client_id, template=shape.template)
         return None
 
@@ -155,6 +158,7 @@ class WarmPool:
             # the slot was freed as stale meanwhile: this sandbox is nobody's
             await self._kill(sandbox.sandbox_id, "slot lost")
             return
+        SANDBOX_EVENTS.labels("created", "warm pool").inc()
         log.info("e2b warm sandbox ready", sandbox_id=sandbox.sandbox_id, template=shape.template)
 
     async def _refresh(self, entry: Any) -> None:
@@ -183,6 +187,7 @@ class WarmPool:
     async def _kill(self, sandbox_id: str, reason: str) -> None:
         try:
             await self.control.kill(sandbox_id)
+            SANDBOX_EVENTS.labels("killed", reason).inc()
             log.info("e2b warm sandbox killed", sandbox_id=sandbox_id, reason=reason)
         except Exception as exc:
             log.warning("e2b warm sandbox kill failed", sandbox_id=sandbox_id, error=str(exc))

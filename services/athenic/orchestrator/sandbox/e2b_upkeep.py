@@ -18,6 +18,7 @@ import msgspec
 
 from athenic.orchestrator.sandbox.e2b_control import E2BControl
 from athenic.orchestrator.sandbox.e2b_directory import Conflict, Entry, SandboxDirectory, now
+from athenic.orchestrator.sandbox.e2b_metrics import SANDBOX_EVENTS
 from athenic.shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -69,6 +70,7 @@ class Upkeep:
             log.warning("e2b sandbox pause failed", client_id=entry.key, sandbox_id=entry.record.sandbox_id,
                         reason=reason, error=f"{type(exc).__name__}: {exc}")
             return True
+        SANDBOX_EVENTS.labels("paused", reason).inc()
         log.info("e2b sandbox paused", client_id=entry.key, sandbox_id=entry.record.sandbox_id, reason=reason)
         return True
 
@@ -84,5 +86,6 @@ class Upkeep:
             log.warning("e2b sandbox kill failed", client_id=entry.key, sandbox_id=entry.record.sandbox_id,
                         reason=reason, error=f"{type(exc).__name__}: {exc}")
             return True
+        SANDBOX_EVENTS.labels("killed", reason).inc()
         log.info("e2b sandbox killed", client_id=entry.key, sandbox_id=entry.record.sandbox_id, reason=reason)
         return True
