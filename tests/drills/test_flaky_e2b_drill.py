@@ -9,11 +9,7 @@ last delivery.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,6 +18,7 @@ from aiohttp import web
 
 from tests.drills.load import allow_executions
 from tests.support.e2b_standin import E2BStandIn
+from tests.support.e2b_thread import serving
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, wait_for_status
 
@@ -55,29 +52,6 @@ class FlakyE2B(E2BStandIn):
         if self._fails():
             return web.Response(status=500, text="flaky stand-in")
         return await super()._execute(request)
-
-
-@contextmanager
-def serving(standin: FlakyE2B) -> Iterator[FlakyE2B]:
-    """The stand-in on its own event loop in a thread, beside synchronous process control."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    def main() -> None:
-        loop.run_until_complete(standin.__aenter__())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(standin.__aexit__(None, None, None))
-
-    thread = threading.Thread(target=main, name="flaky-e2b", daemon=True)
-    thread.start()
-    assert ready.wait(30), "the E2B stand-in did not start"
-    try:
-        yield standin
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
 
 
 @pytest.mark.slow

@@ -75,6 +75,16 @@ def test_crd_defaults_are_the_policy_defaults() -> None:
     ({"tenant": "acme", "e2bTemplate": ""}, "spec.e2bTemplate"),
     ({"tenant": "acme", "sandboxIdleSeconds": 5}, "spec.sandboxIdleSeconds"),
     ({"tenant": "acme", "onExceed": "Drop"}, "spec.onExceed"),
+    ({"tenant": "acme", "sandboxRetentionSeconds": 9}, "spec.sandboxRetentionSeconds"),
+    ({"tenant": "acme", "sandboxRetentionSeconds": 2_592_001}, "spec.sandboxRetentionSeconds"),
+    ({"tenant": "acme", "sandboxRetentionSeconds": "1d"}, "spec.sandboxRetentionSeconds"),
+    ({"tenant": "acme", "e2bWarmPool": -1}, "spec.e2bWarmPool"),
+    ({"tenant": "acme", "e2bWarmPool": 101}, "spec.e2bWarmPool"),
+    ({"tenant": "acme", "e2bWarmPool": 1.5}, "spec.e2bWarmPool"),
+    ({"tenant": "acme", "maxIdleSandboxes": -1}, "spec.maxIdleSandboxes"),
+    ({"tenant": "acme", "maxIdleSandboxes": 10_001}, "spec.maxIdleSandboxes"),
+    ({"tenant": "acme", "maxPausedSandboxes": -1}, "spec.maxPausedSandboxes"),
+    ({"tenant": "acme", "maxPausedSandboxes": 100_001}, "spec.maxPausedSandboxes"),
 ])
 def test_schema_refuses_bad_values(spec: dict[str, Any], where: str) -> None:
     errors = schema_errors(quota(spec))
@@ -84,8 +94,12 @@ def test_schema_refuses_bad_values(spec: dict[str, Any], where: str) -> None:
 def test_schema_accepts_the_edges() -> None:
     edges = {"tenant": "*", "maxConcurrentExecutions": 1, "maxExecutionsPerMinute": 1,
              "maxExecutionSeconds": 3600, "memoryMiB": 32, "sandboxIdleSeconds": 10,
-             "onExceed": "Reject", "allowInternet": True, "e2bTemplate": "team/tpl-1"}
+             "onExceed": "Reject", "allowInternet": True, "e2bTemplate": "team/tpl-1",
+             "sandboxRetentionSeconds": 10, "e2bWarmPool": 0, "maxIdleSandboxes": 0, "maxPausedSandboxes": 0}
     assert schema_errors(quota(edges)) == []
+    upper = {"tenant": "acme", "sandboxRetentionSeconds": 2_592_000, "e2bWarmPool": 100,
+             "maxIdleSandboxes": 10_000, "maxPausedSandboxes": 100_000}
+    assert schema_errors(quota(upper)) == []
     assert schema_errors(quota({"tenant": "A_b-9" * 25 + "xyz"})) == []  # 128 characters
 
 

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.sandbox.e2b import E2BSandbox
 from athenic.orchestrator.sandbox.isolation import find_bubblewrap
 from athenic.orchestrator.sandbox.local import LocalSandbox
+from athenic.shared import names
+from athenic.shared.broker import Broker
+from athenic.shared.settings import NatsSettings, load
 from tests.support.e2b_standin import E2BStandIn
+from tests.support.nats import NatsServer
 
 OUTPUT_LIMIT = 4096
 # The sandbox's Python environment as `make test` installs it (`make sandbox-python`): the local
@@ -99,9 +104,39 @@ async def standin(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[E2BStandIn]:
 
 
 @pytest.fixture
-async def e2b(standin: E2BStandIn) -> AsyncIterator[E2BSandbox]:
-    backend = E2BSandbox(api_key="e2b_test_key", output_limit_bytes=OUTPUT_LIMIT, request_timeout_seconds=5,
-                         api_retries=0)
+async def broker(nats_server: NatsServer) -> AsyncIterator[Broker]:
+    """A service's broker connection to a real nats-server, its topology provisioned."""
+    connection = Broker(load(NatsSettings, {"NATS_URL": nats_server.url}), name="athenic-test")
+    await connection.start()
+    await connection.wait_ready(30)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def policies(broker: Broker) -> AsyncIterator[PolicyCache]:
+    """The orchestrator's view of the policies bucket (tests publish into it)."""
+    cache = PolicyCache(broker.bucket(names.POLICIES_BUCKET))
+    await cache.start()
+    try:
+        yield cache
+    finally:
+        await cache.aclose()
+
+
+def e2b_backend(broker: Broker, policies: PolicyCache | None = None, *, api_key: str = "e2b_test_key",
+                request_timeout: float = 5, upkeep_seconds: float = 30.0) -> E2BSandbox:
+    """The E2B backend as the orchestrator builds it, on the stand-in and the real sandboxes bucket."""
+    return E2BSandbox(kv=broker.bucket(names.SANDBOXES_BUCKET), policies=policies, api_key=api_key,
+                      output_limit_bytes=OUTPUT_LIMIT, request_timeout_seconds=request_timeout, api_retries=0,
+                      upkeep_seconds=upkeep_seconds)
+
+
+@pytest.fixture
+async def e2b(standin: E2BStandIn, broker: Broker) -> AsyncIterator[E2BSandbox]:
+    backend = e2b_backend(broker)
     try:
         yield backend
     finally:

@@ -55,7 +55,9 @@ def test_ansi_colours_are_stripped() -> None:
 def test_the_backend_is_chosen_by_the_environment_alone() -> None:
     assert make_sandbox(load(OrchestratorSettings, {"ATHENIC_BWRAP_PATH": "/nonexistent"})).name == "local"
     keyed = load(OrchestratorSettings, {"E2B_API_KEY": "e2b_x"})
-    assert make_sandbox(keyed).name == "e2b"
+    assert keyed.sandbox_backend == "e2b"
+    with pytest.raises(SettingsError, match="NATS"):  # its sandboxes live in the sandboxes bucket
+        make_sandbox(keyed)
     forced_local = load(OrchestratorSettings, {"E2B_API_KEY": "e2b_x", "ATHENIC_SANDBOX": "local"})
     assert make_sandbox(forced_local).name == "local"
     with pytest.raises(SettingsError, match="E2B_API_KEY"):

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 import structlog
@@ -15,9 +16,18 @@ from athenic.orchestrator.record_budget import fit_response
 from athenic.orchestrator.records import Outcome, final_response, stored_size
 from athenic.orchestrator.sandbox.base import RunSpec, Stream
 from athenic.orchestrator.sandbox.e2b import E2BSandbox
+from athenic.shared.broker import Broker
 from athenic.shared.messages import ChatRequest
-from tests.sandbox.conftest import OUTPUT_LIMIT
+from tests.sandbox.conftest import OUTPUT_LIMIT, e2b_backend
 from tests.support.e2b_standin import E2BStandIn, png_bytes
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds (generous: the machine is shared)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
 
 
 def spec(code: str, *, client: str = "c1", timeout: float = 10, idle: int = 300, template: str | None = None,
@@ -91,17 +101,19 @@ async def test_template_and_internet_access_follow_the_run(e2b: E2BSandbox, stan
     assert default.sandbox_id in standin.kills
 
 
-async def test_an_idle_sandbox_is_killed_and_the_next_run_starts_fresh(e2b: E2BSandbox, standin: E2BStandIn) -> None:
-    await e2b.run(spec("x = 1", idle=1))
+async def test_an_idle_sandbox_is_paused_and_the_next_run_resumes_it_with_its_state(
+    e2b: E2BSandbox, standin: E2BStandIn
+) -> None:
+    await e2b.run(spec("x = 41", idle=1))
     first = standin.creates[0]
-    deadline = time.monotonic() + 5
-    while first.sandbox_id not in standin.kills and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert first.sandbox_id in standin.kills
+    await wait_until(lambda: first.state == "paused")
+    assert standin.pauses == [first.sandbox_id]
+    assert standin.kills == []
     assert e2b.sessions == 0
-    execution = await e2b.run(spec("print('x' in dir())", idle=1))
-    assert execution.stdout == "False\n"
-    assert len(standin.creates) == 2
+    execution = await e2b.run(spec("x + 1", idle=1))
+    assert execution.results == [{"text": "42"}]
+    assert standin.resumes == [first.sandbox_id]
+    assert len(standin.creates) == 1
 
 
 async def test_a_used_sandbox_is_not_reaped_and_its_lifetime_is_refreshed(
@@ -115,11 +127,13 @@ async def test_a_used_sandbox_is_not_reaped_and_its_lifetime_is_refreshed(
     assert len(standin.creates[0].lifetimes) == 3
 
 
-async def test_shutdown_kills_every_sandbox(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+async def test_shutdown_pauses_every_sandbox_and_kills_none(e2b: E2BSandbox, standin: E2BStandIn) -> None:
     await e2b.run(spec("1", client="a"))
     await e2b.run(spec("1", client="b"))
     await e2b.aclose()
-    assert sorted(standin.kills) == sorted(sandbox.sandbox_id for sandbox in standin.creates)
+    assert sorted(standin.pauses) == sorted(sandbox.sandbox_id for sandbox in standin.creates)
+    assert standin.kills == []
+    assert standin.running == [], "nothing is left billing compute"
     with pytest.raises(RetryableError):
         await e2b.run(spec("1"))
 
@@ -216,8 +230,8 @@ async def test_rate_limiting_is_retryable(e2b: E2BSandbox, standin: E2BStandIn) 
         await e2b.run(spec("print(1)"))
 
 
-async def test_a_bad_key_fails_clearly_with_one_error_log(standin: E2BStandIn) -> None:
-    backend = E2BSandbox(api_key="wrong", output_limit_bytes=4096, request_timeout_seconds=5)
+async def test_a_bad_key_fails_clearly_with_one_error_log(standin: E2BStandIn, broker: Broker) -> None:
+    backend = e2b_backend(broker, api_key="wrong")
     try:
         with structlog.testing.capture_logs() as logs, pytest.raises(TerminalError, match="E2B_API_KEY"):
             await backend.run(spec("print(1)"))
@@ -229,14 +243,14 @@ async def test_a_bad_key_fails_clearly_with_one_error_log(standin: E2BStandIn) -
     assert standin.creates == []
 
 
-async def test_e2b_unreachable_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_e2b_unreachable_is_retryable(monkeypatch: pytest.MonkeyPatch, broker: Broker) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{closed.getsockname()[1]}"
     closed.close()
     monkeypatch.setenv("E2B_API_URL", url)
     monkeypatch.setenv("E2B_SANDBOX_URL", url)
-    backend = E2BSandbox(api_key="k", output_limit_bytes=4096, request_timeout_seconds=2)
+    backend = e2b_backend(broker, api_key="k", request_timeout=2)
     try:
         with pytest.raises(RetryableError, match="unreachable"):
             await backend.run(spec("print(1)"))

@@ -10,6 +10,18 @@ Each sandbox is a real Python process holding one namespace (so state survives b
 executions, like E2B's kernel); a client that goes away mid-execution interrupts it (SIGINT),
 as the code interpreter does. Everything is recorded for assertions; ``execute_mode``,
 ``execute_status`` and ``create_status`` make the service misbehave.
+
+The sandbox lifecycle follows E2B's API (see ``_add_lifecycle_routes``): a sandbox's timeout
+counts from its create (or resume, or ``POST /sandboxes/{id}/timeout``) and, when it runs out,
+pauses it if it was created with ``autoPause`` (``lifecycle={"on_timeout": "pause"}``), else
+kills it. ``POST /sandboxes/{id}/pause`` answers 204 (409 when already paused);
+``POST /v2/sandboxes/{id}/connect`` answers 200 for a running sandbox (its timeout only ever
+extended) and 201 when it resumed a paused one; the older ``POST /sandboxes/{id}/resume``
+answers 201 (409 when running); ``GET /sandboxes/{id}`` reports ``state``; a killed or unknown
+sandbox is 404 everywhere. A paused sandbox keeps its memory: its kernel process is stopped
+(SIGSTOP) and continued on resume. Traffic to a paused sandbox resumes it when it was created
+with ``autoResume``, else it is refused with 502 as E2B's proxy does. ``create_latency`` and
+``resume_latency`` (seconds) make creating and resuming take time, like the cloud's.
 """
 
 from __future__ import annotations
@@ -73,6 +85,7 @@ signal.signal(signal.SIGINT, _interrupt)
 sys.stdout, sys.stderr = _Stream("stdout"), _Stream("stderr")
 namespace = {"__name__": "__main__", "display": display}
 count = 0
+_send({"type": "__ready__"})  # E2B answers a create once the sandbox is up: so does the stand-in
 for line in sys.stdin:
     count += 1
     code = json.loads(line)["code"]
@@ -117,6 +130,12 @@ class StandInSandbox:
     # when an execution interrupted by a departing client had actually stopped (monotonic)
     interrupted_at: list[float] = field(default_factory=list)
     lifetimes: list[int] = field(default_factory=list)
+    # lifecycle (E2B's autoPause / autoResume); see E2BStandIn._add_lifecycle_routes
+    auto_pause: bool = False
+    auto_resume: bool = False
+    state: Literal["running", "paused"] = "running"
+    expires_at: float = float("inf")  # monotonic; when the sandbox's timeout runs out
+    created_at: float = field(default_factory=time.monotonic)
 
 
 class E2BStandIn:
@@ -134,6 +153,14 @@ class E2BStandIn:
         self.kills: list[str] = []
         self.kill_times: dict[str, float] = {}
         self.executes: list[str] = []
+        # lifecycle: latencies, and what happened (sandbox ids, in order)
+        self.create_latency = 0.0
+        self.resume_latency = 0.0
+        self.pauses: list[str] = []
+        self.resumes: list[str] = []
+        self.connects: list[str] = []
+        self.expired: list[str] = []
+        self._expiry: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._drains: set[asyncio.Task[None]] = set()
         self.url = ""
@@ -145,6 +172,7 @@ class E2BStandIn:
         app.router.add_post("/sandboxes/{sandbox_id}/timeout", self._set_timeout)
         app.router.add_get("/health", self._health)
         app.router.add_post("/execute", self._execute)
+        self._add_lifecycle_routes(app)
         # the code interpreter notices a client that goes away: so does the stand-in
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -153,9 +181,12 @@ class E2BStandIn:
         site = web.SockSite(self._runner, sock)
         await site.start()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self._expiry = asyncio.create_task(self._expire_forever(), name="e2b-standin-expiry")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         for sandbox in self.sandboxes.values():
             with contextlib.suppress(ProcessLookupError):
                 sandbox.process.kill()
@@ -169,6 +200,11 @@ class E2BStandIn:
     def live(self) -> list[StandInSandbox]:
         return [sandbox for sandbox in self.sandboxes.values() if not sandbox.killed]
 
+    @property
+    def running(self) -> list[StandInSandbox]:
+        """Sandboxes that bill compute now (alive and not paused)."""
+        return [sandbox for sandbox in self.live if sandbox.state == "running"]
+
     # -- control plane -------------------------------------------------------------------
 
     async def _create(self, request: web.Request) -> web.Response:
@@ -179,10 +215,14 @@ class E2BStandIn:
         if self.create_status is not None:
             return _api_error(self.create_status, "stand-in told to fail")
         body = await request.json()
+        if self.create_latency:
+            await asyncio.sleep(self.create_latency)
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-u", "-c", _KERNEL,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 27,
         )
+        assert process.stdout is not None
+        await process.stdout.readline()  # the kernel's __ready__
         sandbox = StandInSandbox(
             sandbox_id=f"sbx{secrets.token_hex(6)}",
             template=body["templateID"],
@@ -192,19 +232,13 @@ class E2BStandIn:
             timeout=body.get("timeout"),
             metadata=body.get("metadata") or {},
             process=process,
+            auto_pause=bool(body.get("autoPause")),
+            auto_resume=bool(body.get("autoResume")),
         )
+        _arm(sandbox, sandbox.timeout)
         self.sandboxes[sandbox.sandbox_id] = sandbox
         self.creates.append(sandbox)
-        return web.json_response(
-            {
-                "templateID": sandbox.template,
-                "sandboxID": sandbox.sandbox_id,
-                "clientID": "standin",
-                "envdVersion": "0.2.0",
-                "envdAccessToken": sandbox.access_token,
-            },
-            status=201,
-        )
+        return web.json_response(_sandbox_body(sandbox), status=201)
 
     async def _kill(self, request: web.Request) -> web.Response:
         sandbox = self.sandboxes.get(request.match_info["sandbox_id"])
@@ -222,10 +256,101 @@ class E2BStandIn:
         if sandbox is None or sandbox.killed:
             return _api_error(404, "sandbox not found")
         sandbox.lifetimes.append((await request.json())["timeout"])
+        _arm(sandbox, sandbox.lifetimes[-1])
         return web.Response(status=204)
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
+
+    # -- lifecycle: pause, resume, connect, timeouts (E2B's API; kept apart from the rest) ---
+
+    def _add_lifecycle_routes(self, app: web.Application) -> None:
+        app.router.add_post("/sandboxes/{sandbox_id}/pause", self._pause)
+        app.router.add_post("/sandboxes/{sandbox_id}/resume", self._resume_route)
+        app.router.add_post("/v2/sandboxes/{sandbox_id}/connect", self._connect)
+        app.router.add_get("/sandboxes/{sandbox_id}", self._info)
+
+    def _alive(self, request: web.Request) -> StandInSandbox | None:
+        sandbox = self.sandboxes.get(request.match_info["sandbox_id"])
+        return None if sandbox is None or sandbox.killed else sandbox
+
+    async def _pause(self, request: web.Request) -> web.Response:
+        sandbox = self._alive(request)
+        if sandbox is None:
+            return _api_error(404, "sandbox not found")
+        if sandbox.state == "paused":
+            return _api_error(409, "sandbox is already paused")
+        await self.pause(sandbox)
+        return web.Response(status=204)
+
+    async def pause(self, sandbox: StandInSandbox) -> None:
+        """Pause ``sandbox`` keeping its memory (the kernel process is stopped, not killed)."""
+        async with sandbox.lock:  # a pause waits for a running cell, as a snapshot would
+            sandbox.state = "paused"
+            sandbox.expires_at = float("inf")
+            with contextlib.suppress(ProcessLookupError):
+                sandbox.process.send_signal(signal.SIGSTOP)
+        self.pauses.append(sandbox.sandbox_id)
+
+    async def _resume(self, sandbox: StandInSandbox, timeout: int) -> None:
+        if self.resume_latency:
+            await asyncio.sleep(self.resume_latency)
+        with contextlib.suppress(ProcessLookupError):
+            sandbox.process.send_signal(signal.SIGCONT)
+        sandbox.state = "running"
+        _arm(sandbox, timeout)
+        self.resumes.append(sandbox.sandbox_id)
+
+    async def _connect(self, request: web.Request) -> web.Response:
+        sandbox = self._alive(request)
+        if sandbox is None:
+            return _api_error(404, "sandbox not found")
+        timeout = (await request.json()).get("timeout") or 300
+        self.connects.append(sandbox.sandbox_id)
+        if sandbox.state == "running":
+            # "the timeout will update only if the new timeout is longer than the existing one"
+            sandbox.expires_at = max(sandbox.expires_at, time.monotonic() + timeout)
+            return web.json_response(_sandbox_body(sandbox), status=200)
+        await self._resume(sandbox, timeout)
+        return web.json_response(_sandbox_body(sandbox), status=201)
+
+    async def _resume_route(self, request: web.Request) -> web.Response:
+        sandbox = self._alive(request)
+        if sandbox is None:
+            return _api_error(404, "sandbox not found")
+        if sandbox.state == "running":
+            return _api_error(409, "sandbox is already running")
+        await self._resume(sandbox, (await request.json()).get("timeout") or 300)
+        return web.json_response(_sandbox_body(sandbox), status=201)
+
+    async def _info(self, request: web.Request) -> web.Response:
+        sandbox = self._alive(request)
+        if sandbox is None:
+            return _api_error(404, "sandbox not found")
+        return web.json_response({**_sandbox_body(sandbox), "state": sandbox.state,
+                                  "metadata": sandbox.metadata, "cpuCount": 2, "memoryMB": 512,
+                                  "diskSizeMB": 1024, "startedAt": "2026-01-01T00:00:00Z",
+                                  "endAt": "2026-01-02T00:00:00Z", "alias": sandbox.template})
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for sandbox in list(self.live):
+                if sandbox.state != "running" or sandbox.expires_at > now:
+                    continue
+                self.expired.append(sandbox.sandbox_id)
+                if sandbox.auto_pause:
+                    await self.pause(sandbox)
+                else:
+                    self.expire_kill(sandbox)
+
+    def expire_kill(self, sandbox: StandInSandbox) -> None:
+        sandbox.killed = True
+        self.kills.append(sandbox.sandbox_id)
+        self.kill_times[sandbox.sandbox_id] = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            sandbox.process.kill()
 
     # -- code interpreter ----------------------------------------------------------------
 
@@ -235,6 +360,10 @@ class E2BStandIn:
             return web.Response(status=404, text="sandbox not found")
         if request.headers.get("X-Access-Token") != sandbox.access_token:
             return web.Response(status=401, text="bad envd access token")
+        if sandbox.state == "paused":
+            if not sandbox.auto_resume:
+                return web.Response(status=502, text=f"sandbox {sandbox.sandbox_id} is paused")
+            await self._resume(sandbox, max(300, sandbox.timeout or 300))
         code = (await request.json())["code"]
         self.executes.append(sandbox.sandbox_id)
         if self.execute_status is not None:
@@ -280,6 +409,21 @@ class E2BStandIn:
                     break
                 events.put_nowait(line)
             events.put_nowait(None)
+
+
+def _arm(sandbox: StandInSandbox, timeout: int | None) -> None:
+    """Start the sandbox's timeout over (E2B's default is 300 s when none is given)."""
+    sandbox.expires_at = time.monotonic() + (timeout if timeout is not None else 300)
+
+
+def _sandbox_body(sandbox: StandInSandbox) -> dict[str, str]:
+    return {
+        "templateID": sandbox.template,
+        "sandboxID": sandbox.sandbox_id,
+        "clientID": "standin",
+        "envdVersion": "0.2.0",
+        "envdAccessToken": sandbox.access_token,
+    }
 
 
 def _api_error(status: int, message: str) -> web.Response:

@@ -83,6 +83,7 @@ class Job:
             self.policy = policy
             spec = RunSpec(
                 client_id=self.request.client_id,
+                tenant=self.request.tenant,
                 language=language,
                 code=code,
                 timeout_seconds=min(self.settings.athenic_execution_timeout_seconds,
@@ -91,6 +92,9 @@ class Job:
                 allow_internet=policy.allow_internet,
                 template=policy.e2b_template or self.settings.e2b_template,
                 idle_seconds=policy.sandbox_idle_seconds,
+                retention_seconds=policy.sandbox_retention_seconds,
+                max_idle_sandboxes=policy.max_idle_sandboxes,
+                max_paused_sandboxes=policy.max_paused_sandboxes,
             )
             await self.events.phase("running")
             started_at = iso_timestamp()

@@ -51,13 +51,14 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         if stop.is_set():
             ready.cancel()
             return
-        sandbox = make_sandbox(settings)
-        stack.push_async_callback(sandbox.aclose)
         planner = make_planner(settings)
         stack.push_async_callback(planner.aclose)
         policies = PolicyCache(broker.bucket(names.POLICIES_BUCKET))
         await policies.start()
         stack.push_async_callback(policies.aclose)
+        # closed after the worker drained, while policies and the broker are still there
+        sandbox = make_sandbox(settings, broker=broker, policies=policies)
+        stack.push_async_callback(sandbox.aclose)
         gate = await make_gate(broker, policies, quota_settings)
         stack.push_async_callback(gate.aclose)
         worker = Worker(settings, nats_settings, broker, planner, sandbox, policies, gate)

@@ -35,6 +35,10 @@ class PolicyCache:
     def for_tenant(self, tenant: str) -> SandboxPolicy:
         return self._policies.get(tenant) or self._policies.get(WILDCARD_TENANT) or BUILTIN_DEFAULT
 
+    def all(self) -> list[SandboxPolicy]:
+        """Every tenant's own policy and the ``*`` default (what the E2B warm pool sizes from)."""
+        return list(self._policies.values())
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="policy-watch")
         await asyncio.wait_for(self._loaded.wait(), 10)

@@ -48,6 +48,8 @@ CONVERSATIONS_BUCKET: Final = "athenic_conversations"
 TURNS_BUCKET: Final = "athenic_turns"
 # Idempotency-Key -> the request it first named (TTL: the idempotency window).
 IDEMPOTENCY_BUCKET: Final = "athenic_idempotency"
+# E2B sandboxes: <clientId> -> its sandbox (id, state, last use); pool.<shape>.<slot> -> a warm one.
+SANDBOXES_BUCKET: Final = "athenic_sandboxes"
 
 # Message headers that travel with a request.
 HDR_MSG_ID: Final = "Nats-Msg-Id"

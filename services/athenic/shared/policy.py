@@ -24,6 +24,14 @@ class SandboxPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     allow_internet: bool = False
     e2b_template: str | None = None
     sandbox_idle_seconds: Annotated[int, msgspec.Meta(ge=10)] = 300
+    # E2B: a paused conversation sandbox is killed this long after its last use
+    sandbox_retention_seconds: Annotated[int, msgspec.Meta(ge=10, le=2_592_000)] = 86_400
+    # E2B: fresh sandboxes kept ready per template (and internet setting) for new conversations
+    e2b_warm_pool: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
+    # E2B: the tenant's idle running sandboxes past this are paused, least recently used first
+    max_idle_sandboxes: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 20
+    # E2B: the tenant's paused sandboxes past this are killed, least recently used first
+    max_paused_sandboxes: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 1000
     on_exceed: Literal["Queue", "Reject"] = "Queue"
 
 

@@ -90,6 +90,10 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
             bucket=names.POLICIES_BUCKET, history=1, replicas=replicas,
             storage=StorageType.FILE, description="Effective sandbox policy per tenant",
         ),
+        names.SANDBOXES_BUCKET: KeyValueConfig(
+            bucket=names.SANDBOXES_BUCKET, history=1, replicas=replicas, storage=StorageType.FILE,
+            description="E2B sandbox per conversation and the warm pool (no TTL: the retention sweep removes keys)",
+        ),
         names.LEASES_BUCKET: KeyValueConfig(
             bucket=names.LEASES_BUCKET, history=1, replicas=replicas,
             storage=StorageType.FILE, description="Execution leases and rate counters (per-message TTL)",

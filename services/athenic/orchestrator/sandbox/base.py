@@ -23,6 +23,7 @@ OutputSink = Callable[[Stream, str], Awaitable[None]]
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
     client_id: str
+    tenant: str = "default"
     language: str
     code: str
     timeout_seconds: float = 30.0
@@ -30,6 +31,10 @@ class RunSpec:
     allow_internet: bool = False
     template: str | None = None
     idle_seconds: int = 300
+    # E2B: kill a paused sandbox this long after its last use; the tenant's idle bounds
+    retention_seconds: int = 86_400
+    max_idle_sandboxes: int = 20
+    max_paused_sandboxes: int = 1000
 
 
 class SandboxBackend(Protocol):

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.sandbox.base import SandboxBackend
 from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.shared import names
+from athenic.shared.broker import Broker
 from athenic.shared.settings import SettingsError
 
 
-def make_sandbox(settings: OrchestratorSettings) -> SandboxBackend:
+def make_sandbox(settings: OrchestratorSettings, *, broker: Broker | None = None,
+                 policies: PolicyCache | None = None) -> SandboxBackend:
+    """The backend; E2B needs the ``broker`` (its sandboxes bucket) and the tenants' ``policies``."""
     if settings.sandbox_backend == "e2b":
         if not settings.e2b_api_key:
             raise SettingsError("bad setting E2B_API_KEY: ATHENIC_SANDBOX=e2b needs an E2B API key")
+        if broker is None:
+            raise SettingsError("the E2B backend keeps its sandboxes in NATS: it needs the broker")
         from athenic.orchestrator.sandbox.e2b import E2BSandbox
 
         return E2BSandbox(
+            kv=broker.bucket(names.SANDBOXES_BUCKET),
+            policies=policies,
             api_key=settings.e2b_api_key,
             default_template=settings.e2b_template,
             output_limit_bytes=settings.athenic_output_limit_bytes,
