@@ -173,7 +173,15 @@ def test_services_use_the_same_broker_settings(render: Render) -> None:
         c = container(manifests, name)
         assert env_value(c, "NATS_URL") == "nats://athenic-nats.athenic.svc:4222", name
         assert env_value(c, "NATS_REPLICAS") == "1", name
-        assert secret_ref(c, "NATS_PASSWORD") == ("athenic-nats-auth", "NATS_PASSWORD"), name
+        # each service its own NATS user, its password a file from the Secret (test_nats_permissions.py)
+        service = name.removeprefix("athenic-")
+        assert env_value(c, "NATS_USER") == service, name
+        assert "NATS_PASSWORD" not in env(c), name
+        assert env_value(c, "NATS_PASSWORD_FILE") == "/etc/athenic/nats-login/password", name
+        volumes = named(manifests, "Deployment", name)["spec"]["template"]["spec"]["volumes"]
+        login = next(v for v in volumes if v["name"] == "nats-login")["secret"]
+        assert login["secretName"] == "athenic-nats-auth", name
+        assert login["items"] == [{"key": f"{service}-password", "path": "password"}], name
         assert env_value(c, "LOG_FORMAT") == "json", name
 
 
@@ -528,8 +536,11 @@ def test_bundled_nats_login_from_an_existing_secret(render: Render) -> None:
     assert not of_kind(manifests, "Secret"), "nothing to generate"
     nats = named(manifests, "StatefulSet", "athenic-nats")["spec"]["template"]["spec"]["containers"][0]
     assert secret_ref(nats, "NATS_PASSWORD") == ("my-nats-login", "NATS_PASSWORD")
+    assert {secret_ref(nats, f"NATS_{s.upper()}_PASSWORD") for s in ("api", "orchestrator", "operator")} == {
+        ("my-nats-login", f"{s}-password") for s in ("api", "orchestrator", "operator")}
     for name in ("athenic-api", "athenic-orchestrator", "athenic-operator"):
-        assert secret_ref(container(manifests, name), "NATS_USER") == ("my-nats-login", "NATS_USER")
+        volumes = named(manifests, "Deployment", name)["spec"]["template"]["spec"]["volumes"]
+        assert next(v for v in volumes if v["name"] == "nats-login")["secret"]["secretName"] == "my-nats-login"
     # without auth the broker still only takes this release's pods (NetworkPolicy), with no login
     open_broker = render("defaults", {"nats": {"bundled": {"auth": {"enabled": False}}}})
     conf = named(open_broker, "ConfigMap", "athenic-nats-config")["data"]["nats.conf"]

@@ -141,18 +141,7 @@ topologySpreadConstraints:
   value: {{ include "athenic.natsUrl" . | quote }}
 - name: NATS_REPLICAS
   value: {{ include "athenic.natsReplicas" . | quote }}
-{{- if and (eq .Values.nats.mode "bundled") .Values.nats.bundled.auth.enabled }}
-- name: NATS_USER
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "athenic.natsAuthSecretName" . }}
-      key: NATS_USER
-- name: NATS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "athenic.natsAuthSecretName" . }}
-      key: NATS_PASSWORD
-{{- end }}
+{{- /* the bundled broker's login is each service's own: athenic.natsLogin (_nats_users.tpl) */}}
 {{- if and (eq .Values.nats.mode "external") .Values.nats.external.existingSecret }}
 - name: NATS_USER
   valueFrom:

@@ -43,10 +43,7 @@ async def startup(
         "servers": nats_settings.servers, "name": "athenic-operator", "connect_timeout": 2,
         "reconnect_time_wait": 0.5, "max_reconnect_attempts": -1,
     }
-    if nats_settings.nats_user:
-        options.update(user=nats_settings.nats_user, password=nats_settings.nats_password)
-    if nats_settings.nats_creds_file:
-        options["user_credentials"] = nats_settings.nats_creds_file
+    options.update(nats_settings.login())
     try:
         nc = await nats.connect(**options)
     except (TimeoutError, OSError, nats.errors.Error) as exc:

@@ -115,11 +115,7 @@ class Broker:
             "reconnected_cb": on_reconnect,
             "error_cb": on_error,
         }
-        if self.settings.nats_user:
-            options["user"] = self.settings.nats_user
-            options["password"] = self.settings.nats_password
-        if self.settings.nats_creds_file:
-            options["user_credentials"] = self.settings.nats_creds_file
+        options.update(self.settings.login())
         return options
 
     async def close(self) -> None:
