@@ -219,3 +219,23 @@ NATS creds file when one is configured. */}}
 {{- define "athenic.secretsChecksum" -}}
 {{- include (print .Template.BasePath "/secrets.yaml") . | sha256sum }}
 {{- end }}
+
+{{/* The operator's rules on what it serves, the same in a ClusterRole or in a namespace's Role. */}}
+{{- define "athenic.operatorRules" -}}
+# its own resource: watch it, add/remove its finalizer and annotations
+- apiGroups: [athenic.dev]
+  resources: [sandboxquotas]
+  verbs: [get, list, watch, patch]
+# report phase, conditions, hard and used
+- apiGroups: [athenic.dev]
+  resources: [sandboxquotas/status]
+  verbs: [get, patch]
+# one event on the object for each accepted or refused change
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+# kopf peering: replicas announce themselves; one acts, the others pause
+- apiGroups: [kopf.dev]
+  resources: [{{ .peerings }}]
+  verbs: [get, list, watch, patch]
+{{- end }}
