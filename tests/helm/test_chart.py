@@ -407,7 +407,12 @@ def test_ingress_annotations_per_controller(render: Render) -> None:
 def test_network_policies(render: Render) -> None:
     manifests = render("defaults")
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(manifests, "NetworkPolicy")}
-    assert set(policies) == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-nats"}
+    assert set(policies) == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-nats",
+                             "athenic-test-chat"}
+    # the `helm test` pod: the api and DNS, nothing else, and nothing reaches it
+    test_pod = policies["athenic-test-chat"]
+    assert test_pod["ingress"] == []
+    assert [rule["ports"][0]["port"] for rule in test_pod["egress"]] == [3000, 53]
     for spec in policies.values():
         assert spec["policyTypes"] == ["Ingress", "Egress"]
 
