@@ -20,7 +20,7 @@ from athenic.orchestrator.sandbox import cgroups
 from athenic.orchestrator.sandbox.budgets import BudgetKeeper
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget
-from tests.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV
+from tests.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
 from tests.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 from tests.sandbox.test_run_budgets import FOUR_CHILDREN_OF_150_MIB
 
@@ -49,8 +49,10 @@ async def budgeted(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox
     if mode == "cgroup":
         support()
     # a roomy process limit: RLIMIT_NPROC of the rlimits-only mode counts the uid's processes machine-wide
+    # a /tmp size of its own: the marker by which this backend's processes are told from those of
+    # other suites on the machine (whose sandboxes mostly use the default size)
     backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, max_processes=1024, bwrap_path=bwrap,
-                           python_env=PYTHON_ENV, limits_mode=mode)
+                           python_env=PYTHON_ENV, limits_mode=mode, tmp_mib=_unique_tmp_mib())
     try:
         yield backend
     finally:
