@@ -102,10 +102,14 @@ async def run(
     port = op.athenic_operator_liveness_port
     standalone = op.athenic_operator_standalone
     identity = detect_own_id(manual=False)  # POD_ID when set (the chart sets it), else user@host/...
+    settings = kopf.OperatorSettings()
+    # Watching named namespaces, kopf needs no cluster-wide reads (of namespaces, of CRDs): with
+    # a Role in each namespace and nothing else, it takes the names as they are.
+    settings.scanning.disabled = not op.clusterwide
     await kopf.operator(
         registry=build_registry(op, nats_settings, identity),
         identity=identity,
-        settings=kopf.OperatorSettings(),
+        settings=settings,
         memo=kopf.Memo(),
         clusterwide=op.clusterwide,
         namespaces=op.namespaces,

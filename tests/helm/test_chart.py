@@ -33,7 +33,7 @@ from tests.support.helm import CHART_DIR, HelmError, parse_manifests, template_a
 Render = Callable[..., list[Manifest]]
 ALL_SETS = list(VALUE_SETS)
 # kinds served by CRDs (ours, kopf's, the Prometheus Operator's): no built-in schema for them
-CUSTOM_KINDS = {"ClusterKopfPeering", "ServiceMonitor"}
+CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor"}
 
 
 @pytest.mark.parametrize("value_set", ALL_SETS)
@@ -87,7 +87,8 @@ def test_manifests_valid_for_kubernetes(render: Render, value_set: str) -> None:
                 pytest.fail(f"{value_set}: {where} invalid for Kubernetes {version} at "
                             f"{'.'.join(map(str, exc.path))}: {exc.message}")
             validated.add(manifest["kind"])
-        assert {"Deployment", "Service", "ClusterRole", "NetworkPolicy", "CustomResourceDefinition"} <= validated
+        assert {"Deployment", "Service", "NetworkPolicy", "CustomResourceDefinition"} <= validated
+        assert {"Role", "ClusterRole"} & validated  # the operator's (test_operator_rbac.py)
 
 
 @pytest.mark.parametrize("value_set", ALL_SETS)
@@ -173,7 +174,15 @@ def test_services_use_the_same_broker_settings(render: Render) -> None:
         c = container(manifests, name)
         assert env_value(c, "NATS_URL") == "nats://athenic-nats.athenic.svc:4222", name
         assert env_value(c, "NATS_REPLICAS") == "1", name
-        assert secret_ref(c, "NATS_PASSWORD") == ("athenic-nats-auth", "NATS_PASSWORD"), name
+        # each service its own NATS user, its password a file from the Secret (test_nats_permissions.py)
+        service = name.removeprefix("athenic-")
+        assert env_value(c, "NATS_USER") == service, name
+        assert "NATS_PASSWORD" not in env(c), name
+        assert env_value(c, "NATS_PASSWORD_FILE") == "/etc/athenic/nats-login/password", name
+        volumes = named(manifests, "Deployment", name)["spec"]["template"]["spec"]["volumes"]
+        login = next(v for v in volumes if v["name"] == "nats-login")["secret"]
+        assert login["secretName"] == "athenic-nats-auth", name
+        assert login["items"] == [{"key": f"{service}-password", "path": "password"}], name
         assert env_value(c, "LOG_FORMAT") == "json", name
 
 
@@ -192,31 +201,35 @@ def test_crds_ship_with_the_chart(render: Render) -> None:
 
 
 def test_operator_rbac_is_exactly_what_it_uses(render: Render) -> None:
-    manifests = render("defaults")
-    role = named(manifests, "ClusterRole", "athenic-operator")
-    granted = {(group, resource, verb)
-               for rule in role["rules"]
-               for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
-
     def grants(group: str, resources: list[str], verbs: list[str]) -> set[tuple[str, str, str]]:
         return {(group, r, v) for r in resources for v in verbs}
 
-    expected = (
-        grants("athenic.dev", ["sandboxquotas"], ["get", "list", "watch", "patch"])
-        | grants("athenic.dev", ["sandboxquotas/status"], ["get", "patch"])
-        | grants("", ["events"], ["create", "patch"])
-        | grants("kopf.dev", ["clusterkopfpeerings", "kopfpeerings"], ["get", "list", "watch", "patch"])
-        | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"])
-        | grants("", ["namespaces"], ["list", "watch"])
-    )
-    assert granted == expected
-    assert not any("*" in str(rule) for rule in role["rules"])
-    assert not of_kind(manifests, "Role")
-    assert len(of_kind(manifests, "ClusterRole")) == 1
+    def granted(role: Manifest) -> set[tuple[str, str, str]]:
+        assert not any("*" in str(rule) for rule in role["rules"])
+        return {(group, resource, verb)
+                for rule in role["rules"]
+                for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
 
-    binding = named(manifests, "ClusterRoleBinding", "athenic-operator")
+    own = (grants("athenic.dev", ["sandboxquotas"], ["get", "list", "watch", "patch"])
+           | grants("athenic.dev", ["sandboxquotas/status"], ["get", "patch"])
+           | grants("", ["events"], ["create", "patch"]))
+    # all namespaces: a ClusterRole, with kopf's cluster-wide discovery
+    everywhere = render("defaults", {"operator": {"watch": {"allNamespaces": True}}})
+    assert granted(named(everywhere, "ClusterRole", "athenic-operator")) == (
+        own | grants("kopf.dev", ["clusterkopfpeerings"], ["get", "list", "watch", "patch"])
+        | grants("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"])
+        | grants("", ["namespaces"], ["list", "watch"]))
+    assert not of_kind(everywhere, "Role")
+    binding = named(everywhere, "ClusterRoleBinding", "athenic-operator")
     assert binding["roleRef"]["name"] == "athenic-operator"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "athenic-operator", "namespace": "athenic"}]
+
+    # the default: the release's namespace only, a Role there and nothing cluster-wide
+    manifests = render("defaults")
+    role = named(manifests, "Role", "athenic-operator")
+    assert granted(role) == own | grants("kopf.dev", ["kopfpeerings"], ["get", "list", "watch", "patch"])
+    assert not of_kind(manifests, "ClusterRole")
+    assert not of_kind(manifests, "ClusterRoleBinding")
     op_pod = named(manifests, "Deployment", "athenic-operator")["spec"]["template"]["spec"]
     assert op_pod["serviceAccountName"] == "athenic-operator"
     # the api and orchestrator never talk to the Kubernetes API: no token mounted
@@ -224,15 +237,18 @@ def test_operator_rbac_is_exactly_what_it_uses(render: Render) -> None:
         pod = named(manifests, "Deployment", name)["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == name
         assert pod["automountServiceAccountToken"] is False
-    peering = named(manifests, "ClusterKopfPeering", "athenic-operator")
+    peering = named(manifests, "KopfPeering", "athenic-operator")
     assert env_value(container(manifests, "athenic-operator"), "ATHENIC_OPERATOR_PEERING") == \
         peering["metadata"]["name"]
+    named(everywhere, "ClusterKopfPeering", "athenic-operator")
 
 
 def test_operator_can_be_left_to_another_release(render: Render) -> None:
     manifests = render("defaults", {"operator": {"enabled": False}})
     assert not of_kind(manifests, "ClusterRole")
+    assert not of_kind(manifests, "Role")
     assert not of_kind(manifests, "ClusterKopfPeering")
+    assert not of_kind(manifests, "KopfPeering")
     assert {m["metadata"]["name"] for m in of_kind(manifests, "Deployment")} == {"athenic-api",
                                                                                    "athenic-orchestrator"}
 
@@ -391,7 +407,12 @@ def test_ingress_annotations_per_controller(render: Render) -> None:
 def test_network_policies(render: Render) -> None:
     manifests = render("defaults")
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(manifests, "NetworkPolicy")}
-    assert set(policies) == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-nats"}
+    assert set(policies) == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-nats",
+                             "athenic-test-chat"}
+    # the `helm test` pod: the api and DNS, nothing else, and nothing reaches it
+    test_pod = policies["athenic-test-chat"]
+    assert test_pod["ingress"] == []
+    assert [rule["ports"][0]["port"] for rule in test_pod["egress"]] == [3000, 53]
     for spec in policies.values():
         assert spec["policyTypes"] == ["Ingress", "Egress"]
 
@@ -528,8 +549,11 @@ def test_bundled_nats_login_from_an_existing_secret(render: Render) -> None:
     assert not of_kind(manifests, "Secret"), "nothing to generate"
     nats = named(manifests, "StatefulSet", "athenic-nats")["spec"]["template"]["spec"]["containers"][0]
     assert secret_ref(nats, "NATS_PASSWORD") == ("my-nats-login", "NATS_PASSWORD")
+    assert {secret_ref(nats, f"NATS_{s.upper()}_PASSWORD") for s in ("api", "orchestrator", "operator")} == {
+        ("my-nats-login", f"{s}-password") for s in ("api", "orchestrator", "operator")}
     for name in ("athenic-api", "athenic-orchestrator", "athenic-operator"):
-        assert secret_ref(container(manifests, name), "NATS_USER") == ("my-nats-login", "NATS_USER")
+        volumes = named(manifests, "Deployment", name)["spec"]["template"]["spec"]["volumes"]
+        assert next(v for v in volumes if v["name"] == "nats-login")["secret"]["secretName"] == "my-nats-login"
     # without auth the broker still only takes this release's pods (NetworkPolicy), with no login
     open_broker = render("defaults", {"nats": {"bundled": {"auth": {"enabled": False}}}})
     conf = named(open_broker, "ConfigMap", "athenic-nats-config")["data"]["nats.conf"]

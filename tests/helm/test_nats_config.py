@@ -13,15 +13,17 @@ from pathlib import Path
 
 import nats
 import pytest
-from nats.js.api import StreamConfig
 
+from athenic.shared import names
 from athenic.shared.settings import NatsSettings, load
 from athenic.shared.topology import ensure_topology
 from tests.helm.manifests import Manifest, named
 from tests.support.nats import NatsServer, free_port
 
 Render = Callable[..., list[Manifest]]
-USER, PASSWORD = "athenic", "rendered-config-password"
+USER, PASSWORD = "athenic", "rendered-config-password"  # the cluster routes' login
+# each service's own login (the server reads the passwords from its environment)
+SERVICE_PASSWORDS = {"api": "api-pw", "orchestrator": "orchestrator-pw", "operator": "operator-pw"}
 
 
 def write_config(render: Render, value_set: str, folder: Path) -> Path:
@@ -39,6 +41,8 @@ def pod_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SERVER_NAME", "athenic-nats-0")
     monkeypatch.setenv("NATS_USER", USER)
     monkeypatch.setenv("NATS_PASSWORD", PASSWORD)
+    for service, password in SERVICE_PASSWORDS.items():
+        monkeypatch.setenv(f"NATS_{service.upper()}_PASSWORD", password)
 
 
 @pytest.fixture
@@ -65,7 +69,7 @@ async def test_single_server_config_runs_with_auth_and_jetstream(
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(server.url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
 
-    nc = await nats.connect(server.url, user=USER, password=PASSWORD)
+    nc = await nats.connect(server.url, user="orchestrator", password=SERVICE_PASSWORDS["orchestrator"])
     try:
         settings = load(NatsSettings, {"NATS_URL": server.url, "NATS_REPLICAS": "1"})
         buckets = await ensure_topology(nc.jetstream(), settings)
@@ -91,21 +95,20 @@ async def test_three_server_config_forms_a_jetstream_cluster(
                 "--routes", routes, *pod_overrides(tmp_path)]
         servers.append(NatsServer(tmp_path / f"store-{index}", extra_args=args).start())
 
-    nc = await nats.connect([s.url for s in servers], user=USER, password=PASSWORD)
+    nc = await nats.connect([s.url for s in servers], user="orchestrator", password=SERVICE_PASSWORDS["orchestrator"])
     try:
         js = nc.jetstream()
-        # an R3 stream needs the three servers to have met and elected a meta leader
+        settings = load(NatsSettings, {"NATS_URL": servers[0].url, "NATS_REPLICAS": "3"})
+        # R3 streams need the three servers to have met and elected a meta leader
         for _ in range(100):
             try:
-                await js.add_stream(StreamConfig(name="R3CHECK", subjects=["r3.check"], num_replicas=3))
+                await ensure_topology(js, settings)
                 break
             except Exception:  # "insufficient resources" until the three servers have met
                 await asyncio.sleep(0.2)
-        info = await js.stream_info("R3CHECK")
+        info = await js.stream_info(names.REQUEST_STREAM)
         assert info.config.num_replicas == 3
         assert info.cluster is not None
         assert len(info.cluster.replicas or []) == 2
-        settings = load(NatsSettings, {"NATS_URL": servers[0].url, "NATS_REPLICAS": "3"})
-        await ensure_topology(js, settings)
     finally:
         await nc.close()

@@ -37,6 +37,8 @@ def chart_nats(render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SERVER_NAME", "athenic-nats-0")
     monkeypatch.setenv("NATS_USER", USER)
     monkeypatch.setenv("NATS_PASSWORD", PASSWORD)
+    for service in ("api", "orchestrator", "operator"):
+        monkeypatch.setenv(f"NATS_{service.upper()}_PASSWORD", service_password(service))
     server = NatsServer(tmp_path / "store", extra_args=["-c", str(path), "-m", str(free_port()),
                                                         "-P", str(tmp_path / "nats.pid")])
     server.start()
@@ -44,6 +46,20 @@ def chart_nats(render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         yield server
     finally:
         server.stop()
+
+
+def service_password(service: str) -> str:
+    return f"stand-in-{service}-password"
+
+
+def password_file(tmp: Path, spec: dict[str, Any]) -> dict[str, str]:
+    """The pod's mounted nats-login Secret: a file with the service's own password."""
+    user = next((item["value"] for item in spec.get("env", []) if item["name"] == "NATS_USER"), None)
+    if user is None:
+        return {}
+    path = tmp / f"{user}-nats-password"
+    path.write_text(service_password(user))
+    return {"NATS_PASSWORD_FILE": str(path)}
 
 
 def pod_environment(spec: dict[str, Any], overrides: dict[str, str]) -> dict[str, str]:
@@ -90,12 +106,14 @@ def test_rendered_pods_start_pass_their_probes_and_helm_test(
     orch_spec = container(manifests, "athenic-orchestrator")
     api_port, health_port = free_port(), free_port()
     local = {"NATS_URL": chart_nats.url}
+    api_local = {**local, **password_file(tmp_path, api_spec)}
+    orch_local = {**local, **password_file(tmp_path, orch_spec)}
     services = {
         "api": (api_spec, Service("athenic-api", pod_environment(api_spec, {
-            **local, "API_SERVER_PORT": str(api_port), "API_HOST": "127.0.0.1"}), tmp_path / "api.log"),
+            **api_local, "API_SERVER_PORT": str(api_port), "API_HOST": "127.0.0.1"}), tmp_path / "api.log"),
                 {"http": api_port}),
         "orchestrator": (orch_spec, Service("athenic-orchestrator", pod_environment(orch_spec, {
-            **local, "ATHENIC_HEALTH_PORT": str(health_port), "ATHENIC_HEALTH_HOST": "127.0.0.1",
+            **orch_local, "ATHENIC_HEALTH_PORT": str(health_port), "ATHENIC_HEALTH_HOST": "127.0.0.1",
             # not a chart setting: a shorter idle fetch only makes this test stop sooner
             "ATHENIC_FETCH_TIMEOUT_SECONDS": "1"}),
             tmp_path / "orchestrator.log"), {"metrics": health_port}),

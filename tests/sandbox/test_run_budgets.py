@@ -13,7 +13,7 @@ import pytest
 from athenic.orchestrator.sandbox import reaping
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, _check, _cpu_seconds
-from tests.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV
+from tests.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
 from tests.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 
 
@@ -22,8 +22,9 @@ async def roomy(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
     """Both variants of the backend with a roomy process limit: without bubblewrap RLIMIT_NPROC
     counts every process of the sandbox's uid on the machine, and another suite's sandboxes
     would make a fork fail here before the watchdog had anything to do."""
+    # (a /tmp size of its own: the marker that tells its processes from other suites' sandboxes)
     backend = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, max_processes=1024, bwrap_path=request.param,
-                           python_env=PYTHON_ENV)
+                           python_env=PYTHON_ENV, tmp_mib=_unique_tmp_mib())
     try:
         yield backend
     finally:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "charts/athenic/README.md"]
 # Variables the docs name that are not service settings: the CLI's own, the SDKs' (read by
 # e2b / openai themselves), the chart's pod metadata, and the sandbox's Python environment.
-NOT_SETTINGS = {"ATHENIC_URL", "ATHENIC_TOKEN"}
+NOT_SETTINGS = {"ATHENIC_URL", "ATHENIC_TOKEN", "ATHENIC_TEST_TOKEN_FILE"}  # the CLI's, the helm test pod's
 ROUTE_RE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/api/[^` ?\[]*)")
 SETTING_RE = re.compile(r"\b((?:ATHENIC|NATS|API|LOG)_[A-Z0-9_]*[A-Z0-9])\b")
 

@@ -1,7 +1,8 @@
 """`helm test` for an Athenic release: the api is alive, accepts a chat message, and answers it.
 
 Runs inside the Athenic image (standard library only) against the api Service. Environment:
-ATHENIC_API_URL (http://<release>-api:3000), ATHENIC_TEST_TOKEN (a bearer token, with auth on),
+ATHENIC_API_URL (http://<release>-api:3000), ATHENIC_TEST_TOKEN_FILE or ATHENIC_TEST_TOKEN (a
+bearer token, with auth on: the file is the chart's way, a mounted Secret),
 ATHENIC_EXPECT_UNAUTHORIZED (1: auth is on and no token was given; an anonymous post must get
 401), ATHENIC_ANSWER_TIMEOUT (seconds to wait for the answer). Exit status 0 = passed.
 """
@@ -48,6 +49,9 @@ def check(condition: bool, message: str) -> None:
 def main() -> int:
     base = os.environ.get("ATHENIC_API_URL", "http://127.0.0.1:3000").rstrip("/")
     token = os.environ.get("ATHENIC_TEST_TOKEN", "")
+    if os.environ.get("ATHENIC_TEST_TOKEN_FILE"):
+        with open(os.environ["ATHENIC_TEST_TOKEN_FILE"], encoding="utf-8") as handle:
+            token = handle.read().strip()
     expect_401 = os.environ.get("ATHENIC_EXPECT_UNAUTHORIZED", "") == "1"
     timeout = float(os.environ.get("ATHENIC_ANSWER_TIMEOUT", "90"))
 

@@ -63,6 +63,9 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     # local backend: matplotlib figures returned as PNG results per run, and their bytes in all
     athenic_sandbox_max_images: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
     athenic_sandbox_image_bytes: Annotated[int, msgspec.Meta(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
+    # local backend: how run-wide budgets hold: a cgroup per run (`cgroup`: refuse to start without
+    # one), the watchdog over the run's process tree (`watchdog`), or a cgroup where one can be made
+    athenic_sandbox_limits: Literal["auto", "cgroup", "watchdog"] = "auto"
     # e2b backend: bound of each control-plane request (create, kill); executions use the run timeout
     e2b_request_timeout_seconds: PositiveFloat = 30.0
 

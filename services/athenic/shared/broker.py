@@ -25,7 +25,8 @@ log = get_logger(__name__)
 
 def connect_options(settings: NatsSettings, name: str) -> dict[str, Any]:
     """The keyword arguments of ``nats.connect`` for a service named ``name``: the servers,
-    the credentials (user/password or a creds file) and reconnecting for ever."""
+    the credentials (``NatsSettings.login``: a user and password, from a file too, or a creds
+    file) and reconnecting for ever."""
     options: dict[str, Any] = {
         "servers": settings.servers,
         "name": name,
@@ -33,11 +34,7 @@ def connect_options(settings: NatsSettings, name: str) -> dict[str, Any]:
         "reconnect_time_wait": 0.5,
         "max_reconnect_attempts": -1,
     }
-    if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password
-    if settings.nats_creds_file:
-        options["user_credentials"] = settings.nats_creds_file
+    options.update(settings.login())
     return options
 
 

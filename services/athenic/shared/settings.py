@@ -73,6 +73,8 @@ class NatsSettings(EnvSettings, frozen=True, rename=str.upper):
     nats_user: str | None = None
     nats_password: str | None = None
     nats_creds_file: str | None = None
+    # the password in a file (a mounted Secret) rather than in the environment; wins over NATS_PASSWORD
+    nats_password_file: str | None = None
     athenic_response_ttl_seconds: Positive = 24 * 3600
     athenic_dedupe_window_seconds: Positive = 120
     athenic_max_deliver: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
@@ -83,6 +85,25 @@ class NatsSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_turns_per_conversation: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     # A POST retried with the same Idempotency-Key within this window answers as the first did.
     athenic_idempotency_window_seconds: Positive = 600
+
+    def login(self) -> dict[str, str]:
+        """nats-py's connect options for our login (read at connect: a rotated file is picked up)."""
+        options: dict[str, str] = {}
+        if self.nats_user:
+            options["user"] = self.nats_user
+            password = self.nats_password
+            if self.nats_password_file:
+                try:
+                    with open(self.nats_password_file, encoding="utf-8") as handle:
+                        password = handle.read().strip()
+                except OSError as exc:
+                    raise SettingsError(f"bad setting NATS_PASSWORD_FILE: cannot read {self.nats_password_file}: "
+                                        f"{exc.strerror}") from None
+            if password is not None:
+                options["password"] = password
+        if self.nats_creds_file:
+            options["user_credentials"] = self.nats_creds_file
+        return options
 
     @property
     def servers(self) -> list[str]:

@@ -49,6 +49,7 @@ def make_sandbox(settings: OrchestratorSettings, *, broker: Broker | None = None
             python_env=settings.athenic_sandbox_python_env,
             max_images=settings.athenic_sandbox_max_images,
             image_bytes=settings.athenic_sandbox_image_bytes,
+            limits_mode=settings.athenic_sandbox_limits,
         )
     except TerminalError as exc:
         raise SettingsError(str(exc)) from None

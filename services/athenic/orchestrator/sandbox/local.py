@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,8 @@ import msgspec
 from athenic.orchestrator.errors import RetryableError, TerminalError
 from athenic.orchestrator.sandbox import reaping, seccomp, tracebacks
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
+from athenic.orchestrator.sandbox.budgets import BudgetKeeper, Held, LimitsMode
+from athenic.orchestrator.sandbox.cgroups import CgroupError
 from athenic.orchestrator.sandbox.figures import FigureCollector
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
@@ -39,7 +42,7 @@ from athenic.orchestrator.sandbox.isolation import (
 from athenic.orchestrator.sandbox.languages import Language, available
 from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
 from athenic.orchestrator.sandbox.python_env import MATPLOTLIB_BACKEND, MPLCONFIGDIR, SANDBOX_PATH, find_python_env
-from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, Watchdog
+from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
 
@@ -121,6 +124,7 @@ class LocalSandbox:
         python_env: str | None = None,
         max_images: int = 4,
         image_bytes: int = 256 * 1024,
+        limits_mode: LimitsMode = "auto",
     ) -> None:
         """``python_env``: the sandbox's Python environment (python_env.py); None runs the bare
         interpreter without a word, a path where no environment is runs it with a warning."""
@@ -131,7 +135,9 @@ class LocalSandbox:
         self._max_processes = max_processes
         self._languages = available()
         self._running: set[asyncio.subprocess.Process] = set()
-        self._watchdog = Watchdog()
+        # the run-wide budgets: a cgroup per run where one can be made, else the watchdog (budgets.py)
+        self.budgets = BudgetKeeper(limits_mode)
+        log.info("local sandbox budgets runs", mechanism=self.budgets.mechanism, detail=self.budgets.detail)
         self.languages: frozenset[str] = frozenset(self._languages)
         self.bubblewrap, why = find_bubblewrap(bwrap_path)
         self.subreaper = reaping.become_subreaper()
@@ -181,6 +187,12 @@ class LocalSandbox:
                         file_mib=self.tmp_mib, processes=self._max_processes)
         started = time.monotonic()
         reaping.ensure_reaper()
+        try:
+            held = self.budgets.apply(RunBudget(
+                memory_bytes=limits.memory_mib * MIB, processes=limits.processes + BUDGET_OVERHEAD_PROCESSES,
+                cpu_seconds=float(limits.cpu_seconds)))
+        except CgroupError as exc:
+            raise RetryableError(f"could not start the local sandbox: {exc}") from exc
         figures = self._figure_pipe() if language.name == "python" and self.python_env is not None else None
         try:
             if figures is not None:
@@ -190,6 +202,7 @@ class LocalSandbox:
             if figures is not None:
                 os.close(figures.write_fd)
                 figures.close()
+            await held.release()
             raise
         if launch.workdir is not None:
             reaping.LIVE_WORKDIRS.add(launch.workdir)
@@ -200,13 +213,12 @@ class LocalSandbox:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                **launch.kwargs,
+                **_entering(held, launch.kwargs),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             reaping.LIVE_WORKDIRS.discard(launch.workdir or "")
-            launch.cleanup()
-            if figures is not None:
-                figures.close()
+            _abandon(launch, figures)
+            await held.release()
             raise RetryableError(f"could not start the local sandbox: {exc}") from exc
         finally:
             # (the sandbox holds its own copies now; ours would keep the figure pipe open forever)
@@ -215,10 +227,12 @@ class LocalSandbox:
                     os.close(fd)
         self._running.add(proc)
         reaping.OWNED.add(proc.pid)
+        held.watch(proc.pid)
         try:
             return await self._supervise(proc, spec, language, limits, started, on_output, figures,
-                                         lambda: _kill_leftovers(launch))
+                                         held, lambda: _kill_leftovers(launch))
         finally:
+            await held.release()
             self._running.discard(proc)
             if proc.returncode is not None:  # else asyncio's watcher still waits for it
                 reaping.OWNED.discard(proc.pid)
@@ -231,7 +245,7 @@ class LocalSandbox:
         """Kill whatever still runs (a run's own task normally does this itself)."""
         for proc in list(self._running):
             _kill(proc)
-        await self._watchdog.aclose()
+        await self.budgets.aclose()
 
     async def _supervise(
         self,
@@ -242,6 +256,7 @@ class LocalSandbox:
         started: float,
         on_output: OutputSink | None,
         figures: _FigurePipe | None,
+        held: Held,
         kill_leftovers: Callable[[], Awaitable[None]],
     ) -> Execution:
         assert proc.stdout is not None
@@ -256,9 +271,7 @@ class LocalSandbox:
             pumps.append(asyncio.create_task(figures.pump()))
         timed_out = False
         # the run's totals over all its processes (the rlimits bind each process alone)
-        breach = self._watchdog.watch(proc.pid, RunBudget(
-            memory_bytes=limits.memory_mib * MIB, processes=limits.processes + BUDGET_OVERHEAD_PROCESSES,
-            cpu_seconds=float(limits.cpu_seconds)))
+        breach = held.breach
         stopped: ExecutionError | None = None
         try:
             async with asyncio.timeout(spec.timeout_seconds):
@@ -275,11 +288,12 @@ class LocalSandbox:
                 # with it the pipes it held open).
                 await kill_leftovers()
                 await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
+            # a run the kernel stopped (an OOM kill) may end before the next reading of its counters
+            stopped = stopped or _memory_verdict(held)
         except TimeoutError:
             # (the limit may also fall while the output of a finished process drains)
             timed_out = proc.returncode is None
         finally:
-            self._watchdog.forget(proc.pid)
             # Runs on cancellation too: nothing of the run survives its awaiting task.
             _kill(proc)
             await kill_leftovers()
@@ -403,6 +417,43 @@ class LocalSandbox:
             cleanup=lambda: shutil.rmtree(workdir, ignore_errors=True),
             workdir=workdir,
         )
+
+
+def _entering(held: Held, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The launch's subprocess arguments with the run's first process joining its cgroup before it
+    executes anything: it joins as we are (a root orchestrator's sandbox uid could not), then drops
+    to the sandbox's uid itself, then applies the launch's own preexec step (rlimits)."""
+    join = held.preexec
+    if join is None:
+        return kwargs
+    kwargs = dict(kwargs)
+    uid, gid = kwargs.pop("user", None), kwargs.pop("group", None)
+    extra_groups = kwargs.pop("extra_groups", None)
+    then = kwargs.pop("preexec_fn", None)
+
+    def enter() -> None:
+        join()
+        if extra_groups is not None:
+            os.setgroups(extra_groups)
+        if gid is not None:
+            os.setregid(gid, gid)
+        if uid is not None:
+            os.setreuid(uid, uid)
+        if then is not None:
+            then()
+
+    return {**kwargs, "preexec_fn": enter}
+
+
+def _memory_verdict(held: Held) -> ExecutionError | None:
+    verdict = held.verdict()
+    return verdict if verdict is not None and verdict.name == "MemoryBudgetExceeded" else None
+
+
+def _abandon(launch: _Launch, figures: _FigurePipe | None) -> None:
+    launch.cleanup()
+    if figures is not None:
+        figures.close()
 
 
 async def _exited(proc: asyncio.subprocess.Process) -> None:
