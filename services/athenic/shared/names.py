@@ -24,6 +24,12 @@ ORCHESTRATOR_CONSUMER: Final = "orchestrator"
 # Progress events (core NATS, not persisted): status changes and output chunks per client.
 EVENT_SUBJECT_PREFIX: Final = "athenic.events"
 
+# Every stored change of a response record, republished by the server from the responses
+# bucket's stream with its revision (header ``Nats-Sequence``): an api replica subscribes (core
+# NATS, no consumer) to the record subjects of the conversations its sockets follow, and to nothing else.
+RECORD_SUBJECT_PREFIX: Final = "athenic.records"
+HDR_SEQUENCE: Final = "Nats-Sequence"  # set by the server on a republished message: the KV revision
+
 # Cancel requests (core NATS request/reply), answered by the replica running the work. A
 # payload {"before": seq} (an interrupting message) cancels every earlier turn, on every replica.
 CANCEL_SUBJECT_PREFIX: Final = "athenic.control.cancel"
@@ -68,6 +74,16 @@ def request_subject(client_id: str) -> str:
 
 def event_subject(client_id: str) -> str:
     return f"{EVENT_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def record_subject(client_id: str) -> str:
+    """Where the changes of ``client_id``'s response record are republished."""
+    return f"{RECORD_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores ``key`` under (``>`` for all its keys), as NATS defines it."""
+    return f"$KV.{bucket}.{key}"
 
 
 def cancel_subject(client_id: str) -> str:
