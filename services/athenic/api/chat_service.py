@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass
 
 import msgspec
@@ -23,10 +22,13 @@ import nats.js.errors
 from nats.js.api import PubAck
 from nats.js.kv import KeyValue
 
+from athenic.api.acks import Acks
+from athenic.api.audit import AUDIT
 from athenic.api.errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from athenic.api.history import MAX_WAITING_SHOWN, HistoryPage, history_page
 from athenic.api.idempotency import FirstRequest, Idempotency, check_key
 from athenic.api.identity import Identity
+from athenic.api.ids import new_client_id
 from athenic.api.ownership import Ownership
 from athenic.api.ratelimit import RateLimiter
 from athenic.api.settings import ApiSettings
@@ -105,6 +107,7 @@ class ChatService:
         self.limiter = limiter or RateLimiter(settings.athenic_rate_limit_per_minute,
                                               settings.athenic_rate_limit_burst)
         self._ownership: Ownership | None = None
+        self.acks = Acks(broker)
 
     @property
     def log(self) -> ConversationLog:
@@ -132,10 +135,10 @@ class ChatService:
             if idempotency_key is not None:
                 first = await Idempotency(self.broker.bucket(names.IDEMPOTENCY_BUCKET)).first(
                     idempotency_key, who, client_id, message,
-                    FirstRequest(request_id=request_id, client_id=client_id or str(uuid.uuid4()), message_sha256=""))
+                    FirstRequest(request_id=request_id, client_id=client_id or new_client_id(), message_sha256=""))
                 request_id, client_id = first.request_id, first.client_id
             elif client_id is None:
-                client_id = str(uuid.uuid4())
+                client_id = new_client_id()
             await self.ownership.claim(client_id, who)
         except BROKER_FAULTS as exc:
             raise BrokerUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}) from exc
@@ -155,9 +158,8 @@ class ChatService:
             # orchestrator marks the conversation for the turns that have not started
             with contextlib.suppress(*BROKER_FAULTS):
                 await self.broker.nc.publish(names.cancel_subject(client_id), encode({"before": ack.seq}))
-        # request_id passed explicitly, not bound in a context: this is the hottest path
-        log.info("chat message accepted", request_id=request_id, client_id=client_id, tenant=who.tenant,
-                 bytes=len(message), on_busy=policy, duplicate=bool(ack.duplicate))
+        # the audit line, rendered cheaply and written at the end of the loop's iteration (audit.py)
+        AUDIT.accepted(request_id, client_id, who.tenant, len(message), policy, bool(ack.duplicate))
         return Accepted(client_id, request_id)
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
@@ -177,9 +179,8 @@ class ChatService:
                     raise NotConnected("not connected to NATS")
                 # each attempt bounded: an ack lost with a server that died is retried (same
                 # Nats-Msg-Id, so stored once) on the connection to another, not waited for
-                return await self.broker.js.publish(subject, payload, timeout=min(max(limit - now, 0.05),
-                                                                                  PUBLISH_ATTEMPT_SECONDS),
-                                                    headers=headers)
+                return await self.acks.publish(subject, payload, headers,
+                                               timeout=min(max(limit - now, 0.05), PUBLISH_ATTEMPT_SECONDS))
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise Conflict("the conversation is still answering an earlier message (x-on-busy: reject); "
