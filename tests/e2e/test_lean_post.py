@@ -1,4 +1,5 @@
-"""The lean POST /api/chat: the same answers as Litestar's handler, every audit line written, the metrics kept."""
+"""The lean POST /api/chat and GET response: the same answers as Litestar's handlers, every audit line written,
+the metrics kept."""
 
 from __future__ import annotations
 
@@ -143,3 +144,32 @@ async def test_every_accepted_message_has_its_audit_line_also_just_before_a_sigt
     assert len(logged) == len(set(logged))
     missing = set(accepted) - set(logged)
     assert not missing, f"{len(missing)} of {len(accepted)} accepted messages have no audit line"
+
+
+def get_both_ways(api: Api, client_id: str) -> tuple[httpx.Response, httpx.Response]:
+    """GET served by the fast path, and by Litestar's handler (an Authorization header given twice
+    goes there; with auth off, it is not read)."""
+    url = f"{api.url}/api/chat/response/{client_id}"
+    fast = httpx.get(url)
+    slow = httpx.get(url, headers=[("authorization", "Bearer a"), ("authorization", "Bearer b")])
+    return fast, slow
+
+
+def without_timestamp(response: httpx.Response) -> tuple[int, list[tuple[bytes, bytes]], object]:
+    status, headers, body = shape(response)
+    value = json.loads(body)
+    if isinstance(value, dict):
+        value.pop("timestamp", None)
+    return status, headers, value
+
+
+def test_the_get_fast_path_answers_as_litestars_handler_does(api: Api) -> None:
+    client_id = httpx.post(f"{api.url}/api/chat", json={"message": "What is 2+2?"}).json()["clientId"]
+    for target in (client_id, str(uuid.uuid4()), "not!valid"):
+        fast, slow = get_both_ways(api, target)
+        assert without_timestamp(fast) == without_timestamp(slow), target
+        # the same length: the timestamp has a fixed width
+        assert fast.headers["content-length"] == slow.headers["content-length"]
+    fast, _ = get_both_ways(api, client_id)
+    assert fast.status_code == 200 and fast.json()["status"] == "pending"
+    assert get_both_ways(api, str(uuid.uuid4()))[0].status_code == 404

@@ -22,7 +22,7 @@ from athenic.api.auth import Authenticator, provide_identity
 from athenic.api.chat import ChatController
 from athenic.api.chat_service import ChatService, UserChat
 from athenic.api.errors import ApiError, to_problem
-from athenic.api.fast_accept import Route
+from athenic.api.fast_paths import Route
 from athenic.api.health import HealthController
 from athenic.api.metrics import MetricsController
 from athenic.api.push import PushController
@@ -115,5 +115,5 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         ),
     )
     app.state.feeds = feeds  # the server ends push streams as its shutdown begins (main.py)
-    app.state.fast_accept = Route(chat_service, authenticator, settings.max_body_bytes)
+    app.state.fast_paths = Route(chat_service, authenticator, settings.max_body_bytes)
     return app

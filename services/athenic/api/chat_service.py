@@ -20,9 +20,7 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js.api import PubAck
-from nats.js.kv import KeyValue
 
-from athenic.api.acks import Acks
 from athenic.api.audit import AUDIT
 from athenic.api.errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from athenic.api.history import MAX_WAITING_SHOWN, HistoryPage, history_page
@@ -31,6 +29,7 @@ from athenic.api.identity import Identity
 from athenic.api.ids import new_client_id
 from athenic.api.ownership import Ownership
 from athenic.api.ratelimit import RateLimiter
+from athenic.api.replies import Replies
 from athenic.api.settings import ApiSettings
 from athenic.shared import names
 from athenic.shared.broker import Broker
@@ -54,6 +53,8 @@ log = get_logger(__name__)
 BROKER_FAULTS = (nats.errors.Error, asyncio.TimeoutError, NotConnected, OSError)
 WRONG_LAST_SEQUENCE = 10071  # JetStream: a message of the subject is in the stream (x-on-busy: reject)
 PUBLISH_ATTEMPT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 5.0  # as the JetStream context's (broker.py)
+RESPONSES_STREAM = f"KV_{names.RESPONSES_BUCKET}"
 UNAVAILABLE = "the message broker is unavailable; the message was not accepted, retry later"
 
 
@@ -107,7 +108,7 @@ class ChatService:
         self.limiter = limiter or RateLimiter(settings.athenic_rate_limit_per_minute,
                                               settings.athenic_rate_limit_burst)
         self._ownership: Ownership | None = None
-        self.acks = Acks(broker)
+        self.replies = Replies(broker)
 
     @property
     def log(self) -> ConversationLog:
@@ -179,7 +180,7 @@ class ChatService:
                     raise NotConnected("not connected to NATS")
                 # each attempt bounded: an ack lost with a server that died is retried (same
                 # Nats-Msg-Id, so stored once) on the connection to another, not waited for
-                return await self.acks.publish(subject, payload, headers,
+                return await self.replies.publish(subject, payload, headers,
                                                timeout=min(max(limit - now, 0.05), PUBLISH_ATTEMPT_SECONDS))
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
@@ -222,13 +223,12 @@ class ChatService:
         check_client_id(client_id, "clientId")
         self.check_connected()
         try:
-            responses: KeyValue = self.broker.bucket(names.RESPONSES_BUCKET)
             # The stream first, then the record: the orchestrator writes the record before it
             # acks (which removes the message from the stream), so read in this order an
             # accepted message is always in one or the other. The other order has a window in
             # which a quickly answered message is in neither, and GET would say 404.
             pending = await self._pending(client_id)
-            record, revision = await self._record(responses, client_id)
+            record, revision = await self._record(self.replies, client_id)
         except BROKER_FAULTS as exc:
             raise BrokerUnavailable("the message broker is unavailable; retry later",
                                     headers={"Retry-After": "1"}) from exc
@@ -260,7 +260,7 @@ class ChatService:
             # between is seen twice (and shown once), never missed
             waiting = await self.log.waiting(client_id, MAX_WAITING_SHOWN)
             (conversation, _), (record, _) = await asyncio.gather(
-                self.log.conversation(client_id), self._record(self.broker.bucket(names.RESPONSES_BUCKET), client_id))
+                self.log.conversation(client_id), self._record(self.replies, client_id))
             owners = {conversation.owner if conversation else None, record.owner if record else None,
                       *(w.request.owner for w in waiting[:1])}
             if (conversation is None and record is None and not waiting) or not all(map(who.may_access, owners)):
@@ -271,26 +271,25 @@ class ChatService:
                                     headers={"Retry-After": "1"}) from exc
 
     @staticmethod
-    async def _record(kv: KeyValue, client_id: str) -> tuple[ResponseRecord | None, int | None]:
-        try:
-            entry = await kv.get(client_id)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+    async def _record(replies: Replies, client_id: str) -> tuple[ResponseRecord | None, int | None]:
+        found = await replies.last_stored(RESPONSES_STREAM, names.kv_subject(names.RESPONSES_BUCKET, client_id),
+                                               READ_TIMEOUT_SECONDS)
+        if found is None or found[2]:  # none, or deleted
             return None, None
-        if entry.value is None or not entry.value:
-            return None, entry.revision
-        return response_record_decoder.decode(entry.value), entry.revision
+        value, revision, _ = found
+        if not value:
+            return None, revision
+        return response_record_decoder.decode(value), revision
 
     async def _pending(self, client_id: str) -> tuple[ChatRequest, int] | None:
         """The newest accepted message of this client that no orchestrator has finished."""
-        try:
-            msg = await self.broker.js.get_last_msg(names.REQUEST_STREAM, names.request_subject(client_id),
-                                                    direct=True)
-        except nats.js.errors.NotFoundError:
+        found = await self.replies.last_direct(names.REQUEST_STREAM, names.request_subject(client_id),
+                                               READ_TIMEOUT_SECONDS)
+        if found is None or not found[1]:
             return None
-        if msg.data is None or msg.seq is None:
-            return None
+        data, seq = found
         try:
-            return chat_request_decoder.decode(msg.data), msg.seq
+            return chat_request_decoder.decode(data), seq
         except msgspec.DecodeError:
-            log.error("undecodable request in the stream", client_id=client_id, seq=msg.seq)
+            log.error("undecodable request in the stream", client_id=client_id, seq=seq)
             return None
