@@ -25,7 +25,19 @@ from pathlib import Path
 
 import httpx
 
-from _harness import API_ENV, ROOT, Api, broker, connect, free_port, header, median, wait_for_port, workdir
+from _harness import (
+    API_ENV,
+    ROOT,
+    Api,
+    broker,
+    connect,
+    cpu_seconds,
+    free_port,
+    header,
+    median,
+    wait_for_port,
+    workdir,
+)
 from athenic.shared import names
 from athenic.shared.messages import ChatResponse, ResponseRecord, encode, iso_timestamp
 
@@ -73,8 +85,8 @@ async def completed(url: str, client_id: str) -> None:
         await nc.close()
 
 
-def rounds(wrk: str, script: Path, urls: dict[str, str], nats_url: str, count: int, seconds: int,
-           connections: int) -> dict[str, list[dict[str, float]]]:
+def rounds(wrk: str, script: Path, urls: dict[str, str], pids: dict[str, int], nats_url: str, count: int,
+           seconds: int, connections: int) -> dict[str, list[dict[str, float]]]:
     for url in urls.values():  # warm both up
         run_wrk(wrk, script, url, 2, connections)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
@@ -82,7 +94,11 @@ def rounds(wrk: str, script: Path, urls: dict[str, str], nats_url: str, count: i
         for name, url in urls.items():
             asyncio.run(purge(nats_url))
             time.sleep(0.5)
-            results[name].append(run_wrk(wrk, script, url, seconds, connections))
+            cpu = cpu_seconds(pids[name])
+            result = run_wrk(wrk, script, url, seconds, connections)
+            # the server's own CPU per answered request: what load elsewhere on the machine disturbs least
+            result["cpu_us"] = (cpu_seconds(pids[name]) - cpu) / max(result["requests"], 1) * 1e6
+            results[name].append(result)
     return results
 
 
@@ -97,7 +113,9 @@ def report(route: str, results: dict[str, list[dict[str, float]]]) -> float:
               f"{median([r['p50_us'] for r in results[name]]) / 1000:.1f} ms, p99 "
               f"{median([r['p99_us'] for r in results[name]]) / 1000:.1f} ms; not 200: {rejected:.0f})")
     ratio = medians["api"] / medians["bare"]
-    print(f"   ratio api/bare, {route}: {ratio:.2f}x")
+    cpu = {name: median([r["cpu_us"] for r in results[name]]) for name in results}
+    print(f"   ratio api/bare, {route}: {ratio:.2f}x   (server CPU per request: bare {cpu['bare']:.0f} us, "
+          f"api {cpu['api']:.0f} us: {cpu['bare'] / cpu['api']:.2f}x)")
     return ratio
 
 
@@ -130,14 +148,17 @@ def main(count: int, seconds: int, connections: int) -> int:
             api_url = f"{api.url}/api/chat"
             assert httpx.post(bare_url, json={"message": "x"}).status_code == 200
             assert httpx.post(api_url, json={"message": "x"}).status_code == 200
-            posts = rounds(wrk, script, {"bare": bare_url, "api": api_url}, nats.url, count, seconds, connections)
+            assert api.proc is not None
+            pids = {"bare": bare.pid, "api": api.proc.pid}
+            posts = rounds(wrk, script, {"bare": bare_url, "api": api_url}, pids, nats.url, count, seconds,
+                           connections)
             client_id = "bench-get"
             asyncio.run(completed(nats.url, client_id))
             gets_urls = {"bare": f"{bare_url}/response/{client_id}", "api": f"{api_url}/response/{client_id}"}
             assert all(httpx.get(url).status_code == 200 for url in gets_urls.values())
             get_script = tmp / "get.lua"
             get_script.write_text(GET_LUA)
-            gets = rounds(wrk, get_script, gets_urls, nats.url, count, seconds, connections)
+            gets = rounds(wrk, get_script, gets_urls, pids, nats.url, count, seconds, connections)
         finally:
             bare.terminate()
             bare.wait(10)
