@@ -201,7 +201,7 @@ async def test_a_real_run_is_pushed_from_status_to_answer(api: Api, system_nats:
 
 async def test_following_many_conversations_costs_the_broker_one_consumer(api: Api, system_nats: NatsServer) -> None:
     # nats-server caps consumers per stream (1,000): a watch per socket would refuse the 1,001st socket
-    # of the whole cluster. One watch of the bucket per api process, however many sockets.
+    # of the whole cluster. Push by interest: core subscriptions per followed conversation, no consumer at all.
     client_ids = [new_id() for _ in range(12)]
     async with Records(system_nats.url) as records:
         for client_id in client_ids:
@@ -212,7 +212,7 @@ async def test_following_many_conversations_costs_the_broker_one_consumer(api: A
                 await recv_type(ws, "response")
             assert records.nc is not None
             info = await records.nc.jetstream().stream_info(names.kv_stream(names.RESPONSES_BUCKET))
-            assert info.state.consumer_count == 1
+            assert info.state.consumer_count == 0
             final = await records.put(client_ids[-1], "completed")
             assert (await recv(sockets[-1]))["revision"] == final
 

@@ -16,16 +16,18 @@ from litestar.plugins.problem_details import (
     ProblemDetailsException,
     ProblemDetailsPlugin,
 )
-from litestar.plugins.prometheus import PrometheusConfig
 
+from athenic.api.audit import AUDIT
 from athenic.api.auth import Authenticator, provide_identity
 from athenic.api.chat import ChatController
 from athenic.api.chat_service import ChatService, UserChat
 from athenic.api.errors import ApiError, to_problem
+from athenic.api.fast_paths import Route
 from athenic.api.health import HealthController
 from athenic.api.metrics import MetricsController
 from athenic.api.push import PushController
 from athenic.api.realtime import Feeds
+from athenic.api.request_metrics import request_metrics
 from athenic.api.settings import ApiSettings
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
@@ -66,6 +68,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
     authenticator = Authenticator(settings)
     authenticator.log_mode()
     feeds = Feeds(broker)
+    AUDIT.configure()
 
     @asynccontextmanager
     async def broker_lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -73,6 +76,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         try:
             yield
         finally:
+            AUDIT.flush()
             await feeds.close()
             await authenticator.close()
             await broker.close()
@@ -98,8 +102,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
             "chat": Provide(provide_user_chat),
         },
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=problem_map))],
-        middleware=[PrometheusConfig(app_name="athenic-api", prefix="athenic_api",
-                                     exclude=["/metrics"], group_path=True).middleware],
+        middleware=[request_metrics],
         lifespan=[broker_lifespan],
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,  # structlog (shared.logging) owns the log format
@@ -112,4 +115,5 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         ),
     )
     app.state.feeds = feeds  # the server ends push streams as its shutdown begins (main.py)
+    app.state.fast_paths = Route(chat_service, authenticator, settings.max_body_bytes)
     return app

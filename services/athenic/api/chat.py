@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from athenic.api import problems
 from athenic.api.chat_service import UserChat
+from athenic.api.fast_paths import fast_accept, fast_response
 from athenic.api.history import HistoryPage
 from athenic.api.schemas import Cancelled, ChatAccepted, ChatIn, Session
 from athenic.shared.messages import ChatState
@@ -32,6 +33,7 @@ class ChatController(Controller):
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    409: problems.BUSY, 413: problems.TOO_LARGE, 422: problems.KEY_REUSED,
                    429: problems.RATE_LIMITED, 503: problems.UNAVAILABLE},
+        middleware=[fast_accept],  # serves the well-formed requests at the cost of their publish
     )
     async def post_chat(
         self,
@@ -99,6 +101,7 @@ class ChatController(Controller):
         summary="The latest response of a conversation",
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    503: problems.UNAVAILABLE},
+        middleware=[fast_response],  # the same answer at the cost of its two reads
     )
     async def get_response(self, client_id: str, chat: UserChat) -> ChatState:
         return await chat.service.state(client_id, chat.identity)

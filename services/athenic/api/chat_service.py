@@ -14,21 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from dataclasses import dataclass
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js.api import PubAck
-from nats.js.kv import KeyValue
 
+from athenic.api.audit import AUDIT
 from athenic.api.errors import BrokerUnavailable, Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from athenic.api.history import MAX_WAITING_SHOWN, HistoryPage, history_page
 from athenic.api.idempotency import FirstRequest, Idempotency, check_key
 from athenic.api.identity import Identity
+from athenic.api.ids import new_client_id
 from athenic.api.ownership import Ownership
 from athenic.api.ratelimit import RateLimiter
+from athenic.api.replies import Replies
 from athenic.api.settings import ApiSettings
 from athenic.shared import names
 from athenic.shared.broker import Broker
@@ -52,6 +53,8 @@ log = get_logger(__name__)
 BROKER_FAULTS = (nats.errors.Error, asyncio.TimeoutError, NotConnected, OSError)
 WRONG_LAST_SEQUENCE = 10071  # JetStream: a message of the subject is in the stream (x-on-busy: reject)
 PUBLISH_ATTEMPT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 5.0  # as the JetStream context's (broker.py)
+RESPONSES_STREAM = names.kv_stream(names.RESPONSES_BUCKET)
 UNAVAILABLE = "the message broker is unavailable; the message was not accepted, retry later"
 
 
@@ -105,6 +108,7 @@ class ChatService:
         self.limiter = limiter or RateLimiter(settings.athenic_rate_limit_per_minute,
                                               settings.athenic_rate_limit_burst)
         self._ownership: Ownership | None = None
+        self.replies = Replies(broker)
 
     @property
     def log(self) -> ConversationLog:
@@ -132,10 +136,10 @@ class ChatService:
             if idempotency_key is not None:
                 first = await Idempotency(self.broker.bucket(names.IDEMPOTENCY_BUCKET)).first(
                     idempotency_key, who, client_id, message,
-                    FirstRequest(request_id=request_id, client_id=client_id or str(uuid.uuid4()), message_sha256=""))
+                    FirstRequest(request_id=request_id, client_id=client_id or new_client_id(), message_sha256=""))
                 request_id, client_id = first.request_id, first.client_id
             elif client_id is None:
-                client_id = str(uuid.uuid4())
+                client_id = new_client_id()
             await self.ownership.claim(client_id, who)
         except BROKER_FAULTS as exc:
             raise BrokerUnavailable(UNAVAILABLE, headers={"Retry-After": "1"}) from exc
@@ -155,9 +159,8 @@ class ChatService:
             # orchestrator marks the conversation for the turns that have not started
             with contextlib.suppress(*BROKER_FAULTS):
                 await self.broker.nc.publish(names.cancel_subject(client_id), encode({"before": ack.seq}))
-        # request_id passed explicitly, not bound in a context: this is the hottest path
-        log.info("chat message accepted", request_id=request_id, client_id=client_id, tenant=who.tenant,
-                 bytes=len(message), on_busy=policy, duplicate=bool(ack.duplicate))
+        # the audit line, rendered cheaply and written at the end of the loop's iteration (audit.py)
+        AUDIT.accepted(request_id, client_id, who.tenant, len(message), policy, bool(ack.duplicate))
         return Accepted(client_id, request_id)
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> PubAck:
@@ -177,9 +180,8 @@ class ChatService:
                     raise NotConnected("not connected to NATS")
                 # each attempt bounded: an ack lost with a server that died is retried (same
                 # Nats-Msg-Id, so stored once) on the connection to another, not waited for
-                return await self.broker.js.publish(subject, payload, timeout=min(max(limit - now, 0.05),
-                                                                                  PUBLISH_ATTEMPT_SECONDS),
-                                                    headers=headers)
+                return await self.replies.publish(subject, payload, headers,
+                                               timeout=min(max(limit - now, 0.05), PUBLISH_ATTEMPT_SECONDS))
             except nats.js.errors.APIError as exc:
                 if exc.err_code == WRONG_LAST_SEQUENCE:
                     raise Conflict("the conversation is still answering an earlier message (x-on-busy: reject); "
@@ -221,13 +223,12 @@ class ChatService:
         check_client_id(client_id, "clientId")
         self.check_connected()
         try:
-            responses: KeyValue = self.broker.bucket(names.RESPONSES_BUCKET)
             # The stream first, then the record: the orchestrator writes the record before it
             # acks (which removes the message from the stream), so read in this order an
             # accepted message is always in one or the other. The other order has a window in
             # which a quickly answered message is in neither, and GET would say 404.
             pending = await self._pending(client_id)
-            record, revision = await self._record(responses, client_id)
+            record, revision = await self._record(self.replies, client_id)
         except BROKER_FAULTS as exc:
             raise BrokerUnavailable("the message broker is unavailable; retry later",
                                     headers={"Retry-After": "1"}) from exc
@@ -259,7 +260,7 @@ class ChatService:
             # between is seen twice (and shown once), never missed
             waiting = await self.log.waiting(client_id, MAX_WAITING_SHOWN)
             (conversation, _), (record, _) = await asyncio.gather(
-                self.log.conversation(client_id), self._record(self.broker.bucket(names.RESPONSES_BUCKET), client_id))
+                self.log.conversation(client_id), self._record(self.replies, client_id))
             owners = {conversation.owner if conversation else None, record.owner if record else None,
                       *(w.request.owner for w in waiting[:1])}
             if (conversation is None and record is None and not waiting) or not all(map(who.may_access, owners)):
@@ -270,26 +271,25 @@ class ChatService:
                                     headers={"Retry-After": "1"}) from exc
 
     @staticmethod
-    async def _record(kv: KeyValue, client_id: str) -> tuple[ResponseRecord | None, int | None]:
-        try:
-            entry = await kv.get(client_id)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+    async def _record(replies: Replies, client_id: str) -> tuple[ResponseRecord | None, int | None]:
+        found = await replies.last_stored(RESPONSES_STREAM, names.kv_subject(names.RESPONSES_BUCKET, client_id),
+                                               READ_TIMEOUT_SECONDS)
+        if found is None or found[2]:  # none, or deleted
             return None, None
-        if entry.value is None or not entry.value:
-            return None, entry.revision
-        return response_record_decoder.decode(entry.value), entry.revision
+        value, revision, _ = found
+        if not value:
+            return None, revision
+        return response_record_decoder.decode(value), revision
 
     async def _pending(self, client_id: str) -> tuple[ChatRequest, int] | None:
         """The newest accepted message of this client that no orchestrator has finished."""
-        try:
-            msg = await self.broker.js.get_last_msg(names.REQUEST_STREAM, names.request_subject(client_id),
-                                                    direct=True)
-        except nats.js.errors.NotFoundError:
+        found = await self.replies.last_direct(names.REQUEST_STREAM, names.request_subject(client_id),
+                                               READ_TIMEOUT_SECONDS)
+        if found is None or not found[1]:
             return None
-        if msg.data is None or msg.seq is None:
-            return None
+        data, seq = found
         try:
-            return chat_request_decoder.decode(msg.data), msg.seq
+            return chat_request_decoder.decode(data), seq
         except msgspec.DecodeError:
-            log.error("undecodable request in the stream", client_id=client_id, seq=msg.seq)
+            log.error("undecodable request in the stream", client_id=client_id, seq=seq)
             return None

@@ -1,17 +1,18 @@
 """Feeds: every change of a client's record and every progress event, fanned out to its listeners.
 
-Records come from ONE watch of the responses bucket per api process (an ordered consumer
-delivering new changes only), dispatched by key to the clientIds someone here listens to.
-Not a watch per clientId: the server caps consumers per stream (1,000 by default on
-nats-server 2.11+), so a consumer per open socket would cap every api replica together at a
-thousand followed conversations. The ordered consumer resumes from the last sequence it saw
-after missed heartbeats, so a broker restart loses no change.
+By interest: for each clientId someone in this process listens to, two core-NATS
+subscriptions, one to its record subject (the server republishes every stored change of the
+responses bucket there, with its revision: ``names.record_subject``) and one to its event
+subject; both dropped with the last listener. NATS delivers by subject, so a replica receives
+the updates of the conversations its own sockets follow and of no other: another replica's
+busy conversations cost it nothing. No JetStream consumer at all (the server caps consumers
+per stream, 1,000 by default, which a consumer per socket or per conversation would hit).
 
-Progress events (status, output, answer deltas) come from a core-NATS subscription to the
-client's event subject, one per clientId with listeners in this process (the server routes
-them by interest, so a replica receives only the events of the clients it serves), dropped
-with the last listener. They are not persisted: a listener gets those published after it
-started, never earlier ones.
+A listener reads the current state after it is registered and the subscriptions are in place
+(``listen``), so nothing written in between is missed; what the state already holds is dropped
+by revision. Changes written while the broker connection is down are re-read on reconnect (the
+record's latest revision, for every followed conversation). Progress events are not persisted:
+a listener gets those published after it started, never earlier ones.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import Final
 
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import api
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE
+from prometheus_client import Counter, Gauge
 
 from athenic.shared import names
 from athenic.shared.broker import Broker
@@ -40,8 +42,16 @@ log = get_logger(__name__)
 # Updates a listener may have waiting before it counts as too slow and is dropped (it
 # reconnects with its last revision and loses no record).
 LISTENER_CAPACITY: Final = 256
-RECORD_SUBJECT_PREFIX: Final = names.kv_subject(names.RESPONSES_BUCKET, "")
-RECORDS_HEARTBEAT_SECONDS: Final = 1.0
+RESYNC_CONCURRENCY: Final = 64  # records re-read at once after a reconnect
+
+# What this replica received from the broker for its listeners: a replica following none of the
+# busy conversations receives none of their updates (tests/realtime/test_interest.py reads these).
+UPDATES_RECEIVED: Final = Counter("athenic_api_push_updates_received", "Record changes and progress events "
+                                  "received from the broker for this replica's push listeners", ["kind"])
+RECORDS_RECEIVED: Final = UPDATES_RECEIVED.labels("record")
+EVENTS_RECEIVED: Final = UPDATES_RECEIVED.labels("event")
+FOLLOWED: Final = Gauge("athenic_api_push_conversations_followed",
+                        "Conversations this replica's sockets and SSE streams follow (two subscriptions each)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,22 +93,26 @@ class Listener:
 
 
 class Feed:
-    """The listeners of one clientId in this process and its event subscription."""
+    """The listeners of one clientId in this process and its two subscriptions."""
 
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
         self.listeners: set[Listener] = set()
         self.started: asyncio.Task[None] | None = None
-        self._events: Subscription | None = None
+        self._subscriptions: list[Subscription] = []
 
     async def start(self, broker: Broker) -> None:
-        self._events = await broker.nc.subscribe(names.event_subject(self.client_id), cb=self._on_event)
+        nc = broker.nc
+        self._subscriptions.append(await nc.subscribe(names.event_subject(self.client_id), cb=self._on_event))
+        self._subscriptions.append(await nc.subscribe(names.record_subject(self.client_id), cb=self._on_record))
+        await nc.flush()  # the server holds both interests before the listener reads the state
 
     def fan_out(self, update: Update) -> None:
         for listener in list(self.listeners):
             listener.offer(update)
 
     async def _on_event(self, msg: Msg) -> None:
+        EVENTS_RECEIVED.inc()
         try:
             event = progress_event_decoder.decode(msg.data)
         except msgspec.DecodeError:
@@ -106,10 +120,30 @@ class Feed:
             return
         self.fan_out(Progress(event.type, msg.data))
 
+    async def _on_record(self, msg: Msg) -> None:
+        RECORDS_RECEIVED.inc()
+        headers = msg.headers or {}
+        sequence = headers.get(names.HDR_SEQUENCE, "")
+        if not sequence.isdigit():
+            log.error("record change without its revision", client_id=self.client_id)
+            return
+        self.record_changed(int(sequence), msg.data, headers.get(KV_OP))
+
+    def record_changed(self, revision: int, data: bytes | None, operation: str | None = None) -> None:
+        record: ResponseRecord | None = None
+        if data and operation not in (KV_DEL, KV_PURGE):
+            try:
+                record = response_record_decoder.decode(data)
+            except msgspec.DecodeError:
+                log.error("undecodable response record", client_id=self.client_id, revision=revision)
+                return
+        self.fan_out(RecordChanged(record, revision))
+
     async def stop(self) -> None:
+        subscriptions, self._subscriptions = self._subscriptions, []
         with contextlib.suppress(nats.errors.Error, OSError):
-            if self._events is not None:
-                await self._events.unsubscribe()
+            for subscription in subscriptions:
+                await subscription.unsubscribe()
 
 
 class Feeds:
@@ -118,21 +152,26 @@ class Feeds:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._feeds: dict[str, Feed] = {}
-        self._records: asyncio.Task[Subscription] | None = None
+        self._resyncing: asyncio.Task[None] | None = None
         self.ending = False
+        broker.on_reconnect.append(self._reconnected)
 
     def __len__(self) -> int:
         return len(self._feeds)
+
+    def followed(self) -> frozenset[str]:
+        """The clientIds this replica's listeners follow."""
+        return frozenset(self._feeds)
 
     @asynccontextmanager
     async def listen(self, client_id: str) -> AsyncIterator[Listener]:
         """Updates of ``client_id`` from now on; read the current state only after entering."""
         if self.ending:
             raise RuntimeError("the api is shutting down")
-        await self._watch_records()
         feed = self._feeds.get(client_id)
         if feed is None:
             feed = self._feeds[client_id] = Feed(client_id)
+            FOLLOWED.set(len(self._feeds))
             feed.started = asyncio.create_task(feed.start(self.broker))
         assert feed.started is not None
         listener = Listener()
@@ -145,36 +184,33 @@ class Feeds:
             feed.listeners.discard(listener)
             if not feed.listeners and self._feeds.get(client_id) is feed:
                 del self._feeds[client_id]
+                FOLLOWED.set(len(self._feeds))
                 await feed.stop()
 
-    async def _watch_records(self) -> None:
-        if self._records is None or (self._records.done() and self._records.exception() is not None):
-            self._records = asyncio.create_task(self._subscribe_records())
-        await asyncio.shield(self._records)
+    async def _reconnected(self) -> None:
+        # not awaited here: the reconnect callback must return before requests can be answered
+        if self._resyncing is None or self._resyncing.done():
+            self._resyncing = asyncio.create_task(self.resync())
 
-    async def _subscribe_records(self) -> Subscription:
-        return await self.broker.js.subscribe(
-            RECORD_SUBJECT_PREFIX + ">", stream=names.kv_stream(names.RESPONSES_BUCKET), cb=self._on_record,
-            ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW,
-            # two missed heartbeats and the consumer is recreated after the last change seen:
-            # pushes resume within seconds of a broker restart (one heartbeat a second per process)
-            idle_heartbeat=RECORDS_HEARTBEAT_SECONDS,
-        )
+    async def resync(self) -> None:
+        """Re-read every followed record: changes written while the connection was down."""
+        kv = self.broker.bucket(names.RESPONSES_BUCKET)
+        gate = asyncio.Semaphore(RESYNC_CONCURRENCY)
 
-    async def _on_record(self, msg: Msg) -> None:
-        feed = self._feeds.get(msg.subject[len(RECORD_SUBJECT_PREFIX):])
-        if feed is None:  # nobody here follows this conversation
-            return
-        revision = msg.metadata.sequence.stream
-        operation = msg.headers.get(KV_OP) if msg.headers else None
-        record: ResponseRecord | None = None
-        if msg.data and operation not in (KV_DEL, KV_PURGE):
-            try:
-                record = response_record_decoder.decode(msg.data)
-            except msgspec.DecodeError:
-                log.error("undecodable response record", client_id=feed.client_id, revision=revision)
-                return
-        feed.fan_out(RecordChanged(record, revision))
+        async def one(feed: Feed) -> None:
+            async with gate:
+                try:
+                    entry = await kv.get(feed.client_id)
+                except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):  # nothing to push
+                    return
+                except (nats.errors.Error, OSError, TimeoutError) as exc:
+                    log.warning("record not re-read after a reconnect", client_id=feed.client_id,
+                                error=str(exc) or type(exc).__name__)
+                    return
+            if entry.revision is not None:
+                feed.record_changed(entry.revision, entry.value)  # listeners drop what they have
+
+        await asyncio.gather(*(one(feed) for feed in list(self._feeds.values())))
 
     def end_all(self) -> None:
         """Shutdown begins: end every stream now, not when the server's grace period runs out.
@@ -187,9 +223,9 @@ class Feeds:
             feed.fan_out(RESTARTING)
 
     async def close(self) -> None:
+        if self._resyncing is not None:
+            self._resyncing.cancel()
         feeds, self._feeds = list(self._feeds.values()), {}
+        FOLLOWED.set(0)
         for feed in feeds:
             await feed.stop()
-        if self._records is not None and self._records.done() and self._records.exception() is None:
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await self._records.result().unsubscribe()

@@ -9,6 +9,7 @@ never depend on the broker.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -51,6 +52,8 @@ class Broker:
         self._buckets: dict[str, KeyValue] = {}
         self._provisioned = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # called after each reconnect (the subscriptions are back): what was missed meanwhile is re-read
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def ready(self) -> bool:
@@ -114,6 +117,8 @@ class Broker:
 
         async def on_reconnect() -> None:
             log.info("nats reconnected")
+            for callback in list(self.on_reconnect):
+                await callback()
 
         async def on_error(exc: Exception) -> None:
             log.warning("nats error", error=str(exc) or type(exc).__name__)

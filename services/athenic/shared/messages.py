@@ -6,6 +6,7 @@ type or meaning. New fields may be added.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -22,9 +23,18 @@ ON_BUSY_VALUES: tuple[str, ...] = ("enqueue", "interrupt", "reject")
 Phase = Literal["queued", "planning", "running", "completed", "failed", "cancelled"]
 
 
+_second: list[Any] = [None, ""]  # the current second and its formatted prefix (strftime is slow)
+
+
 def iso_timestamp(moment: datetime | None = None) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``, as the app expects: 2025-04-27T20:53:57.947Z."""
-    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    if moment is None:
+        now = time.time()
+        second = int(now)
+        if second != _second[0]:
+            _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))]
+        return f"{_second[1]}{int((now - second) * 1000):03d}Z"
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

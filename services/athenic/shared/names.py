@@ -32,6 +32,12 @@ ORCHESTRATOR_CONSUMER: Final = "orchestrator"
 # Progress events (core NATS, not persisted): status changes and output chunks per client.
 EVENT_SUBJECT_PREFIX: Final = "athenic.events"
 
+# Every stored change of a response record, republished by the server from the responses
+# bucket's stream with its revision (header ``Nats-Sequence``): an api replica subscribes (core
+# NATS, no consumer) to the record subjects of the conversations its sockets follow, and to nothing else.
+RECORD_SUBJECT_PREFIX: Final = "athenic.records"
+HDR_SEQUENCE: Final = "Nats-Sequence"  # set by the server on a republished message: the KV revision
+
 # Cancel requests (core NATS request/reply), answered by the replica running the work. A
 # payload {"before": seq} (an interrupting message) cancels every earlier turn, on every replica.
 CANCEL_SUBJECT_PREFIX: Final = "athenic.control.cancel"
@@ -80,6 +86,16 @@ def event_subject(client_id: str) -> str:
     return f"{EVENT_SUBJECT_PREFIX}.{_checked(client_id)}"
 
 
+def record_subject(client_id: str) -> str:
+    """Where the changes of ``client_id``'s response record are republished."""
+    return f"{RECORD_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores ``key`` under (``>`` for all its keys), as NATS defines it."""
+    return f"$KV.{bucket}.{key}"
+
+
 def cancel_subject(client_id: str) -> str:
     return f"{CANCEL_SUBJECT_PREFIX}.{_checked(client_id)}"
 
@@ -101,8 +117,3 @@ def client_id_of_subject(subject: str) -> str:
 def kv_stream(bucket: str) -> str:
     """The JetStream stream that holds a KV bucket (as NATS names it)."""
     return f"KV_{bucket}"
-
-
-def kv_subject(bucket: str, key: str) -> str:
-    """The subject a KV bucket's ``key`` is stored on (``>`` for every key), as NATS builds it."""
-    return f"$KV.{bucket}.{key}"

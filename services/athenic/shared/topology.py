@@ -15,6 +15,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -66,6 +67,15 @@ def consumer_config(settings: NatsSettings) -> ConsumerConfig:
     )
 
 
+def records_republish() -> RePublish:
+    """Every stored record change, sent on to ``athenic.records.<clientId>`` with its revision.
+
+    Push subscribes there per followed conversation: a plain subscription to the bucket's own
+    subject would get the change without its revision, which ordering and resuming need.
+    """
+    return RePublish(src=names.kv_subject(names.RESPONSES_BUCKET, ">"), dest=f"{names.RECORD_SUBJECT_PREFIX}.>")
+
+
 def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
     ttl = float(settings.athenic_response_ttl_seconds)
     replicas = settings.nats_replicas
@@ -73,6 +83,7 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
         names.RESPONSES_BUCKET: KeyValueConfig(
             bucket=names.RESPONSES_BUCKET, history=1, ttl=ttl, replicas=replicas,
             storage=StorageType.FILE, description="Latest response record per clientId",
+            republish=records_republish(),
         ),
         names.CONVERSATIONS_BUCKET: KeyValueConfig(
             bucket=names.CONVERSATIONS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
@@ -132,6 +143,7 @@ async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValu
         max_msgs_per_subject=config.history,
         description=config.description,
         duplicate_window=min(info.config.duplicate_window or 120.0, config.ttl or 120.0),
+        republish=config.republish,
     )
     try:
         await js.update_stream(wanted)
