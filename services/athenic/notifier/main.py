@@ -1,0 +1,81 @@
+"""`athenic-notifier`: consume finished turns and deliveries until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+
+from athenic.notifier.consumer import consume
+from athenic.notifier.deliver import Deliverer
+from athenic.notifier.fanout import Fanout
+from athenic.notifier.senders import make_senders, webhook_urls
+from athenic.notifier.settings import NotifierSettings
+from athenic.orchestrator.health import bind_health_socket, health_app, serve_health
+from athenic.shared import names
+from athenic.shared.broker import Broker
+from athenic.shared.devices import DeviceRegistry
+from athenic.shared.logging import configure_logging, get_logger
+from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
+
+log = get_logger(__name__)
+
+
+async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: asyncio.Event) -> None:
+    senders = make_senders(settings)
+    sock = bind_health_socket(settings.athenic_health_host, settings.athenic_notifier_health_port)
+    log.info("health server listening", port=sock.getsockname()[1], senders=sorted(senders))
+    async with AsyncExitStack() as stack:
+        stack.callback(sock.close)
+        for sender in senders.values():
+            stack.push_async_callback(sender.aclose)
+        broker = Broker(nats_settings, name="athenic-notifier")
+        stack.push_async_callback(broker.close)
+        await broker.start()
+        server, server_task = await serve_health(health_app(broker, lambda: True), sock)
+
+        async def stop_server() -> None:
+            server.should_exit = True
+            await server_task
+
+        stack.push_async_callback(stop_server)
+        ready = asyncio.create_task(broker.wait_ready())
+        await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            ready.cancel()
+            return
+        devices = DeviceRegistry(broker.bucket(names.DEVICES_BUCKET))
+        fanout = Fanout(broker.js, devices, broker.bucket(names.PRESENCE_BUCKET),
+                        {kind for kind in senders if kind != "webhook"}, webhook_urls(settings))
+        deliverer = Deliverer(settings, senders, devices, fanout)
+        concurrency = settings.athenic_notify_concurrency
+        log.info("notifier consuming", concurrency=concurrency)
+        await asyncio.gather(
+            consume(broker.js, names.NOTIFY_STREAM, names.NOTIFIER_EVENTS_CONSUMER, deliverer.on_event, stop,
+                    concurrency),
+            consume(broker.js, names.NOTIFY_STREAM, names.NOTIFIER_DELIVERIES_CONSUMER, deliverer.on_delivery,
+                    stop, concurrency),
+        )
+
+
+def main() -> None:
+    with exit_on_bad_settings("athenic-notifier"):
+        log_settings = load(LogSettings)
+        settings = load(NotifierSettings).check()
+        nats_settings = load(NatsSettings)
+    configure_logging(log_settings, service="notifier")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, nats_settings, stop)
+        log.info("notifier stopped")
+
+    with exit_on_bad_settings("athenic-notifier"):
+        asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
