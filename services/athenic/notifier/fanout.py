@@ -16,7 +16,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from athenic.shared import names
+from athenic.shared import kv, names
 from athenic.shared.devices import DeviceRegistry
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Delivery, TurnFinished, encode
@@ -26,11 +26,7 @@ log = get_logger(__name__)
 
 async def following(presence: KeyValue, event: TurnFinished) -> bool:
     """Whether the conversation's owner has a push stream open on it right now."""
-    try:
-        keys = await presence.keys(filters=[f"{event.client_id}.*"])
-    except nats.js.errors.NoKeysError:
-        return False
-    for key in keys:
+    for key in await kv.keys_matching(presence, f"{event.client_id}.*"):
         try:
             entry = await presence.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):

@@ -13,7 +13,7 @@ from typing import Final, cast
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from athenic.shared import names
+from athenic.shared import kv, names
 from athenic.shared.messages import Device, Platform, device_decoder, encode, iso_timestamp
 
 # FCM registration tokens are opaque (about 150-180 characters today) of URL-safe base64 and ':';
@@ -56,10 +56,7 @@ class DeviceRegistry:
         return device, new
 
     async def _keys(self, pattern: str) -> list[str]:
-        try:
-            return list(await self.kv.keys(filters=[pattern]))
-        except nats.js.errors.NoKeysError:
-            return []
+        return await kv.keys_matching(self.kv, pattern)
 
     async def get(self, key: str) -> Device | None:
         try:
