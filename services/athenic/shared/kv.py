@@ -44,5 +44,5 @@ async def keys_matching(kv: KeyValue, pattern: str) -> list[str]:
                 break
             found.append(entry.key)
     finally:
-        await watcher.stop()
+        await watcher.stop()  # type: ignore[no-untyped-call]
     return found
