@@ -52,6 +52,8 @@ def test_push_keys_are_mounted_as_files_and_the_webhook_secret_comes_from_a_secr
         "ABC123DEFG", "TEAM123456", "dev.athenic.app")
     assert values["ATHENIC_WEBHOOK_URL"] == "https://hooks.example.com/athenic"
     assert values["ATHENIC_NOTIFY_PREVIEW"] == "true"
+    assert values["ATHENIC_WEBHOOK_TENANTS_FILE"] == "/etc/athenic/webhooks/tenants.yaml"
+    assert values["ATHENIC_WEBHOOK_ALLOW_PRIVATE"] == "false"
     (secret_ref,) = [e["valueFrom"]["secretKeyRef"] for e in notifier["env"] if e["name"] == "ATHENIC_WEBHOOK_SECRET"]
     assert secret_ref == {"name": "athenic-webhook", "key": "webhook-secret"}
     mounts = {m["name"]: m for m in notifier["volumeMounts"]}
@@ -60,6 +62,8 @@ def test_push_keys_are_mounted_as_files_and_the_webhook_secret_comes_from_a_secr
     assert volumes["fcm-credentials"]["secret"]["secretName"] == "fcm-service-account"
     assert volumes["apns-key"]["secret"]["secretName"] == "apns-key"
     assert volumes["apns-key"]["secret"]["defaultMode"] == 0o440
+    assert volumes["webhook-tenants"]["secret"]["secretName"] == "athenic-tenant-webhooks"
+    assert mounts["webhook-tenants"]["mountPath"] == "/etc/athenic/webhooks"
 
 
 def test_an_inline_webhook_secret_becomes_a_secret(render: Render) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+import yaml
 
 from athenic.orchestrator.final_events import FinalEvents
 from athenic.shared import names
@@ -177,3 +180,30 @@ def test_a_webhook_to_a_private_address_is_refused(
                if line.startswith("{") and "delivery refused" in line)
     assert "127.0.0.1" in refusal["reason"] and "not a public address" in refusal["reason"]
     assert receiver.calls == []
+
+
+def test_a_tenant_with_its_own_webhook_gets_its_events_signed_with_its_secret(
+    nats_server: NatsServer, tmp_path: Path, standins: tuple[FcmStandIn, ApnsStandIn, WebhookReceiver],
+    notifiers: list[Notifier],
+) -> None:
+    fcm, apns, receiver = standins
+    acme = WebhookReceiver().start()
+    try:
+        acme_secret = "whsec_" + base64.b64encode(b"acme-secret-of-32-bytes-length!!").decode()
+        tenants = tmp_path / "tenants.yaml"
+        tenants.write_text(yaml.safe_dump({"acme": {"url": acme.url, "secret": acme_secret}}))
+        notifiers.append(Notifier(nats_server.url, tmp_path, **notifier_env(
+            fcm, apns, receiver, ATHENIC_WEBHOOK_TENANTS_FILE=str(tenants))).start())
+        ours = turn("completed", "The answer is 42.")  # tenant acme
+        request, response = turn("completed", "Another answer")
+        other = (msgspec.structs.replace(request, tenant="globex"), response)
+        finish(nats_server.url, ours, other)
+        wait_until(lambda: len(receiver.calls) == 2 and len(acme.calls) == 1, "the webhooks", 60)
+        (call,) = acme.calls
+        assert verify_standard_webhook(acme_secret, call)["data"]["requestId"] == ours[0].request_id
+        with pytest.raises(AssertionError, match="no v1 signature"):
+            verify_standard_webhook(WEBHOOK_SECRET, call)  # not signed with the global secret
+        for global_call in receiver.calls:
+            verify_standard_webhook(WEBHOOK_SECRET, global_call)
+    finally:
+        acme.stop()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from athenic.notifier.address_guard import AddressRefused, pinned
 from athenic.notifier.content import notification
 from athenic.notifier.settings import NotifierSettings
+from athenic.notifier.webhook_targets import load_targets
 from athenic.shared import names
 from athenic.shared.messages import TurnFinished
 from athenic.shared.settings import SettingsError, load
@@ -79,3 +81,29 @@ def test_keys_and_subjects_never_carry_raw_ids() -> None:
     assert names.finished_subject("a.b*", "abc").count(".") == 4
     with pytest.raises(ValueError, match="clientId"):
         names.finished_subject("acme", "a.b")
+
+
+@pytest.mark.parametrize(("document", "says"), [
+    ("acme: {url: https://h.example.com/x}", "tenant 'acme'"),
+    ("acme: {url: ftp://h.example.com/x, secret: whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=}", "http"),
+    ("acme: {url: https://h.example.com/x, secret: plain}", "whsec_"),
+    ("- just a list", "map tenants"),
+])
+def test_a_bad_tenants_file_names_the_tenant(tmp_path: Path, document: str, says: str) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(document)
+    with pytest.raises(SettingsError, match=says):
+        load_targets(load(NotifierSettings, {"ATHENIC_WEBHOOK_TENANTS_FILE": str(path)}))
+
+
+def test_tenant_targets_add_to_the_global_one(tmp_path: Path) -> None:
+    secret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    path = tmp_path / "tenants.yaml"
+    path.write_text(f"acme: {{url: 'https://acme.example/h', secret: '{secret}'}}")
+    targets = load_targets(load(NotifierSettings, {"ATHENIC_WEBHOOK_TENANTS_FILE": str(path),
+                                                   "ATHENIC_WEBHOOK_URL": "https://all.example/h",
+                                                   "ATHENIC_WEBHOOK_SECRET": secret.replace("M", "N")}))
+    assert targets.urls("acme") == ["https://all.example/h", "https://acme.example/h"]
+    assert targets.urls("globex") == ["https://all.example/h"]
+    assert targets.secret("acme", "https://acme.example/h") == secret
+    assert targets.secret("globex", "https://acme.example/h") is None

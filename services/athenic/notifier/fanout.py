@@ -16,6 +16,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from athenic.notifier.webhook_targets import WebhookTargets
 from athenic.shared import kv, names
 from athenic.shared.devices import DeviceRegistry
 from athenic.shared.logging import get_logger
@@ -38,15 +39,15 @@ async def following(presence: KeyValue, event: TurnFinished) -> bool:
 
 class Fanout:
     def __init__(self, js: JetStreamContext, devices: DeviceRegistry, presence: KeyValue,
-                 platforms: set[str], webhook_urls: list[str]) -> None:
+                 platforms: set[str], webhooks: WebhookTargets) -> None:
         self.js = js
         self.devices = devices
         self.presence = presence
         self.platforms = platforms  # the push services configured (fcm, apns)
-        self.webhook_urls = webhook_urls
+        self.webhooks = webhooks
 
     async def deliveries(self, event: TurnFinished) -> list[Delivery]:
-        found = [Delivery(kind="webhook", event=event, webhook_url=url) for url in self.webhook_urls]
+        found = [Delivery(kind="webhook", event=event, webhook_url=url) for url in self.webhooks.urls(event.tenant)]
         if await following(self.presence, event):
             log.info("owner is following the conversation: no push", client_id=event.client_id,
                      request_id=event.request_id)

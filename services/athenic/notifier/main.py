@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack
 from athenic.notifier.consumer import consume
 from athenic.notifier.deliver import Deliverer
 from athenic.notifier.fanout import Fanout
-from athenic.notifier.senders import make_senders, webhook_urls
+from athenic.notifier.senders import make_senders
 from athenic.notifier.settings import NotifierSettings
+from athenic.notifier.webhook_targets import WebhookTargets, load_targets
 from athenic.orchestrator.health import bind_health_socket, health_app, serve_health
 from athenic.shared import names
 from athenic.shared.broker import Broker
@@ -21,8 +22,9 @@ from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_setti
 log = get_logger(__name__)
 
 
-async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: asyncio.Event) -> None:
-    senders = make_senders(settings)
+async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: asyncio.Event,
+                targets: WebhookTargets) -> None:
+    senders = make_senders(settings, targets)
     sock = bind_health_socket(settings.athenic_health_host, settings.athenic_notifier_health_port)
     log.info("health server listening", port=sock.getsockname()[1], senders=sorted(senders))
     async with AsyncExitStack() as stack:
@@ -46,7 +48,7 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
             return
         devices = DeviceRegistry(broker.bucket(names.DEVICES_BUCKET))
         fanout = Fanout(broker.js, devices, broker.bucket(names.PRESENCE_BUCKET),
-                        {kind for kind in senders if kind != "webhook"}, webhook_urls(settings))
+                        {kind for kind in senders if kind != "webhook"}, targets)
         deliverer = Deliverer(settings, senders, devices, fanout)
         concurrency = settings.athenic_notify_concurrency
         log.info("notifier consuming", concurrency=concurrency)
@@ -63,6 +65,7 @@ def main() -> None:
         log_settings = load(LogSettings)
         settings = load(NotifierSettings).check()
         nats_settings = load(NatsSettings)
+        targets = load_targets(settings)
     configure_logging(log_settings, service="notifier")
 
     async def run() -> None:
@@ -70,7 +73,7 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, nats_settings, stop)
+        await serve(settings, nats_settings, stop, targets)
         log.info("notifier stopped")
 
     with exit_on_bad_settings("athenic-notifier"):

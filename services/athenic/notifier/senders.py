@@ -9,11 +9,12 @@ from athenic.notifier.content import notification
 from athenic.notifier.fcm import FcmSender
 from athenic.notifier.results import Sender
 from athenic.notifier.settings import NotifierSettings
+from athenic.notifier.webhook_targets import WebhookTargets
 from athenic.notifier.webhooks import WebhookSender
 from athenic.shared.settings import SettingsError
 
 
-def make_senders(settings: NotifierSettings) -> dict[str, Sender]:
+def make_senders(settings: NotifierSettings, targets: WebhookTargets) -> dict[str, Sender]:
     render = partial(notification, preview=settings.athenic_notify_preview,
                      preview_chars=settings.athenic_notify_preview_chars)
     timeout = settings.athenic_notify_timeout_seconds
@@ -33,11 +34,6 @@ def make_senders(settings: NotifierSettings) -> dict[str, Sender]:
                                          timeout, render)
     except OSError as exc:
         raise SettingsError(f"bad setting ATHENIC_APNS_KEY_FILE/ATHENIC_APNS_CA_FILE: {exc}") from None
-    if settings.athenic_webhook_url and settings.athenic_webhook_secret:
-        senders["webhook"] = WebhookSender({settings.athenic_webhook_url: settings.athenic_webhook_secret},
-                                           settings.athenic_webhook_allow_private, timeout)
+    if targets.any:
+        senders["webhook"] = WebhookSender(targets, settings.athenic_webhook_allow_private, timeout)
     return senders
-
-
-def webhook_urls(settings: NotifierSettings) -> list[str]:
-    return [settings.athenic_webhook_url] if settings.athenic_webhook_url else []

@@ -44,6 +44,8 @@ class NotifierSettings(EnvSettings, frozen=True, rename=str.upper):
     # Standard Webhooks: every finished turn is POSTed here, signed with the whsec_ secret.
     athenic_webhook_url: str | None = None
     athenic_webhook_secret: str | None = None
+    # Per-tenant webhooks: a YAML file {tenant: {url, secret}} (mounted from a Secret), see webhook_targets.py.
+    athenic_webhook_tenants_file: str | None = None
     # Off: a webhook URL resolving to a loopback, private, link-local... address is refused.
     athenic_webhook_allow_private: bool = False
 

@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 
 from athenic.notifier.address_guard import AddressRefused, pinned
 from athenic.notifier.results import SENT, Result, refused, retry, retry_after_header
+from athenic.notifier.webhook_targets import WebhookTargets
 from athenic.shared.messages import Delivery, TurnFinished, encode
 
 
@@ -35,14 +36,14 @@ def signed_headers(secret: str, msg_id: str, body: bytes, moment: datetime) -> d
 
 
 class WebhookSender:
-    def __init__(self, secrets: dict[str, str], allow_private: bool, timeout: float) -> None:
-        self.secrets = secrets  # URL -> its whsec_ secret (from the settings, never from the stream)
+    def __init__(self, targets: WebhookTargets, allow_private: bool, timeout: float) -> None:
+        self.targets = targets  # the URLs and their whsec_ secrets (from the settings, never from the stream)
         self.allow_private = allow_private
         self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def send(self, delivery: Delivery) -> Result:
         url = delivery.webhook_url
-        secret = self.secrets.get(url or "")
+        secret = self.targets.secret(delivery.event.tenant, url or "")
         if url is None or secret is None:
             return refused("no such webhook is configured any more")
         body = encode(webhook_event(delivery.event))
