@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import nats
@@ -11,7 +12,7 @@ import pytest
 from athenic.shared import names
 from tests.notify.conftest import apns_token, fcm_token, new_user, user_headers
 from tests.support.nats import NatsServer
-from tests.support.services import Service
+from tests.support.services import Api, Service
 
 
 def register(client: httpx.Client, user: str, platform: str, token: str) -> httpx.Response:
@@ -116,3 +117,21 @@ def test_registrations_live_in_kv_with_a_ttl_restarted_by_reregistering(
     assert max_age == 60 * 24 * 3600  # ATHENIC_DEVICE_TTL_SECONDS' default: 60 days after the last registration
     assert register(client, user, "fcm", token).status_code == 200
     assert asyncio.run(entry())[1] > revision  # rewritten: its age starts again
+
+
+def test_with_auth_off_the_anonymous_user_registers_and_a_broker_away_is_503(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    api = Api(nats_server.url, tmp_path).start()
+    try:
+        with httpx.Client(base_url=api.url, timeout=30) as anonymous:
+            token = fcm_token()
+            assert anonymous.post("/api/devices", json={"platform": "fcm", "token": token}).status_code == 201
+            assert anonymous.post("/api/devices", json={"platform": "fcm", "token": token}).status_code == 200
+            nats_server.stop()
+            away = anonymous.post("/api/devices", json={"platform": "fcm", "token": fcm_token()})
+            assert away.status_code == 503, away.text
+            assert away.headers["content-type"].startswith("application/problem+json")
+            assert anonymous.delete(f"/api/devices/{token}").status_code == 503
+    finally:
+        api.terminate()

@@ -6,10 +6,13 @@ again refreshes its TTL. Another user's device, or an unknown token, is a 404 on
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Literal
 
 import msgspec
+import nats.errors
 from litestar import Controller, Response, delete, post
 from litestar.openapi.datastructures import ResponseSpec
 
@@ -39,6 +42,16 @@ class DeviceOut(msgspec.Struct, frozen=True, rename="camel"):
 
 BAD_DEVICE = problems.problem("Bad JSON, an unknown `platform`, or a token that platform never issues")
 NO_DEVICE = problems.problem("No device with this token is registered for the calling user")
+
+
+@asynccontextmanager
+async def _broker_errors() -> AsyncIterator[None]:
+    """A broker that cannot answer is a 503 (retry later), as on the chat routes."""
+    try:
+        yield
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BrokerUnavailable("the message broker is unavailable; retry later",
+                                headers={"Retry-After": "1"}) from exc
 
 
 def _registry(broker: Broker) -> DeviceRegistry:
@@ -74,8 +87,8 @@ class DeviceController(Controller):
             check_device(data.platform, data.token)
         except InvalidDevice as exc:
             raise InvalidRequest(str(exc)) from None
-        registry = _registry(broker)
-        device, new = await registry.register(identity.user, data.platform, data.token)
+        async with _broker_errors():
+            device, new = await _registry(broker).register(identity.user, data.platform, data.token)
         ttl = broker.settings.athenic_device_ttl_seconds
         body = DeviceOut(platform=device.platform, token=device.token, registered_at=device.registered_at,
                          expires_at=_expires_at(device.registered_at, ttl))
@@ -89,5 +102,7 @@ class DeviceController(Controller):
         responses={401: problems.UNAUTHORIZED, 404: NO_DEVICE, 503: problems.UNAVAILABLE},
     )
     async def unregister(self, token: str, identity: Identity, broker: Broker) -> None:
-        if not await _registry(broker).unregister(identity.user, token):
+        async with _broker_errors():
+            found = await _registry(broker).unregister(identity.user, token)
+        if not found:
             raise NotFound("no device with this token is registered for you")
