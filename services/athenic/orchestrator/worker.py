@@ -387,6 +387,8 @@ class Worker:
         current, _ = await self.records.current(request.client_id)
         if current is not None and current.request_id == request.request_id and current.last_response is not None:
             await self.records.append_turn(request, current.last_response)
+            if self.records.on_final is not None:  # its finished-turn event too (deduplicated by request id)
+                await self.records.on_final(request, current.last_response)
 
     async def _finish(self, msg: Msg, client_id: str, *, terminate: bool) -> None:
         """Remove the message from the stream (acknowledged by the server), then wake the next one."""
