@@ -207,3 +207,22 @@ def test_a_tenant_with_its_own_webhook_gets_its_events_signed_with_its_secret(
             verify_standard_webhook(WEBHOOK_SECRET, global_call)
     finally:
         acme.stop()
+
+
+def test_replicas_share_the_work_and_send_each_push_once(
+    nats_server: NatsServer, tmp_path: Path, standins: tuple[FcmStandIn, ApnsStandIn, WebhookReceiver],
+    notifiers: list[Notifier],
+) -> None:
+    fcm, apns, receiver = standins
+    phone = fcm_token()
+    register(nats_server.url, phone)
+    for _ in range(2):  # two at a time each: neither can take everything while the other waits for work
+        notifiers.append(Notifier(nats_server.url, tmp_path, **notifier_env(
+            fcm, apns, receiver, ATHENIC_NOTIFY_CONCURRENCY="2")).start())
+    turns = [turn("completed", f"answer {n}") for n in range(12)]
+    finish(nats_server.url, *turns)
+    wait_until(lambda: len(fcm.delivered(phone)) >= 12 and len(receiver.calls) >= 12, "every push and webhook", 90)
+    assert sorted(m["data"]["requestId"] for m in fcm.delivered(phone)) == sorted(r.request_id for r, _ in turns)
+    assert len(receiver.calls) == 12
+    logs = [n.log() for n in notifiers]
+    assert all("notification delivered" in text for text in logs), "both replicas took a share"
