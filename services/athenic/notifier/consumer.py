@@ -23,11 +23,13 @@ FETCH_TIMEOUT_SECONDS = 1.0
 
 
 async def consume(js: JetStreamContext, stream: str, durable: str, handle: Callable[[Msg], Coroutine[Any, Any, None]],
-                  stop: asyncio.Event, concurrency: int) -> None:
+                  stop: asyncio.Event, concurrency: int, beat: Callable[[], None] = lambda: None) -> None:
+    """``beat`` is called on every turn of the loop: the liveness probe's sign of life."""
     sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
     tasks: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
+            beat()
             room = concurrency - len(tasks)
             if room <= 0:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 import httpx
@@ -18,7 +19,7 @@ from google.oauth2 import service_account
 from athenic.notifier.content import Notification
 from athenic.notifier.results import SENT, Result, dead, refused, retry, retry_after_header
 from athenic.shared.logging import get_logger
-from athenic.shared.messages import Delivery
+from athenic.shared.messages import Delivery, TurnFinished
 
 log = get_logger(__name__)
 SCOPE: Final = "https://www.googleapis.com/auth/firebase.messaging"
@@ -69,14 +70,14 @@ def fcm_message(token: str, note: Notification) -> dict[str, Any]:
 
 class FcmSender:
     def __init__(self, credentials_file: str, project_id: str | None, base_url: str, timeout: float,
-                 render: Any) -> None:
+                 render: Callable[[TurnFinished], Notification]) -> None:
         self.tokens = AccessTokens(credentials_file)
         project = project_id or self.tokens.project_id
         if not project:
             raise ValueError("the FCM service account has no project_id: set ATHENIC_FCM_PROJECT_ID")
         self.url = f"{base_url.rstrip('/')}/v1/projects/{project}/messages:send"
         self.http = httpx.AsyncClient(timeout=timeout)
-        self.render = render  # TurnFinished -> Notification
+        self.render = render
 
     async def send(self, delivery: Delivery) -> Result:
         assert delivery.device_token is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from athenic.notifier.consumer import consume
@@ -20,6 +21,8 @@ from athenic.shared.logging import configure_logging, get_logger
 from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
 
 log = get_logger(__name__)
+# a consume loop that has not come round for this long is stuck: the liveness probe restarts the pod
+STALLED_AFTER_SECONDS = 120.0
 
 
 async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: asyncio.Event,
@@ -34,7 +37,13 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
         broker = Broker(nats_settings, name="athenic-notifier")
         stack.push_async_callback(broker.close)
         await broker.start()
-        server, server_task = await serve_health(health_app(broker, lambda: True), sock)
+        loop = asyncio.get_running_loop()
+        beats = {names.NOTIFIER_EVENTS_CONSUMER: loop.time(), names.NOTIFIER_DELIVERIES_CONSUMER: loop.time()}
+
+        def alive() -> bool:  # both loops come round at least every fetch timeout unless stuck
+            return all(loop.time() - at < STALLED_AFTER_SECONDS for at in beats.values())
+
+        server, server_task = await serve_health(health_app(broker, alive), sock)
 
         async def stop_server() -> None:
             server.should_exit = True
@@ -52,12 +61,14 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
         deliverer = Deliverer(settings, senders, devices, fanout)
         concurrency = settings.athenic_notify_concurrency
         log.info("notifier consuming", concurrency=concurrency)
-        await asyncio.gather(
-            consume(broker.js, names.NOTIFY_STREAM, names.NOTIFIER_EVENTS_CONSUMER, deliverer.on_event, stop,
-                    concurrency),
-            consume(broker.js, names.NOTIFY_STREAM, names.NOTIFIER_DELIVERIES_CONSUMER, deliverer.on_delivery,
-                    stop, concurrency),
-        )
+        def beat(durable: str) -> Callable[[], None]:
+            return lambda: beats.__setitem__(durable, loop.time())
+
+        await asyncio.gather(*(
+            consume(broker.js, names.NOTIFY_STREAM, durable, handle, stop, concurrency, beat=beat(durable))
+            for durable, handle in ((names.NOTIFIER_EVENTS_CONSUMER, deliverer.on_event),
+                                    (names.NOTIFIER_DELIVERIES_CONSUMER, deliverer.on_delivery))
+        ))
 
 
 def main() -> None:
