@@ -13,7 +13,7 @@ SANDBOX_PYTHON       ?= .athenic/sandbox-python
 SANDBOX_PYTHON_SRC   := services/athenic/orchestrator/sandbox/sandbox_python
 SANDBOX_PYTHON_STAMP := $(SANDBOX_PYTHON)/.installed
 
-.PHONY: dev test lint typecheck unit setup tools bubblewrap sandbox-python bench clean
+.PHONY: dev test lint typecheck unit setup tools bubblewrap sandbox-python bench chart-docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,13 +47,17 @@ tools: $(STAMP) bubblewrap
 	$(BIN)/python -m tests.support.helm >/dev/null
 
 lint: $(STAMP)
-	$(BIN)/ruff check services operator tests bench
+	$(BIN)/ruff check services operator tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: tools lint typecheck sandbox-python
 	$(BIN)/pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
+
+# the chart README's values table and the schema's descriptions, from the comments in values.yaml
+chart-docs: $(STAMP)
+	$(BIN)/python scripts/chart_values_doc.py
 
 bench: $(STAMP)
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
