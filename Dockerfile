@@ -26,7 +26,7 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN mkdir -p services/athenic operator/athenic_operator \
  && touch README.md services/athenic/__init__.py operator/athenic_operator/__init__.py \
- && /opt/athenic/bin/pip install ".[api,orchestrator,operator]" \
+ && /opt/athenic/bin/pip install ".[api,orchestrator,operator,notifier]" \
  && /opt/athenic/bin/pip uninstall -y athenic
 COPY README.md ./
 COPY services/ services/

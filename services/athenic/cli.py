@@ -79,7 +79,8 @@ def dev(args: argparse.Namespace) -> None:
     nats_url = f"nats://127.0.0.1:{args.nats_port}"
     # Auth is off unless ATHENIC_AUTH says otherwise: listen on loopback unless --host says otherwise.
     env = {**os.environ, "NATS_URL": nats_url, "API_SERVER_PORT": str(args.port), "API_HOST": args.host,
-           "ATHENIC_HEALTH_PORT": str(args.health_port), "ATHENIC_HEALTH_HOST": args.host, "NATS_REPLICAS": "1"}
+           "ATHENIC_HEALTH_PORT": str(args.health_port), "ATHENIC_HEALTH_HOST": args.host, "NATS_REPLICAS": "1",
+           "ATHENIC_NOTIFIER_HEALTH_PORT": str(args.notifier_health_port)}
     env.setdefault("LOG_FORMAT", "console")
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -103,6 +104,7 @@ def dev(args: argparse.Namespace) -> None:
             report = asyncio.run(cli_quotas.publish_file(Path(args.quotas), settings))
             print(f"athenic dev: sandbox quotas from {args.quotas}: {cli_quotas.summary(report)}", flush=True)
         procs.append(subprocess.Popen([_bin("athenic-orchestrator")], env=env, start_new_session=True))
+        procs.append(subprocess.Popen([_bin("athenic-notifier")], env=env, start_new_session=True))
         procs.append(subprocess.Popen([_bin("athenic-api")], env=env, start_new_session=True))
         api = f"http://127.0.0.1:{args.port}"
         _wait("the api", lambda: _api_ready(api), 30, procs)
@@ -165,13 +167,14 @@ def chat(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="athenic", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    dev_p = sub.add_parser("dev", help="run nats-server, the api and an orchestrator in the foreground")
+    dev_p = sub.add_parser("dev", help="run nats-server, the api, an orchestrator and the notifier in the foreground")
     dev_p.add_argument("--port", type=int, default=int(os.environ.get("API_SERVER_PORT", "3000")))
     dev_p.add_argument("--host", default="127.0.0.1",
                        help="address the api and the orchestrator's health port listen on (default 127.0.0.1: "
                             "this machine only; 0.0.0.0 for every interface). NATS stays on 127.0.0.1")
     dev_p.add_argument("--nats-port", type=int, default=4222)
     dev_p.add_argument("--health-port", type=int, default=9090, help="the orchestrator's health/metrics port")
+    dev_p.add_argument("--notifier-health-port", type=int, default=9091, help="the notifier's health/metrics port")
     dev_p.add_argument("--data-dir", default=".athenic", help="JetStream data (default .athenic/)")
     dev_p.add_argument("--quotas", help="a YAML file of SandboxQuota objects to publish as the operator would")
     dev_p.set_defaults(func=dev)

@@ -21,7 +21,8 @@ def test_dev_runs_the_system_and_chat_gets_answers(tmp_path: Path) -> None:
     with open(log, "wb") as out:
         dev = subprocess.Popen(
             [str(BIN / "athenic"), "dev", "--port", str(api_port), "--nats-port", str(nats_port),
-             "--health-port", str(health_port), "--data-dir", str(tmp_path / "state"),
+             "--health-port", str(health_port), "--notifier-health-port", str(free_port()),
+             "--data-dir", str(tmp_path / "state"),
              "--quotas", "examples/quotas/all-in-one.yaml"],
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2],
         )
@@ -52,6 +53,7 @@ def test_dev_runs_the_system_and_chat_gets_answers(tmp_path: Path) -> None:
     assert dev.returncode == 0, log.read_text()
     text = log.read_text()
     assert "orchestrator stopped" in text
+    assert "notifier stopped" in text
     assert "Server Exiting" in text  # nats-server stopped last, after the services
 
 
@@ -65,7 +67,9 @@ def test_chat_says_so_when_nothing_listens() -> None:
 def test_each_service_fails_fast_naming_a_bad_setting() -> None:
     for script, variable, value in (("athenic-api", "API_SERVER_PORT", "http"),
                                     ("athenic-orchestrator", "ATHENIC_CONCURRENCY", "0"),
-                                    ("athenic-api", "NATS_REPLICAS", "two")):
+                                    ("athenic-api", "NATS_REPLICAS", "two"),
+                                    ("athenic-notifier", "ATHENIC_WEBHOOK_SECRET", "not-a-whsec-secret"),
+                                    ("athenic-notifier", "ATHENIC_NOTIFY_MAX_ATTEMPTS", "0")):
         result = subprocess.run([str(BIN / script)], capture_output=True, text=True, timeout=30,
                                 env={**os.environ, variable: value})
         assert result.returncode == 2, (script, result.stderr)

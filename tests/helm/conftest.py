@@ -58,6 +58,16 @@ VALUE_SETS: dict[str, list[Path | dict[str, Any]]] = {
         "e2b": {"apiKey": "e2b_inline_key"},
         "llm": {"enabled": True, "apiKey": "sk-inline"},
     }],
+    "notifications": [{
+        "notifier": {
+            "preview": True,
+            "fcm": {"enabled": True, "existingSecret": "fcm-service-account", "projectId": "athenic-prod"},
+            "apns": {"enabled": True, "existingSecret": "apns-key", "keyId": "ABC123DEFG", "teamId": "TEAM123456",
+                     "topic": "dev.athenic.app"},
+            "webhook": {"url": "https://hooks.example.com/athenic", "existingSecret": "athenic-webhook",
+                        "tenantsSecret": "athenic-tenant-webhooks"},
+        },
+    }],
     "production": [REPO_ROOT / "deploy" / "values-production.yaml"],
     "dev": [REPO_ROOT / "deploy" / "values-dev.yaml"],
     "local-bubblewrap": [{

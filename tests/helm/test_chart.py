@@ -133,7 +133,7 @@ def test_every_pod_is_restricted(render: Render, value_set: str) -> None:
 def test_deployments_probes_and_replicas(render: Render) -> None:
     manifests = render("defaults", {"api": {"replicaCount": 4}, "orchestrator": {"replicaCount": 3}})
     deployments = {m["metadata"]["name"]: m for m in of_kind(manifests, "Deployment")}
-    assert set(deployments) == {"athenic-api", "athenic-orchestrator", "athenic-operator"}
+    assert set(deployments) == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-notifier"}
     assert deployments["athenic-api"]["spec"]["replicas"] == 4
     assert deployments["athenic-orchestrator"]["spec"]["replicas"] == 3
     assert deployments["athenic-operator"]["spec"]["replicas"] == 1
@@ -155,6 +155,12 @@ def test_deployments_probes_and_replicas(render: Render) -> None:
     assert probe(orch, "readinessProbe") == ("/readyz", 9090)
     assert env_value(orch, "ATHENIC_HEALTH_PORT") == "9090"
     assert env_value(orch, "ATHENIC_AUTH") == "none"
+
+    notifier = container(manifests, "athenic-notifier")
+    assert notifier["args"] == ["athenic-notifier"] and "command" not in notifier
+    assert probe(notifier, "livenessProbe") == ("/healthz", 9091)
+    assert probe(notifier, "readinessProbe") == ("/readyz", 9091)
+    assert env_value(notifier, "ATHENIC_NOTIFIER_HEALTH_PORT") == "9091"
 
     op = container(manifests, "athenic-operator")
     assert op["args"] == ["athenic-operator"] and "command" not in op  # the image's tini stays PID 1
@@ -249,8 +255,8 @@ def test_operator_can_be_left_to_another_release(render: Render) -> None:
     assert not of_kind(manifests, "Role")
     assert not of_kind(manifests, "ClusterKopfPeering")
     assert not of_kind(manifests, "KopfPeering")
-    assert {m["metadata"]["name"] for m in of_kind(manifests, "Deployment")} == {"athenic-api",
-                                                                                   "athenic-orchestrator"}
+    assert {m["metadata"]["name"] for m in of_kind(manifests, "Deployment")} == {
+        "athenic-api", "athenic-orchestrator", "athenic-notifier"}
 
 
 def test_secrets_come_from_existing_secrets(render: Render) -> None:
@@ -407,7 +413,8 @@ def test_ingress_annotations_per_controller(render: Render) -> None:
 def test_network_policies(render: Render) -> None:
     manifests = render("defaults")
     policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(manifests, "NetworkPolicy")}
-    assert set(policies) == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-nats",
+    assert set(policies) == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-notifier",
+                             "athenic-nats",
                              "athenic-test-chat"}
     # the `helm test` pod: the api and DNS, nothing else, and nothing reaches it
     test_pod = policies["athenic-test-chat"]
@@ -421,7 +428,7 @@ def test_network_policies(render: Render) -> None:
     (peer,) = nats_client["from"]
     selector = peer["podSelector"]["matchLabels"]
     assert selector == {"app.kubernetes.io/instance": "athenic", "athenic.dev/nats-client": "true"}
-    for name in ("athenic-api", "athenic-orchestrator", "athenic-operator"):
+    for name in ("athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-notifier"):
         labels = named(manifests, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), name
     labels = named(manifests, "Pod", "athenic-test-chat")["metadata"]["labels"]
@@ -453,9 +460,9 @@ def test_autoscaling_and_disruption_budgets(render: Render) -> None:
         # the HPA owns the replica count: a `replicas` in the Deployment would fight it on upgrade
         assert "replicas" not in named(prod, "Deployment", name)["spec"]
     pdbs = {p["metadata"]["name"] for p in of_kind(prod, "PodDisruptionBudget")}
-    assert pdbs == {"athenic-api", "athenic-orchestrator", "athenic-nats"}
+    assert pdbs == {"athenic-api", "athenic-orchestrator", "athenic-notifier", "athenic-nats"}
     monitors = {m["metadata"]["name"]: m["spec"] for m in of_kind(prod, "ServiceMonitor")}
-    assert set(monitors) == {"athenic-api", "athenic-orchestrator"}
+    assert set(monitors) == {"athenic-api", "athenic-orchestrator", "athenic-notifier"}
     assert monitors["athenic-api"]["endpoints"][0] == {"port": "http", "path": "/metrics", "interval": "30s"}
     assert monitors["athenic-orchestrator"]["endpoints"][0]["port"] == "metrics"
     # every ServiceMonitor names a port its Service has
@@ -541,7 +548,7 @@ def test_packaged_chart_is_complete(helm_run: Callable[[list[str]], str], tmp_pa
     args = template_args(kube_version=KUBE_VERSION, chart=package)
     rendered = parse_manifests(helm_run(args))
     assert {m["metadata"]["name"] for m in of_kind(rendered, "Deployment")} == {
-        "athenic-api", "athenic-orchestrator", "athenic-operator"}
+        "athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-notifier"}
 
 
 def test_bundled_nats_login_from_an_existing_secret(render: Render) -> None:

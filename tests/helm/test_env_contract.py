@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from athenic.api.settings import ApiSettings
+from athenic.notifier.settings import NotifierSettings
 from athenic.orchestrator.settings import OrchestratorSettings, QuotaSettings
 from athenic.shared.settings import LogSettings, NatsSettings
 from athenic_operator.settings import OperatorSettings
@@ -22,6 +23,7 @@ READ_BY: dict[str, list[type[msgspec.Struct]]] = {
     "athenic-api": [ApiSettings, NatsSettings, LogSettings],
     "athenic-orchestrator": [OrchestratorSettings, QuotaSettings, NatsSettings, LogSettings],
     "athenic-operator": [OperatorSettings, NatsSettings, LogSettings],
+    "athenic-notifier": [NotifierSettings, NatsSettings, LogSettings],
 }
 # read by libraries rather than our settings: kopf names its peering identity after POD_ID,
 # uvicorn takes its trusted proxies from FORWARDED_ALLOW_IPS

@@ -80,13 +80,13 @@ def test_image_holds_every_service_the_chart_runs(render: Callable[..., list[Man
     extras = set(PYPROJECT["project"]["optional-dependencies"])
     installs = " ".join(DOCKERFILE.stage("build").all("RUN"))
     installed_extras = set(re.search(r"\.\[([\w,]+)\]", installs).group(1).split(","))  # type: ignore[union-attr]
-    assert installed_extras == {"api", "orchestrator", "operator"}
+    assert installed_extras == {"api", "orchestrator", "operator", "notifier"}
     assert installed_extras <= extras
     commands = set()
     for where, spec in pod_specs(render("defaults")):
         if where.startswith(("Deployment/",)):
             commands.add(spec["containers"][0]["args"][0])  # run by the image's entrypoint (tini)
-    assert commands == {"athenic-api", "athenic-orchestrator", "athenic-operator"}
+    assert commands == {"athenic-api", "athenic-orchestrator", "athenic-operator", "athenic-notifier"}
     assert commands <= scripts, f"the chart runs {commands - scripts}, which pyproject does not install"
     # the local sandbox's needs are in the runtime image
     runtime_runs = " ".join(DOCKERFILE.stages[-1].all("RUN"))

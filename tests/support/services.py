@@ -128,3 +128,35 @@ def wait_for_status(client: httpx.Client, client_id: str, statuses: set[str], ti
                 return last
         time.sleep(0.05)
     raise AssertionError(f"{client_id} never reached {statuses}; last state {last}")
+
+
+class Notifier(Service):
+    def __init__(self, nats_url: str, tmp: Path, **extra: str) -> None:
+        self.port = free_port()
+        extra = {"ATHENIC_NOTIFY_RETRY_BASE_SECONDS": "0.3", "ATHENIC_NOTIFY_RETRY_MAX_SECONDS": "2", **extra}
+        super().__init__("athenic-notifier",
+                         base_env(nats_url, ATHENIC_NOTIFIER_HEALTH_PORT=str(self.port),
+                                  ATHENIC_HEALTH_HOST="127.0.0.1", **extra),
+                         tmp / f"notifier-{self.port}.log")
+
+    def start(self, wait_ready: bool = True) -> Notifier:
+        super().start()
+        if wait_ready:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                assert self.proc is not None and self.proc.poll() is None, f"notifier exited:\n{self.log()}"
+                if "notifier consuming" in self.log():
+                    return self
+                time.sleep(0.05)
+            raise TimeoutError(f"notifier not consuming:\n{self.log()}")
+        return self
+
+
+def wait_until(check: object, what: str, timeout: float = 30) -> None:
+    """Poll ``check()`` until it is true (the machine may be loaded: generous timeouts, no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

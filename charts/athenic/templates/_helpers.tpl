@@ -123,6 +123,10 @@ topologySpreadConstraints:
 {{- default (printf "%s-nats-auth" (include "athenic.fullname" .)) .Values.nats.bundled.auth.existingSecret }}
 {{- end }}
 
+{{- define "athenic.webhookSecretName" -}}
+{{- .Values.notifier.webhook.existingSecret | default (printf "%s-webhook" (include "athenic.fullname" .)) -}}
+{{- end }}
+
 {{- define "athenic.llmHasKey" -}}
 {{- if or .Values.llm.apiKey .Values.llm.existingSecret }}true{{ end }}
 {{- end }}

@@ -21,6 +21,7 @@ from athenic.api.audit import AUDIT
 from athenic.api.auth import Authenticator, provide_identity
 from athenic.api.chat import ChatController
 from athenic.api.chat_service import ChatService, UserChat
+from athenic.api.devices import DeviceController
 from athenic.api.errors import ApiError, to_problem
 from athenic.api.fast_paths import Route
 from athenic.api.health import HealthController
@@ -91,7 +92,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         Exception: _unexpected_problem,
     }
     app = Litestar(
-        route_handlers=[HealthController, ChatController, PushController, MetricsController],
+        route_handlers=[HealthController, ChatController, PushController, DeviceController, MetricsController],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "chat_service": Provide(lambda: chat_service, sync_to_thread=False),

@@ -31,6 +31,7 @@ from athenic.api.auth import Authenticator
 from athenic.api.chat_service import ChatService, check_client_id
 from athenic.api.errors import ApiError, BrokerUnavailable, InvalidRequest, NotFound, Unauthorized
 from athenic.api.identity import Identity
+from athenic.api.presence import Following, follow
 from athenic.api.realtime import Feeds, Lagging, Listener, Progress, RecordChanged, Restarting
 from athenic.api.settings import ApiSettings
 from athenic.shared.logging import bind_request, get_logger
@@ -100,6 +101,7 @@ class PushSession:
         self.sent_revision = 0
         self._listening: AbstractAsyncContextManager[Listener] | None = None
         self._listener: Listener | None = None
+        self._presence: Following | None = None
 
     async def open(self) -> Frame | None:
         """Start listening, then check access (404/400/503 as ``ApiError``); the first frame if due.
@@ -118,6 +120,7 @@ class PushSession:
                         error=str(exc) or type(exc).__name__)
             raise BrokerUnavailable("the message broker is unavailable; retry later",
                                     headers={"Retry-After": "1"}) from exc
+        self._presence = await follow(self.service.broker, self.client_id, self.who.user)  # no push while open
         try:
             state = await self.service.state(self.client_id, self.who)
         except NotFound:
@@ -154,6 +157,8 @@ class PushSession:
                 return response_frame(ChatState.of_record(update.record, self.client_id, update.revision))
 
     async def close(self) -> None:
+        if self._presence is not None:
+            await self._presence.stop()
         if self._listening is not None:
             listening, self._listening = self._listening, None
             await listening.__aexit__(None, None, None)

@@ -13,7 +13,7 @@ than the count retention are purged; the age retention is the buckets' TTL.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,6 +42,7 @@ Known = tuple[ResponseRecord | None, int]
 Stored = tuple[ResponseRecord, int]
 MAX_CAS_ATTEMPTS = 50
 FinalStatus = Literal["completed", "failed", "cancelled"]
+OnFinal = Callable[[ChatRequest, ChatResponse], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,12 @@ def refused_response(response: ChatResponse, size: int, budget: int) -> ChatResp
 
 
 class RecordStore:
-    def __init__(self, responses: KeyValue, log: ConversationLog, max_bytes: int = 256 * 1024) -> None:
+    def __init__(self, responses: KeyValue, log: ConversationLog, max_bytes: int = 256 * 1024,
+                 on_final: OnFinal | None = None) -> None:
         self.kv = responses
         self.log = log
         self.max_bytes = max_bytes
+        self.on_final = on_final  # told once the final record of a turn is written (notifications)
 
     def fit(self, request: ChatRequest, seq: int, response: ChatResponse) -> ChatResponse:
         """The answer cut to the record budget (see record_budget.py)."""
@@ -139,7 +142,10 @@ class RecordStore:
                 tenant=request.tenant,
             )
 
-        return await self._write(request, seq, final, known) is not None
+        written = await self._write(request, seq, final, known) is not None
+        if written and self.on_final is not None:
+            await self.on_final(request, response)
+        return written
 
     async def _write(self, request: ChatRequest, seq: int, build: _Build, known: Known | None) -> Stored | None:
         """Store ``build(current)`` unless a record about a newer message, or a final one about

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from athenic.orchestrator.errors import RetryableError, TerminalError, refused_as_too_large
 from athenic.orchestrator.events import EventPublisher
+from athenic.orchestrator.final_events import FinalEvents
 from athenic.orchestrator.job import ExecutionGate, Job
 from athenic.orchestrator.planners.base import Answer, Planner
 from athenic.orchestrator.policies import PolicyCache
@@ -122,7 +123,8 @@ class Worker:
         self.log = ConversationLog(broker.bucket(names.CONVERSATIONS_BUCKET), broker.bucket(names.TURNS_BUCKET),
                                    broker.js, keep=nats_settings.athenic_turns_per_conversation)
         self.records = RecordStore(broker.bucket(names.RESPONSES_BUCKET), self.log,
-                                   max_bytes=record_budget(settings.athenic_record_max_bytes, broker.nc.max_payload))
+                                   max_bytes=record_budget(settings.athenic_record_max_bytes, broker.nc.max_payload),
+                                   on_final=FinalEvents(broker.js).publish)
         self.order = TurnOrder(broker, self.log)
         self.running: dict[str, set[Job]] = defaultdict(set)
         self.waiting: set[asyncio.Task[None]] = set()  # messages waiting for an earlier one of their conversation
@@ -385,6 +387,8 @@ class Worker:
         current, _ = await self.records.current(request.client_id)
         if current is not None and current.request_id == request.request_id and current.last_response is not None:
             await self.records.append_turn(request, current.last_response)
+            if self.records.on_final is not None:  # its finished-turn event too (deduplicated by request id)
+                await self.records.on_final(request, current.last_response)
 
     async def _finish(self, msg: Msg, client_id: str, *, terminate: bool) -> None:
         """Remove the message from the stream (acknowledged by the server), then wake the next one."""

@@ -39,6 +39,23 @@ async def write_after(kv: KeyValue, key: str, value: bytes, last: int) -> int:
     return await kv.update(key, value, last=last)
 
 
+async def keys_matching(kv: KeyValue, pattern: str) -> list[str]:
+    """The live keys matching a subject pattern (``a.*``, ``*.b``), filtered by the server.
+
+    (nats-py's ``keys(filters=...)`` reads every key of the bucket and filters by substring.)
+    """
+    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
+    found = []
+    try:
+        async for entry in watcher:
+            if entry is None:  # the end of what exists now
+                break
+            found.append(entry.key)
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return found
+
+
 async def write_if_last(js: JetStreamContext, bucket: str, key: str, value: bytes, last: int,
                         ttl: int | None = None) -> int:
     """Write ``key`` of ``bucket`` only if its last revision is ``last`` (0: absent), with a

@@ -191,3 +191,46 @@ conversation_decoder = msgspec.json.Decoder(Conversation)
 chat_request_decoder = msgspec.json.Decoder(ChatRequest)
 progress_event_decoder = msgspec.json.Decoder(ProgressEvent)
 encode = msgspec.json.encode
+
+
+# Notifications (issue 15).
+FinalStatus = Literal["completed", "failed", "cancelled"]
+Platform = Literal["fcm", "apns"]
+
+
+class TurnFinished(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Published by the orchestrator once a turn's final record is written (``NOTIFY_STREAM``)."""
+
+    request_id: str
+    client_id: str
+    tenant: str
+    owner: str | None
+    status: FinalStatus
+    timestamp: str
+    # the start of the answer's text; shown on a device only when previews are turned on
+    preview: str = ""
+    error: str | None = None
+
+
+class Device(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A registered device (``DEVICES_BUCKET``)."""
+
+    platform: Platform
+    token: str
+    owner: str | None
+    registered_at: str
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """One notification to send: a push to one device, or one webhook call (``NOTIFY_STREAM``)."""
+
+    kind: Literal["fcm", "apns", "webhook"]
+    event: TurnFinished
+    device_key: str | None = None  # the device's key in DEVICES_BUCKET (pushes)
+    device_token: str | None = None
+    webhook_url: str | None = None  # where a webhook goes (its secret is looked up by tenant, never stored here)
+
+
+turn_finished_decoder = msgspec.json.Decoder(TurnFinished)
+device_decoder = msgspec.json.Decoder(Device)
+delivery_decoder = msgspec.json.Decoder(Delivery)

@@ -6,6 +6,7 @@ subject or a KV key, so no caller can reach another subject with ``.``, ``*`` or
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final
 
@@ -57,6 +58,21 @@ IDEMPOTENCY_BUCKET: Final = "athenic_idempotency"
 # E2B sandboxes: <clientId> -> its sandbox (id, state, last use); pool.<shape>.<slot> -> a warm one.
 SANDBOXES_BUCKET: Final = "athenic_sandboxes"
 
+# Notifications (issue 15): one stream holds "a turn is finished" events (one subject per
+# tenant and conversation, deduplicated by request id) and the delivery work items the
+# notifier fans them out to (a push to one device, one webhook call), each consumed by its
+# own durable pull consumer shared by every notifier replica.
+NOTIFY_STREAM: Final = "ATHENIC_NOTIFICATIONS"
+FINISHED_SUBJECT_PREFIX: Final = "athenic.notify.finished"
+DELIVERY_SUBJECT_PREFIX: Final = "athenic.notify.deliver"
+NOTIFIER_EVENTS_CONSUMER: Final = "notifier-events"
+NOTIFIER_DELIVERIES_CONSUMER: Final = "notifier-deliveries"
+DELIVERY_KINDS: Final = ("fcm", "apns", "webhook")
+# Registered devices: <hash of the user>.<hash of the token> -> the device (TTL: the registration's).
+DEVICES_BUCKET: Final = "athenic_devices"
+# Open WebSockets/SSE streams: <clientId>.<session id> -> the api replica's heartbeat (short TTL).
+PRESENCE_BUCKET: Final = "athenic_presence"
+
 # Message headers that travel with a request.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_REQUEST_ID: Final = "Athenic-Request-Id"
@@ -66,6 +82,15 @@ HDR_TRACEPARENT: Final = "traceparent"
 HDR_ON_BUSY: Final = "Athenic-On-Busy"
 # JetStream stores the message only if no message of its subject is in the stream (an idle conversation).
 HDR_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+
+
+def _hashed(text: str) -> str:
+    """A fixed-length key token for text no key may hold as it is (user ids, device tokens)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _tenant_token(tenant: str) -> str:
+    return tenant if re.fullmatch(r"[A-Za-z0-9_-]{1,128}", tenant) else f"h{_hashed(tenant)}"
 
 
 def valid_client_id(client_id: str) -> bool:
@@ -112,6 +137,34 @@ def turn_key(client_id: str, number: int) -> str:
 def client_id_of_subject(subject: str) -> str:
     """The clientId at the end of a per-client subject."""
     return subject.rsplit(".", 1)[-1]
+
+
+def finished_subject(tenant: str, client_id: str) -> str:
+    """Where "a turn of this conversation is finished" is published (tenant made key-safe)."""
+    return f"{FINISHED_SUBJECT_PREFIX}.{_tenant_token(tenant)}.{_checked(client_id)}"
+
+
+def delivery_subject(kind: str) -> str:
+    if kind not in DELIVERY_KINDS:
+        raise ValueError(f"unknown delivery kind {kind!r}")
+    return f"{DELIVERY_SUBJECT_PREFIX}.{kind}"
+
+
+def devices_prefix(user: str | None) -> str:
+    """The key prefix of one user's devices (the anonymous user of auth-off has one too)."""
+    return _hashed("user:" + user) if user is not None else "anonymous"
+
+
+def device_token_hash(token: str) -> str:
+    return _hashed("token:" + token)
+
+
+def device_key(user: str | None, token: str) -> str:
+    return f"{devices_prefix(user)}.{device_token_hash(token)}"
+
+
+def presence_key(client_id: str, session: str) -> str:
+    return f"{_checked(client_id)}.{_hashed(session)}"
 
 
 def kv_stream(bucket: str) -> str:

@@ -85,6 +85,12 @@ class NatsSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_turns_per_conversation: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     # A POST retried with the same Idempotency-Key within this window answers as the first did.
     athenic_idempotency_window_seconds: Positive = 600
+    # Notifications: a device registration lapses this long after its last (re-)registration; an open
+    # WebSocket/SSE stream counts as present this long after its last heartbeat; a finished-turn event
+    # or a delivery not done within the stream's age is dropped.
+    athenic_device_ttl_seconds: Positive = 60 * 24 * 3600
+    athenic_presence_ttl_seconds: Annotated[int, msgspec.Meta(ge=3)] = 30
+    athenic_notify_max_age_seconds: Positive = 24 * 3600
 
     def login(self) -> dict[str, str]:
         """nats-py's connect options for our login (read at connect: a rotated file is picked up)."""

@@ -76,6 +76,39 @@ def records_republish() -> RePublish:
     return RePublish(src=names.kv_subject(names.RESPONSES_BUCKET, ">"), dest=f"{names.RECORD_SUBJECT_PREFIX}.>")
 
 
+def notify_stream_config(settings: NatsSettings) -> StreamConfig:
+    return StreamConfig(
+        name=names.NOTIFY_STREAM,
+        description="Finished turns to notify about, and the deliveries they fan out to",
+        subjects=[f"{names.FINISHED_SUBJECT_PREFIX}.>", f"{names.DELIVERY_SUBJECT_PREFIX}.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        num_replicas=settings.nats_replicas,
+        duplicate_window=float(settings.athenic_dedupe_window_seconds),
+        max_age=float(settings.athenic_notify_max_age_seconds),
+    )
+
+
+def notify_consumer_configs(settings: NatsSettings) -> list[ConsumerConfig]:
+    """The notifier's two durable consumers: finished turns, then the deliveries made of them.
+
+    Unlimited deliveries: the notifier counts the attempts itself and gives up (``term``) after
+    ATHENIC_NOTIFY_MAX_ATTEMPTS; the back-off is its ``nak`` delay.
+    """
+    return [
+        ConsumerConfig(
+            name=name, durable_name=name, description=description,
+            deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0,
+            max_deliver=-1, max_ack_pending=10_000, filter_subject=f"{prefix}.>",
+            num_replicas=settings.nats_replicas,
+        )
+        for name, prefix, description in (
+            (names.NOTIFIER_EVENTS_CONSUMER, names.FINISHED_SUBJECT_PREFIX, "Finished turns, for every notifier"),
+            (names.NOTIFIER_DELIVERIES_CONSUMER, names.DELIVERY_SUBJECT_PREFIX, "Deliveries, for every notifier"),
+        )
+    ]
+
+
 def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
     ttl = float(settings.athenic_response_ttl_seconds)
     replicas = settings.nats_replicas
@@ -108,6 +141,15 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
         names.LEASES_BUCKET: KeyValueConfig(
             bucket=names.LEASES_BUCKET, history=1, replicas=replicas,
             storage=StorageType.FILE, description="Execution leases and rate counters (per-message TTL)",
+        ),
+        names.DEVICES_BUCKET: KeyValueConfig(
+            bucket=names.DEVICES_BUCKET, history=1, ttl=float(settings.athenic_device_ttl_seconds),
+            replicas=replicas, storage=StorageType.FILE, description="Push devices: <user hash>.<token hash>",
+        ),
+        names.PRESENCE_BUCKET: KeyValueConfig(
+            bucket=names.PRESENCE_BUCKET, history=1, ttl=float(settings.athenic_presence_ttl_seconds),
+            replicas=replicas, storage=StorageType.MEMORY,
+            description="Open push streams: <clientId>.<session>, refreshed while open",
         ),
     }
 
@@ -162,6 +204,13 @@ async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> dict[
             f"consumer {names.ORCHESTRATOR_CONSUMER} exists with a configuration NATS cannot "
             f"update to ours: {exc.description}"
         ) from exc
+    await _ensure_stream(js, notify_stream_config(settings))
+    for consumer in notify_consumer_configs(settings):
+        try:
+            await js.add_consumer(names.NOTIFY_STREAM, consumer)
+        except (BadRequestError, ServerError) as exc:
+            raise TopologyError(f"consumer {consumer.name} exists with a configuration NATS cannot "
+                                f"update to ours: {exc.description}") from exc
     buckets = {}
     for name, config in bucket_configs(settings).items():
         buckets[name] = await ensure_bucket(js, config)

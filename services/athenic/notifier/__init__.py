@@ -1,0 +1,1 @@
+"""`athenic-notifier`: tells phones (FCM, APNs) and webhooks that a turn is finished."""
