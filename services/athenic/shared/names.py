@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.parse import quote
 
 CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
 CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
@@ -40,6 +41,11 @@ CONVERSATIONS_BUCKET: Final = "athenic_conversations"
 TURNS_BUCKET: Final = "athenic_turns"
 # Idempotency-Key -> the request it first named (TTL: the idempotency window).
 IDEMPOTENCY_BUCKET: Final = "athenic_idempotency"
+
+# Object Store bucket of conversation files: one object per file, named <clientId>/<name>.
+FILES_BUCKET: Final = "athenic_files"
+# Where a file is served (relative to the api's origin); ``name`` is percent-encoded.
+FILES_ROUTE_PREFIX: Final = "/api/chat"
 
 # Message headers that travel with a request.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
@@ -81,6 +87,11 @@ def advanced_subject(client_id: str) -> str:
 def turn_key(client_id: str, number: int) -> str:
     """The key of turn ``number`` (1, 2, ...) of a conversation in ``TURNS_BUCKET``."""
     return f"{_checked(client_id)}.{number}"
+
+
+def file_url(client_id: str, name: str) -> str:
+    """The api route that serves a conversation file."""
+    return f"{FILES_ROUTE_PREFIX}/{_checked(client_id)}/files/{quote(name, safe='')}"
 
 
 def client_id_of_subject(subject: str) -> str:
