@@ -22,6 +22,7 @@ from nats.js.api import ObjectInfo, ObjectMeta
 from nats.js.object_store import ObjectStore
 
 from athenic.shared import names
+from athenic.shared.messages import FileRef
 
 NAME_MAX_BYTES: Final = 255
 # the directory a run leaves its results in: no input file may take its name
@@ -45,15 +46,6 @@ class FileInfo(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     content_type: str
     url: str
     modified_at: str | None = None
-
-
-class FileRef(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """A file a run made, as its ``Execution`` lists it (no bytes: the URL serves them)."""
-
-    name: str
-    size: int
-    content_type: str
-    url: str
 
 
 def check_name(name: str) -> str:
@@ -105,6 +97,10 @@ def describe(client_id: str, info: ObjectInfo) -> FileInfo:
     return FileInfo(name=name, size=info.size or 0, sha256=sha256_hex(info),
                     content_type=str(content_type or content_type_of(name, None)),
                     url=names.file_url(client_id, name), modified_at=info.mtime or None)
+
+
+def reference(info: FileInfo) -> FileRef:
+    return FileRef(name=info.name, size=info.size, content_type=info.content_type, url=info.url)
 
 
 class FileStore:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from athenic.orchestrator.sandbox.files import Workspace
 from athenic.shared.messages import Execution
 
 Stream = Literal["stdout", "stderr"]
@@ -30,6 +31,8 @@ class RunSpec:
     allow_internet: bool = False
     template: str | None = None
     idle_seconds: int = 300
+    # the conversation's files for the code, and where it leaves its own (sandbox/files.py)
+    workspace: Workspace | None = None
 
 
 class SandboxBackend(Protocol):
