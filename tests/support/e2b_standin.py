@@ -6,7 +6,9 @@ refreshes their lifetime with ``POST /sandboxes/{id}/timeout``, kills them with
 ``DELETE /sandboxes/{id}``, checks ``GET /health`` after a dropped stream, and runs code with
 ``POST /execute`` (headers ``E2b-Sandbox-Id`` and ``X-Access-Token``), reading NDJSON back.
 
-Each sandbox is a real Python process holding one namespace (so state survives between
+Each sandbox has a filesystem of its own (``e2b_envd_files.py``: envd's ``/files`` routes and
+``filesystem.Filesystem`` RPCs, as ``sandbox.files`` calls them); its kernel runs in its
+``/home/user``. Each sandbox is a real Python process holding one namespace (so state survives between
 executions, like E2B's kernel); a client that goes away mid-execution interrupts it (SIGINT),
 as the code interpreter does. Everything is recorded for assertions; ``execute_mode``,
 ``execute_status`` and ``create_status`` make the service misbehave.
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
+
+from tests.support.e2b_envd_files import EnvdFiles, SandboxFiles
 
 # The kernel of one stand-in sandbox: reads {"code": ...} lines, answers with E2B's NDJSON
 # events, then an internal end marker.
@@ -117,6 +121,8 @@ class StandInSandbox:
     # when an execution interrupted by a departing client had actually stopped (monotonic)
     interrupted_at: list[float] = field(default_factory=list)
     lifetimes: list[int] = field(default_factory=list)
+    # its filesystem (e2b_envd_files.py): the kernel's working directory is its /home/user
+    files: SandboxFiles = field(default_factory=SandboxFiles)
 
 
 class E2BStandIn:
@@ -137,6 +143,11 @@ class E2BStandIn:
         self._runner: web.AppRunner | None = None
         self._drains: set[asyncio.Task[None]] = set()
         self.url = ""
+        self.envd_files = EnvdFiles(self._sandbox_files)
+
+    def _sandbox_files(self, request: web.Request) -> SandboxFiles | None:
+        sandbox = self.sandboxes.get(request.headers.get("E2b-Sandbox-Id", ""))
+        return None if sandbox is None or sandbox.killed else sandbox.files
 
     async def __aenter__(self) -> E2BStandIn:
         app = web.Application()
@@ -145,6 +156,7 @@ class E2BStandIn:
         app.router.add_post("/sandboxes/{sandbox_id}/timeout", self._set_timeout)
         app.router.add_get("/health", self._health)
         app.router.add_post("/execute", self._execute)
+        self.envd_files.add_routes(app)
         # the code interpreter notices a client that goes away: so does the stand-in
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -160,6 +172,7 @@ class E2BStandIn:
             with contextlib.suppress(ProcessLookupError):
                 sandbox.process.kill()
             await sandbox.process.wait()
+            sandbox.files.remove_all()
         for task in list(self._drains):
             task.cancel()
         if self._runner is not None:
@@ -179,9 +192,10 @@ class E2BStandIn:
         if self.create_status is not None:
             return _api_error(self.create_status, "stand-in told to fail")
         body = await request.json()
+        files = SandboxFiles()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-u", "-c", _KERNEL,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 27,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 27, cwd=files.home,
         )
         sandbox = StandInSandbox(
             sandbox_id=f"sbx{secrets.token_hex(6)}",
@@ -192,6 +206,7 @@ class E2BStandIn:
             timeout=body.get("timeout"),
             metadata=body.get("metadata") or {},
             process=process,
+            files=files,
         )
         self.sandboxes[sandbox.sandbox_id] = sandbox
         self.creates.append(sandbox)

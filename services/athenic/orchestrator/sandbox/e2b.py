@@ -40,6 +40,7 @@ from e2b.exceptions import ServiceBusyException
 from e2b_code_interpreter import AsyncSandbox
 
 from athenic.orchestrator.errors import RetryableError, TerminalError
+from athenic.orchestrator.sandbox import e2b_files
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec
 from athenic.orchestrator.sandbox.output import CappedText, OutputForwarder
 from athenic.orchestrator.sandbox.tracebacks import strip_ansi
@@ -147,6 +148,7 @@ class E2BSandbox:
 
     async def _execute(self, session: _Session, spec: RunSpec, on_output: OutputSink | None,
                        started: float) -> Execution:
+        await e2b_files.stage(session.sandbox, spec.workspace)  # conversation files in (e2b_files.py)
         stdout, stderr = CappedText(self._output_limit), CappedText(self._output_limit)
         forward = OutputForwarder(on_output)
 
@@ -203,6 +205,7 @@ class E2BSandbox:
         elif result.error is not None:
             error = ExecutionError(name=str(result.error.name), value=strip_ansi(str(result.error.value)),
                                    traceback=strip_ansi(str(result.error.traceback)))
+        await e2b_files.collect(session.sandbox, spec.workspace)  # files/out down (e2b_files.py)
         return Execution(
             language=spec.language,
             code=spec.code,
