@@ -165,3 +165,17 @@ def test_openapi_lists_the_file_routes(client: httpx.Client) -> None:
     assert upload["responses"]["413"]["content"].keys() == {"application/problem+json"}
     download = paths["/api/chat/{client_id}/files/{name}"]["get"]
     assert {"200", "404"} <= set(download["responses"])
+
+
+@pytest.mark.parametrize("name", ["a #%?&+.txt", "naïve résumé.pdf", "quote\"and'apostrophe.txt", "日本語.csv"])
+def test_any_valid_name_round_trips_through_its_url(client: httpx.Client, name: str) -> None:
+    client_id = str(uuid.uuid4())
+    posted = client.post(files_url(client_id), params={"name": name}, content=b"payload")
+    assert posted.status_code == 201, posted.text
+    assert posted.json()["name"] == name
+    got = client.get(posted.json()["url"])
+    assert got.status_code == 200 and got.content == b"payload"
+    disposition = got.headers["content-disposition"]
+    assert disposition.endswith(f"filename*=UTF-8''{quote(name, safe='')}")
+    fallback = disposition.split('filename="', 1)[1].split('"', 1)[0]
+    assert fallback.isascii() and '"' not in fallback and "\\" not in fallback

@@ -25,6 +25,7 @@ STALLED_AFTER_SECONDS = 120.0
 async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, stop: asyncio.Event,
                 quota_settings: QuotaSettings | None = None, file_settings: FileSettings | None = None) -> None:
     quota_settings = quota_settings or QuotaSettings()
+    file_settings = file_settings or load(FileSettings)
     health_socket = bind_health_socket(settings.athenic_health_host, settings.athenic_health_port)
     log.info("health server listening", host=settings.athenic_health_host,
              port=health_socket.getsockname()[1])
