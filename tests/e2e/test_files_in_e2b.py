@@ -5,6 +5,7 @@ orchestrator. An unchanged file is not written to the sandbox again."""
 from __future__ import annotations
 
 import asyncio
+import json
 import base64
 import uuid
 from pathlib import Path
@@ -84,6 +85,17 @@ async def test_an_upload_reaches_the_e2b_sandbox_and_its_pngs_come_back(nats_ser
                 writes = [path for op, path in standin.envd_files.files_calls if op == "write"]
                 assert writes.count("/home/user/files/data.csv") == 1
                 assert "/home/user/files/plot.png" in writes
+
+                # thirty images from one run: sixteen kept (ATHENIC_RUN_MAX_FILES), fourteen named
+                flood = ("for n in range(30):\n"
+                         "    display(Figure())\n")
+                third = await answer_of(http, client_id, f"Run:\n```python\n{flood}```")
+                [run] = third["executions"]
+                assert len(run["results"]) == 30 and all("png" not in r for r in run["results"])
+                assert len(run["files"]) == 16 and len(run["filesNotKept"]) == 14
+                assert all("over the 16 files a run may keep" in item for item in run["filesNotKept"])
+                assert not third["truncated"]  # references only: far inside the record's budget
+                assert len(json.dumps(third)) < 64 * 1024
         finally:
             orchestrator.terminate()
             api.terminate()
