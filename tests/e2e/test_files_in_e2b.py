@@ -5,8 +5,8 @@ orchestrator. An unchanged file is not written to the sandbox again."""
 from __future__ import annotations
 
 import asyncio
-import json
 import base64
+import json
 import uuid
 from pathlib import Path
 from typing import Any

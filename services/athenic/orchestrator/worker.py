@@ -330,9 +330,7 @@ class Worker:
         events = EventPublisher(self.broker, client_id, request.request_id)
         job = Job(request, seq, self.settings, self.sandbox, events, self.policies.for_tenant(request.tenant),
                   self.gate, history=lambda limit: self.log.recent(client_id, conversation, limit),
-                  on_queued=on_queued, files=ConversationFiles(
-                      FileStore(self.broker.object_store(names.FILES_BUCKET)), self.file_settings,
-                      client_id, request.request_id))
+                  on_queued=on_queued, files=self._conversation_files(request))
         outcome = await self._outcome(job, conversation, delivered)
         if outcome is None:  # retry later
             await msg.nak(delay=retry_delay(delivered))
@@ -356,6 +354,10 @@ class Worker:
         await self._finish(msg, client_id, terminate=status == "failed" and (outcome.message is None or refused))
         MESSAGES.labels(status).inc()
         log.info("answered", seq=seq, status=status, executions=len(job.executions))
+
+    def _conversation_files(self, request: ChatRequest) -> ConversationFiles:
+        store = FileStore(self.broker.object_store(names.FILES_BUCKET), self.broker.bucket(names.FILE_INDEX_BUCKET))
+        return ConversationFiles(store, self.file_settings, request.client_id, request.request_id)
 
     async def _store_final(self, request: ChatRequest, seq: int, response: ChatResponse,
                            stored: Stored) -> ChatResponse:

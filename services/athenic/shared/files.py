@@ -4,7 +4,9 @@ Both services use this: the api for uploads and downloads, the orchestrator to s
 a sandbox and to keep what a run made. One Object Store bucket (``names.FILES_BUCKET``) holds
 every conversation's files as objects named ``<clientId>/<name>``; the bucket's TTL is the
 conversation log's retention, so a file lives as long as the turns that could mention it. The
-response record only ever holds references (``FileRef``): bytes never reach KV.
+response record only ever holds references (``FileRef``): bytes never reach KV (the KV index
+``names.FILE_INDEX_BUCKET`` holds each file's name, size, digest and type, to list one
+conversation's files without reading the whole bucket).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import IO, Final
 import msgspec
 import nats.js.errors
 from nats.js.api import ObjectInfo, ObjectMeta
+from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from athenic.shared import names
@@ -103,25 +106,34 @@ def reference(info: FileInfo) -> FileRef:
     return FileRef(name=info.name, size=info.size, content_type=info.content_type, url=info.url)
 
 
-class FileStore:
-    """The conversations' files in one Object Store bucket."""
+file_info_decoder = msgspec.json.Decoder(FileInfo)
 
-    def __init__(self, store: ObjectStore) -> None:
+
+class FileStore:
+    """The conversations' files: bytes in one Object Store bucket, metadata in a KV index.
+
+    The Object Store lists only a whole bucket (its objects' names are base64 in the subjects,
+    which no filter narrows to one conversation); the index lists one conversation with a KV
+    watch of ``<clientId>.*``. A file is indexed after its bytes are stored, so a listed file can
+    always be read; one whose indexing failed is readable but not listed until written again.
+    """
+
+    def __init__(self, store: ObjectStore, index: KeyValue) -> None:
         self.store = store
+        self.index = index
 
     async def list(self, client_id: str) -> list[FileInfo]:
-        """The conversation's files, by name.
-
-        The Object Store lists a whole bucket (its objects' names are base64 in the subjects, so
-        no subject filter selects one conversation): this reads every object's metadata.
-        """
-        prefix = f"{client_id}/"
+        """The conversation's files, by name."""
+        watcher = await self.index.watch(f"{client_id}.*", ignore_deletes=True)
+        found: list[FileInfo] = []
         try:
-            infos = await self.store.list(ignore_deletes=True)
-        except nats.js.errors.NotFoundError:
-            return []
-        found = [describe(client_id, info) for info in infos
-                 if info.name.startswith(prefix) and not info.deleted]
+            async for entry in watcher:
+                if entry is None:  # the end of the current values
+                    break
+                if entry.value:  # a key removed by its TTL reads back empty
+                    found.append(file_info_decoder.decode(entry.value))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
         return sorted(found, key=lambda item: item.name)
 
     async def info(self, client_id: str, name: str) -> FileInfo | None:
@@ -141,8 +153,9 @@ class FileStore:
 
     async def put(self, client_id: str, name: str, data: bytes | IO[bytes], content_type: str) -> FileInfo:
         meta = ObjectMeta(name=object_name(client_id, name), headers={_CONTENT_TYPE_HEADER: [content_type]})
-        stored = await self.store.put(meta.name or "", data, meta=meta)  # type: ignore[arg-type]
-        return describe(client_id, stored)
+        stored = describe(client_id, await self.store.put(meta.name or "", data, meta=meta))  # type: ignore[arg-type]
+        await self.index.put(names.file_index_key(client_id, name), msgspec.json.encode(stored))
+        return stored
 
 
 __all__ = ["BadFileName", "FileInfo", "FileRef", "FileStore", "check_name", "content_type_of"]

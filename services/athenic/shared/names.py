@@ -6,6 +6,7 @@ subject or a KV key, so no caller can reach another subject with ``.``, ``*`` or
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final
 from urllib.parse import quote
@@ -44,6 +45,9 @@ IDEMPOTENCY_BUCKET: Final = "athenic_idempotency"
 
 # Object Store bucket of conversation files: one object per file, named <clientId>/<name>.
 FILES_BUCKET: Final = "athenic_files"
+# ... and their metadata per conversation, <clientId>.<hash of the name> -> FileInfo (no bytes): the
+# Object Store can only list a whole bucket, a KV watch of <clientId>.* lists one conversation.
+FILE_INDEX_BUCKET: Final = "athenic_file_index"
 # Where a file is served (relative to the api's origin); ``name`` is percent-encoded.
 FILES_ROUTE_PREFIX: Final = "/api/chat"
 
@@ -92,6 +96,10 @@ def turn_key(client_id: str, number: int) -> str:
 def file_url(client_id: str, name: str) -> str:
     """The api route that serves a conversation file."""
     return f"{FILES_ROUTE_PREFIX}/{_checked(client_id)}/files/{quote(name, safe='')}"
+
+
+def file_index_key(client_id: str, name: str) -> str:
+    return f"{_checked(client_id)}.{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
 def client_id_of_subject(subject: str) -> str:

@@ -84,6 +84,11 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
             bucket=names.TURNS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
             replicas=replicas, storage=StorageType.FILE, description="Finished turns: <clientId>.<number>",
         ),
+        names.FILE_INDEX_BUCKET: KeyValueConfig(
+            bucket=names.FILE_INDEX_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
+            replicas=replicas, storage=StorageType.FILE,
+            description="Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)",
+        ),
         names.IDEMPOTENCY_BUCKET: KeyValueConfig(
             bucket=names.IDEMPOTENCY_BUCKET, history=1, ttl=float(settings.athenic_idempotency_window_seconds),
             replicas=replicas, storage=StorageType.FILE, description="Idempotency-Key -> its first request",
