@@ -67,3 +67,19 @@ async def test_the_stand_ins_paths_stay_inside_each_sandboxs_root(e2b: E2BSandbo
     assert sandbox.files.host("../../../../etc/passwd") == os.path.join(root, "etc/passwd")
     with pytest.raises(web.HTTPForbidden):
         sandbox.files.host("escape/passwd")  # a link the code made, pointing out of the root
+
+
+async def test_code_that_removes_its_files_gets_them_again_and_no_error(e2b: E2BSandbox, standin: E2BStandIn) -> None:
+    for code in ("import os, shutil\nos.remove('files/a.txt')\nshutil.rmtree('files/out')\n",
+                 "open('files/a.txt', 'w').write('changed by the code')\n",
+                 "print(open('files/a.txt').read())\n"):
+        files = workspace({"a.txt": b"alpha"})
+        try:
+            execution = await e2b.run(RunSpec(client_id="files-3", language="python", code=code,
+                                              timeout_seconds=10, workspace=files))
+            assert execution.error is None, execution
+        finally:
+            files.cleanup()
+    assert execution.stdout == "alpha\n"  # rewritten: its size had changed
+    writes = [path for op, path in standin.envd_files.files_calls if op == "write"]
+    assert writes == ["/home/user/files/a.txt"] * 3

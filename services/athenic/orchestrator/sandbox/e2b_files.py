@@ -2,8 +2,9 @@
 
 Before a run, the conversation's files are written to ``/home/user/files/`` (the code
 interpreter's working directory is ``/home/user``, so the code opens ``files/<name>``); a file the
-sandbox already holds with the same SHA-256 is not sent again (a sandbox lives across a
-conversation's messages), and one the conversation no longer has is removed. After the run,
+sandbox already holds with the same SHA-256 (and, as one listing shows, still at its size) is
+not sent again (a sandbox lives across a conversation's messages), and one the conversation no
+longer has is removed. After the run,
 what the code left in ``files/out/`` is copied down into the workspace's host directory (at most
 the run's file count, each at most the per-file size; the rest is named in ``not_kept``) and
 removed from the sandbox, so the next run does not bring it back twice.
@@ -14,11 +15,13 @@ not read-only there (changing them changes only the sandbox's copy).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from typing import Any
 
 from e2b import FileType
+from e2b.exceptions import FileNotFoundException
 
 from athenic.orchestrator.sandbox.files import Workspace
 from athenic.shared.files import BadFileName, check_name
@@ -35,13 +38,28 @@ def _mib(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MiB"
 
 
+async def _sizes(sandbox: Any, path: str) -> dict[str, int]:
+    """Regular files in the sandbox's ``path`` by name and size ({} when it is not there)."""
+    try:
+        entries = await sandbox.files.list(path)
+    except FileNotFoundException:
+        return {}
+    return {str(e.name): int(e.size) for e in entries if e.type == FileType.FILE}
+
+
 async def stage(sandbox: Any, workspace: Workspace | None) -> None:
     if workspace is None:
         return
     held = _staged.setdefault(sandbox, {})
+    # what the code did to its copies since: a file it removed or resized is written again
+    present = await _sizes(sandbox, FILES)
     wanted = {item.name: item for item in workspace.inputs}
+    for name in list(held):
+        if name in wanted and present.get(name) != wanted[name].size:
+            del held[name]
     for name in sorted(set(held) - set(wanted)):
-        await sandbox.files.remove(f"{FILES}/{name}")
+        with contextlib.suppress(FileNotFoundException):
+            await sandbox.files.remove(f"{FILES}/{name}")
         del held[name]
     for item in workspace.inputs:
         if held.get(item.name) == item.sha256:
@@ -55,7 +73,11 @@ async def collect(sandbox: Any, workspace: Workspace | None) -> None:
     if workspace is None:
         return
     copied = 0
-    for entry in await sandbox.files.list(OUT):
+    try:
+        entries = await sandbox.files.list(OUT)
+    except FileNotFoundException:  # the code removed files/out: it left nothing
+        return
+    for entry in entries:
         name = str(entry.name)
         why = None
         try:
@@ -78,4 +100,5 @@ async def collect(sandbox: Any, workspace: Workspace | None) -> None:
                 copied += 1
         if why is not None:
             workspace.not_kept.append(f"{name!r}: {why}" if not name.isprintable() else f"{name}: {why}")
-        await sandbox.files.remove(f"{OUT}/{name}")
+        with contextlib.suppress(FileNotFoundException):
+            await sandbox.files.remove(f"{OUT}/{name}")
