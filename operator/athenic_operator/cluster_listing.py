@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
-from kopf._cogs.clients import fetching
-from kopf._cogs.structs.references import NamespaceName
 
 from athenic.shared.quotas import GROUP, KIND, PLURAL, VERSION
+from athenic_operator.kopf_internals import NamespaceName, fetch_objs
 
 QUOTA_RESOURCE = kopf.Resource(GROUP, VERSION, PLURAL, kind=KIND, namespaced=True)
 
@@ -26,7 +25,7 @@ async def list_quotas(
     found: list[dict[str, Any]] = []
     scopes: list[NamespaceName | None] = [NamespaceName(ns) for ns in namespaces] or [None]
     for namespace in scopes:
-        async for items, _ in fetching.fetch_objs(
+        async for items, _ in fetch_objs(
             settings=settings, resource=QUOTA_RESOURCE, namespace=namespace, logger=logger,
         ):
             found.extend(dict(item) for item in items)

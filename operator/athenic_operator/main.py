@@ -12,7 +12,6 @@ import random
 from typing import Any
 
 import kopf
-from kopf._core.engines.peering import detect_own_id
 
 from athenic.shared.logging import configure_logging
 from athenic.shared.quotas import Quota
@@ -24,6 +23,7 @@ from athenic_operator.handlers.probe import nats_connected
 from athenic_operator.handlers.report_usage import report_usage
 from athenic_operator.handlers.startup import startup
 from athenic_operator.handlers.withdraw import withdraw
+from athenic_operator.kopf_internals import detect_own_id
 from athenic_operator.quota_index import index_entry
 from athenic_operator.resource import RESOURCE
 from athenic_operator.settings import OperatorSettings

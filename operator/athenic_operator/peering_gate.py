@@ -12,9 +12,8 @@ import logging
 from collections.abc import Sequence
 
 import kopf
-from kopf._cogs.clients import fetching
-from kopf._cogs.structs.references import NamespaceName
-from kopf._core.engines.peering import Identity, Peer
+
+from athenic_operator.kopf_internals import Identity, NamespaceName, Peer, fetch_objs
 
 CLUSTER_PEERINGS = kopf.Resource("kopf.dev", "v1", "clusterkopfpeerings", kind="ClusterKopfPeering",
                                  namespaced=False)
@@ -33,7 +32,7 @@ async def blocking_peers(
     )
     blocking: list[str] = []
     for namespace in scopes:
-        async for items, _ in fetching.fetch_objs(settings=settings, resource=resource,
+        async for items, _ in fetch_objs(settings=settings, resource=resource,
                                                   namespace=namespace, logger=logger):
             for item in items:
                 if item.get("metadata", {}).get("name") != settings.peering.name:

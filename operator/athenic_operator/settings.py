@@ -6,10 +6,10 @@ from typing import Annotated
 
 import msgspec
 
-from athenic.shared.settings import PositiveFloat
+from athenic.shared.settings import EnvSettings, PositiveFloat
 
 
-class OperatorSettings(msgspec.Struct, frozen=True, rename=str.upper):
+class OperatorSettings(EnvSettings, frozen=True, rename=str.upper):
     # Comma-separated namespaces to watch; empty watches the whole cluster.
     athenic_operator_namespaces: str = ""
     # How often each quota's status.used is refreshed (and its policy re-checked).

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from nats.js.kv import KeyValue
 
-from athenic.shared.policy import DEFAULT_TENANT
+from athenic.shared.names import WILDCARD_TENANT
 from athenic.shared.quota_keys import (
     ALL_LEASES,
     RATE_PREFIX,
@@ -34,7 +34,7 @@ class Usage:
     def of(self, tenant: str, tenants_with_own_quota: Collection[str]) -> dict[str, int]:
         """``status.used`` of a quota; the default quota (``*``) reports the sum over the
         tenants it governs (those without their own quota)."""
-        if tenant == DEFAULT_TENANT:
+        if tenant == WILDCARD_TENANT:
             concurrent = sum(n for t, n in self.concurrent.items() if t not in tenants_with_own_quota)
             minute = sum(n for t, n in self.this_minute.items() if t not in tenants_with_own_quota)
         else:

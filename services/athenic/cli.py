@@ -1,4 +1,5 @@
-"""`athenic`: run the whole system on one machine (`athenic dev`) and talk to it (`athenic chat`)."""
+"""`athenic`: run the whole system on one machine (`athenic dev`), talk to it (`athenic chat`) and
+publish sandbox policies without Kubernetes (`athenic quotas`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from athenic.shared.quotas import QuotaFileError, load_and_publish, load_quotas
+from athenic import cli_quotas
+from athenic.shared.quotas import QuotaFileError, load_quotas
+from athenic.shared.settings import NatsSettings, load
 
 DEFAULT_API = "http://127.0.0.1:3000"
 FINAL = {"completed", "failed", "cancelled"}
@@ -61,24 +64,6 @@ def _api_ready(url: str) -> bool:
         return False
 
 
-async def _publish_quotas(path: Path, nats_url: str) -> str:
-    """Publish a YAML file of SandboxQuota objects exactly as the operator would."""
-    import nats
-
-    from athenic.shared import names
-    from athenic.shared.settings import NatsSettings, load
-    from athenic.shared.topology import ensure_topology
-
-    settings = load(NatsSettings, {**os.environ, "NATS_URL": nats_url, "NATS_REPLICAS": "1"})
-    nc = await nats.connect(nats_url)
-    try:
-        buckets = await ensure_topology(nc.jetstream(), settings)
-        report = await load_and_publish(buckets[names.POLICIES_BUCKET], path)
-    finally:
-        await nc.close()
-    return f"{len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed"
-
-
 def dev(args: argparse.Namespace) -> None:
     if args.quotas:
         try:  # refuse a bad file before starting anything
@@ -114,8 +99,9 @@ def dev(args: argparse.Namespace) -> None:
                                        "-a", "127.0.0.1", "-p", str(args.nats_port)], start_new_session=True))
         _wait("nats-server", lambda: _port_open(args.nats_port), 15, procs)
         if args.quotas:
-            written = asyncio.run(_publish_quotas(Path(args.quotas), nats_url))
-            print(f"athenic dev: sandbox quotas from {args.quotas}: {written}", flush=True)
+            settings = load(NatsSettings, {**os.environ, "NATS_URL": nats_url, "NATS_REPLICAS": "1"})
+            report = asyncio.run(cli_quotas.publish_file(Path(args.quotas), settings))
+            print(f"athenic dev: sandbox quotas from {args.quotas}: {cli_quotas.summary(report)}", flush=True)
         procs.append(subprocess.Popen([_bin("athenic-orchestrator")], env=env, start_new_session=True))
         procs.append(subprocess.Popen([_bin("athenic-api")], env=env, start_new_session=True))
         api = f"http://127.0.0.1:{args.port}"
@@ -196,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     chat_p.add_argument("--token", default=os.environ.get("ATHENIC_TOKEN"), help="bearer token when auth is on")
     chat_p.add_argument("--timeout", type=float, default=120.0)
     chat_p.set_defaults(func=chat)
+    cli_quotas.register(sub)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -173,7 +173,7 @@ def test_a_record_nats_refuses_is_one_terminal_failed_answer(
         nc = await nats.connect(nats_server.url)
         try:
             js = nc.jetstream()
-            config = (await js.stream_info(f"KV_{names.RESPONSES_BUCKET}")).config
+            config = (await js.stream_info(names.kv_stream(names.RESPONSES_BUCKET))).config
             config.max_msg_size = 8 * 1024
             await js.update_stream(config)
         finally:

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from athenic.api.settings import ApiSettings
-from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.orchestrator.settings import OrchestratorSettings, QuotaSettings
 from athenic.shared.settings import FileSettings, LogSettings, NatsSettings
 from athenic_operator.settings import OperatorSettings
 from tests.helm.conftest import VALUE_SETS
@@ -20,7 +20,7 @@ from tests.helm.manifests import Manifest, container, env
 
 READ_BY: dict[str, list[type[msgspec.Struct]]] = {
     "athenic-api": [ApiSettings, NatsSettings, LogSettings, FileSettings],
-    "athenic-orchestrator": [OrchestratorSettings, NatsSettings, LogSettings, FileSettings],
+    "athenic-orchestrator": [OrchestratorSettings, QuotaSettings, NatsSettings, LogSettings, FileSettings],
     "athenic-operator": [OperatorSettings, NatsSettings, LogSettings],
 }
 # read by libraries rather than our settings: kopf names its peering identity after POD_ID,

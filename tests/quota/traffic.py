@@ -101,11 +101,12 @@ class Broker:
     async def live_leases(self, tenant: str) -> list[str]:
         """The tenant's lease keys alive now (what the operator counts): every subject the
         stream holds for the tenant, less deletion markers."""
-        stream = f"KV_{names.LEASES_BUCKET}"
-        info = await self.js.stream_info(stream, subjects_filter=f"$KV.{names.LEASES_BUCKET}.{lease_prefix(tenant)}*")
+        stream = names.kv_stream(names.LEASES_BUCKET)
+        pattern = names.kv_subject(names.LEASES_BUCKET, f"{lease_prefix(tenant)}*")
+        info = await self.js.stream_info(stream, subjects_filter=pattern)
         keys = []
         for subject in (info.state.subjects or {}):
-            key = subject.removeprefix(f"$KV.{names.LEASES_BUCKET}.")
+            key = subject.removeprefix(names.kv_subject(names.LEASES_BUCKET, ""))
             try:
                 await self.leases.get(key)  # a deleted (purged) or expired key is not found
             except KeyNotFoundError:

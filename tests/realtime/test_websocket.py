@@ -211,7 +211,7 @@ async def test_following_many_conversations_costs_the_broker_one_consumer(api: A
             for ws in sockets:
                 await recv_type(ws, "response")
             assert records.nc is not None
-            info = await records.nc.jetstream().stream_info(f"KV_{names.RESPONSES_BUCKET}")
+            info = await records.nc.jetstream().stream_info(names.kv_stream(names.RESPONSES_BUCKET))
             assert info.state.consumer_count == 1
             final = await records.put(client_ids[-1], "completed")
             assert (await recv(sockets[-1]))["revision"] == final

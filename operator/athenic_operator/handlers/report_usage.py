@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 import nats.errors
 
-from athenic.shared.policy import DEFAULT_TENANT
+from athenic.shared.names import WILDCARD_TENANT
 from athenic.shared.quotas import Quota, quota_of
 from athenic_operator.publishing import sweep
 from athenic_operator.quota_index import indexed, resolve_with
@@ -48,7 +48,7 @@ async def report_usage(
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             logger.warning(f"usage not refreshed, NATS unreachable: {exc!r}")
         else:
-            own = {tenant for tenant in resolution.winners if tenant != DEFAULT_TENANT}
+            own = {tenant for tenant in resolution.winners if tenant != WILDCARD_TENANT}
             used = usage.of(quota.tenant, own)
 
     fresh = build_status(standing=standing, policy=quota.policy, generation=meta.get("generation"),

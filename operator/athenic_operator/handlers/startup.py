@@ -10,6 +10,7 @@ import kopf
 import nats
 
 from athenic.shared import names
+from athenic.shared.broker import connect_options
 from athenic.shared.settings import NatsSettings
 from athenic.shared.topology import bucket_configs, ensure_bucket
 from athenic_operator.handlers.resync import resync_until_done
@@ -39,14 +40,7 @@ async def startup(
     identity: str,
 ) -> None:
     configure_kopf(settings)
-    options: dict[str, Any] = {
-        "servers": nats_settings.servers, "name": "athenic-operator", "connect_timeout": 2,
-        "reconnect_time_wait": 0.5, "max_reconnect_attempts": -1,
-    }
-    if nats_settings.nats_user:
-        options.update(user=nats_settings.nats_user, password=nats_settings.nats_password)
-    if nats_settings.nats_creds_file:
-        options["user_credentials"] = nats_settings.nats_creds_file
+    options = connect_options(nats_settings, "athenic-operator")
     try:
         nc = await nats.connect(**options)
     except (TimeoutError, OSError, nats.errors.Error) as exc:

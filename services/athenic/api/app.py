@@ -114,7 +114,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         openapi_config=OpenAPIConfig(
             title="Athenic API",
             version="1.0.0",
-            description="Chat messages in, answers out. WebSocket and SSE routes are documented in the README.",
+            description="Chat messages in, answers out. WebSocket and SSE routes are documented in docs/api.md.",
             path="/schema",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),

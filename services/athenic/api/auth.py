@@ -19,7 +19,7 @@ from jwt import PyJWK, PyJWKSet
 from litestar import Request
 
 from athenic.api.errors import ApiError, Unauthorized
-from athenic.api.identity import ANONYMOUS, DEFAULT_TENANT, Identity
+from athenic.api.identity import ANONYMOUS, Identity
 from athenic.api.settings import ApiSettings
 from athenic.shared import names
 from athenic.shared.logging import get_logger
@@ -185,14 +185,14 @@ class Authenticator:
     def _tenant(self, claims: dict[str, Any]) -> str:
         path = self.settings.athenic_tenant_claim
         if not path:
-            return DEFAULT_TENANT
+            return names.ANONYMOUS_TENANT
         value: Any = claims
         for part in path.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if value is None:
-            return DEFAULT_TENANT
+            return names.ANONYMOUS_TENANT
         # The tenant travels in NATS headers and keys the policy bucket: same rules as a clientId.
-        if not isinstance(value, str) or value == "*" or not names.valid_client_id(value):
+        if not isinstance(value, str) or value == names.WILDCARD_TENANT or not names.valid_client_id(value):
             raise unauthorized(f"the token's {path} claim is not a tenant name")
         return value
 

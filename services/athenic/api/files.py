@@ -54,7 +54,7 @@ def _declared_length(request: Request[Any, Any, Any]) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-NAME_PARAMETER = Parameter(query="name", description="The file's name (required for a raw body; overrides the "
+NAME_PARAMETER = Parameter(description="The file's name (required for a raw body; overrides the "
                            "form part's filename). No path separators, not `.`, `..` or `out`, no control "
                            "characters, at most 255 bytes.")
 

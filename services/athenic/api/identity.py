@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_TENANT = "default"
+from athenic.shared.names import ANONYMOUS_TENANT
 
 
 @dataclass(frozen=True)
 class Identity:
     user: str | None  # None when auth is off: every caller is the same anonymous user
-    tenant: str = DEFAULT_TENANT
+    tenant: str = ANONYMOUS_TENANT
     # The caller's address (the rate-limit key when there is no user).
     address: str | None = None
     # When the token stops being valid (epoch seconds); a WebSocket closes then.

@@ -5,7 +5,7 @@ at once and on every change of the record, and the progress events ``status``, `
 ``stderr`` and ``delta`` (the answer's text as it is written) while work runs, passed on by
 type as the orchestrator published them. A client that reconnects with the revision it saw last
 (``?after=``, or SSE's ``Last-Event-ID``) gets the record at once if it is newer, so it misses
-no final answer. The frames and close codes are documented in the README (WebSocket routes are
+no final answer. The frames and close codes are documented in docs/api.md (WebSocket routes are
 not in the OpenAPI document).
 """
 
@@ -40,7 +40,7 @@ log = get_logger(__name__)
 
 ACCEPTED_TEXT: Final = "Chat message received and is being processed"
 
-# WebSocket close codes (4000 + the HTTP status they stand for, as the README lists them).
+# WebSocket close codes (4000 + the HTTP status they stand for, as docs/api.md lists them).
 CLOSE_BAD_REQUEST: Final = 4400
 CLOSE_UNAUTHORIZED: Final = 4401
 CLOSE_NOT_FOUND: Final = 4404
@@ -335,7 +335,7 @@ class PushController(Controller):
         summary="Server-Sent Events of a conversation",
         description="`event:` is the type (response, status, stdout, stderr, delta, error), `data:` the JSON "
         "object, `id:` the record's revision on response events, so `Last-Event-ID` resumes without missing an answer. "
-        "The same objects as the WebSocket (see the README).",
+        "The same objects as the WebSocket (see docs/api.md).",
         media_type="text/event-stream",
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    503: problems.UNAVAILABLE},

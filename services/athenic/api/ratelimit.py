@@ -3,7 +3,7 @@
 Per replica on purpose: the accepted-message path makes one broker round trip (the publish),
 and a limit shared through NATS would add a KV read-modify-write to every POST (about a third
 of the throughput, see DESIGN.md). With N api replicas behind a load balancer a user can post
-up to N times the configured rate; the README says so.
+up to N times the configured rate; docs/auth.md says so.
 """
 
 from __future__ import annotations

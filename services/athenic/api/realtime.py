@@ -40,7 +40,7 @@ log = get_logger(__name__)
 # Updates a listener may have waiting before it counts as too slow and is dropped (it
 # reconnects with its last revision and loses no record).
 LISTENER_CAPACITY: Final = 256
-RECORD_SUBJECT_PREFIX: Final = f"$KV.{names.RESPONSES_BUCKET}."
+RECORD_SUBJECT_PREFIX: Final = names.kv_subject(names.RESPONSES_BUCKET, "")
 RECORDS_HEARTBEAT_SECONDS: Final = 1.0
 
 
@@ -154,7 +154,7 @@ class Feeds:
 
     async def _subscribe_records(self) -> Subscription:
         return await self.broker.js.subscribe(
-            RECORD_SUBJECT_PREFIX + ">", stream=f"KV_{names.RESPONSES_BUCKET}", cb=self._on_record,
+            RECORD_SUBJECT_PREFIX + ">", stream=names.kv_stream(names.RESPONSES_BUCKET), cb=self._on_record,
             ordered_consumer=True, deliver_policy=api.DeliverPolicy.NEW,
             # two missed heartbeats and the consumer is recreated after the last change seen:
             # pushes resume within seconds of a broker restart (one heartbeat a second per process)

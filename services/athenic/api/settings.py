@@ -1,4 +1,4 @@
-"""api settings (environment variables, see the README's configuration table)."""
+"""api settings (environment variables, see docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -42,16 +42,16 @@ from dataclasses import dataclass
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import Header
-from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
+from athenic.shared import names
+from athenic.shared.kv import write_if_last
 from athenic.shared.logging import get_logger
 from athenic.shared.quota_keys import SLOTS_PREFIX, lease_key, slots_key, tenant_of_slots_key
 
 log = get_logger(__name__)
 
-WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequence(Constant)Err
 MAX_ROUNDS = 50
 # A deleted lease's purge marker only has to outlive a watcher's reading of it; its own TTL
 # removes it, so the bucket does not keep a tombstone per execution ever run.
@@ -104,32 +104,13 @@ def holder_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def kv_subject(kv: KeyValue, key: str) -> str:
-    return f"$KV.{kv._name}.{key}"  # as nats-py's kv.py builds it
-
-
-async def write_if_last(js: JetStreamContext, kv: KeyValue, key: str, value: bytes, last: int,
-                        ttl: int | None = None) -> int:
-    """Write ``key`` only if its last revision is ``last`` (0: absent), with a per-message TTL.
-
-    nats-py's ``kv.update`` takes no TTL, hence the publish with the expected-sequence header
-    that ``update`` sends. Raises ``KeyWrongLastSequenceError`` when someone wrote first.
-    """
-    try:
-        ack = await js.publish(kv_subject(kv, key), value,
-                               headers={Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}, msg_ttl=ttl)
-    except APIError as exc:
-        if exc.err_code in WRONG_LAST_SEQUENCE:
-            raise KeyWrongLastSequenceError(description=exc.description) from exc
-        raise
-    return int(ack.seq)
-
-
 class LeaseStore:
-    def __init__(self, js: JetStreamContext, kv: KeyValue, ttl_seconds: int, holder: str | None = None) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, ttl_seconds: int, holder: str | None = None,
+                 bucket: str = names.LEASES_BUCKET) -> None:
         self.js = js
         self.kv = kv
-        self.stream = f"KV_{kv._name}"
+        self.bucket = bucket
+        self.stream = names.kv_stream(bucket)
         self.ttl = ttl_seconds
         self.holder = holder or holder_id()
 
@@ -144,13 +125,13 @@ class LeaseStore:
     async def _alive(self, tenant: str, lease_id: str) -> bool:
         """Whether the lease key exists and is not deleted, asked of the stream's leader."""
         try:
-            msg = await self.js.get_msg(self.stream, subject=kv_subject(self.kv, lease_key(tenant, lease_id)))
+            msg = await self.js.get_msg(self.stream, subject=names.kv_subject(self.bucket, lease_key(tenant, lease_id)))
         except NotFoundError:  # expired, or never written
             return False
         return not (msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE))
 
     async def _write_slots(self, tenant: str, ids: list[str], last: int) -> None:
-        await write_if_last(self.js, self.kv, slots_key(tenant), msgspec.json.encode(Slots(ids)), last)
+        await write_if_last(self.js, self.bucket, slots_key(tenant), msgspec.json.encode(Slots(ids)), last)
 
     async def try_acquire(self, tenant: str, limit: int, request_id: str = "") -> Lease | None:
         """An admitted lease, or None when ``limit`` executions of the tenant run now."""
@@ -189,7 +170,7 @@ class LeaseStore:
         not reach NATS), write it again so that it counts while the run goes on."""
         data = msgspec.json.encode(lease.value)
         try:
-            lease.revision = await write_if_last(self.js, self.kv, lease.key, data, lease.revision, self.ttl)
+            lease.revision = await write_if_last(self.js, self.bucket, lease.key, data, lease.revision, self.ttl)
         except KeyWrongLastSequenceError:
             log.warning("execution lease expired while its run went on; taking it again", key=lease.key)
             lease.revision = await self.kv.create(lease.key, data, msg_ttl=self.ttl)

@@ -9,9 +9,9 @@ from contextlib import AsyncExitStack
 from athenic.orchestrator.health import bind_health_socket, health_app, serve_health
 from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
-from athenic.orchestrator.quota import QuotaSettings, make_gate
+from athenic.orchestrator.quota import make_gate
 from athenic.orchestrator.sandbox.factory import make_sandbox
-from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.orchestrator.settings import OrchestratorSettings, QuotaSettings
 from athenic.orchestrator.worker import Worker
 from athenic.shared import names
 from athenic.shared.broker import Broker

@@ -14,9 +14,9 @@ import msgspec
 from nats.js.kv import KeyValue
 
 from athenic.shared.logging import get_logger
+from athenic.shared.names import WILDCARD_TENANT
 from athenic.shared.policy import (
     BUILTIN_DEFAULT,
-    DEFAULT_TENANT,
     SandboxPolicy,
     policy_decoder,
     tenant_of_key,
@@ -33,7 +33,7 @@ class PolicyCache:
         self._loaded = asyncio.Event()
 
     def for_tenant(self, tenant: str) -> SandboxPolicy:
-        return self._policies.get(tenant) or self._policies.get(DEFAULT_TENANT) or BUILTIN_DEFAULT
+        return self._policies.get(tenant) or self._policies.get(WILDCARD_TENANT) or BUILTIN_DEFAULT
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="policy-watch")

@@ -26,9 +26,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
 
-import msgspec
 import nats.errors
 from prometheus_client import Counter, Gauge
 
@@ -36,11 +34,11 @@ from athenic.orchestrator.errors import QuotaExceeded, RetryableError, TerminalE
 from athenic.orchestrator.leases import Lease, LeaseStore, ReleaseSignals
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.rate import RateCounter
+from athenic.orchestrator.settings import QuotaSettings
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
 from athenic.shared.policy import SandboxPolicy
-from athenic.shared.settings import PositiveFloat
 
 log = get_logger(__name__)
 
@@ -49,13 +47,6 @@ DECISIONS = Counter("athenic_orchestrator_quota_decisions_total",
 WAITING = Gauge("athenic_orchestrator_quota_waiting", "Executions queued by a quota now")
 
 OnQueued = Callable[[], Awaitable[None]]
-
-
-class QuotaSettings(msgspec.Struct, frozen=True, rename=str.upper):
-    # How long a lease outlives the replica holding it (it is rewritten every third of this).
-    athenic_lease_ttl_seconds: Annotated[int, msgspec.Meta(ge=3, le=3600)] = 15
-    # How often a queued execution re-checks without a release (expired leases, raised limits).
-    athenic_quota_recheck_seconds: PositiveFloat = 2.0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from athenic.orchestrator.errors import RetryableError
-from athenic.orchestrator.leases import write_if_last
+from athenic.shared import names
+from athenic.shared.kv import write_if_last
 from athenic.shared.quota_keys import encode_counter, epoch_minute, parse_counter, rate_key
 
 COUNTER_TTL_SECONDS = 180
@@ -45,7 +46,8 @@ class RateCounter:
             if count >= limit:
                 return (minute + 1) * 60 - now
             try:
-                await write_if_last(self.js, self.kv, key, encode_counter(count + 1), last, COUNTER_TTL_SECONDS)
+                await write_if_last(self.js, names.LEASES_BUCKET, key, encode_counter(count + 1), last,
+                                    COUNTER_TTL_SECONDS)
                 return None
             except KeyWrongLastSequenceError:
                 await asyncio.sleep(random.uniform(0, 0.005))  # noqa: S311 - jitter, not secrecy

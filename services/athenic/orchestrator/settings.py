@@ -1,4 +1,4 @@
-"""Orchestrator settings (environment variables, see the README's configuration table)."""
+"""Orchestrator settings (environment variables, see docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_execution_timeout_seconds: PositiveFloat = 30.0
     athenic_output_limit_bytes: Positive = 64 * 1024
     # The response record's (and the logged turn's) byte budget; used up to half the connected
-    # server's max_payload (README: "The record budget")
+    # server's max_payload (docs/api.md: "The record budget")
     athenic_record_max_bytes: Annotated[int, msgspec.Meta(ge=8 * 1024)] = 256 * 1024
     # rules planner: fenced blocks run per message (the rest are skipped, and the answer says so)
     athenic_rules_max_blocks: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
@@ -33,7 +33,7 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     athenic_llm_model: str = "gpt-4o-mini"
-    # llm planner bounds (README: "Planners: the LLM planner")
+    # llm planner bounds (docs/planners.md)
     athenic_llm_max_steps: Annotated[int, msgspec.Meta(ge=1, le=50)] = 6
     athenic_llm_max_calls_per_step: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
     athenic_llm_max_tokens: Positive = 1024
@@ -46,7 +46,7 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     athenic_llm_system_prompt: str | None = None
     athenic_history_messages: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
     athenic_history_message_chars: Annotated[int, msgspec.Meta(ge=200)] = 4000
-    # sandboxes (README: "Sandboxes")
+    # sandboxes (docs/sandboxes.md)
     # local backend: where bubblewrap is (found on PATH when unset); refuse to start without it
     athenic_bwrap_path: str | None = None
     athenic_sandbox_require_isolation: bool = False
@@ -77,3 +77,12 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
         if self.athenic_planner is not None:
             return self.athenic_planner
         return "llm" if (self.openai_base_url or self.openai_api_key) else "rules"
+
+
+class QuotaSettings(EnvSettings, frozen=True, rename=str.upper):
+    """How the orchestrators enforce sandbox quotas together (leases in NATS KV)."""
+
+    # How long a lease outlives the replica holding it (it is rewritten every third of this).
+    athenic_lease_ttl_seconds: Annotated[int, msgspec.Meta(ge=3, le=3600)] = 15
+    # How often a queued execution re-checks without a release (expired leases, raised limits).
+    athenic_quota_recheck_seconds: PositiveFloat = 2.0

@@ -24,6 +24,24 @@ from athenic.shared.topology import TopologyError, ensure_object_stores, ensure_
 log = get_logger(__name__)
 
 
+def connect_options(settings: NatsSettings, name: str) -> dict[str, Any]:
+    """The keyword arguments of ``nats.connect`` for a service named ``name``: the servers,
+    the credentials (user/password or a creds file) and reconnecting for ever."""
+    options: dict[str, Any] = {
+        "servers": settings.servers,
+        "name": name,
+        "connect_timeout": 2,
+        "reconnect_time_wait": 0.5,
+        "max_reconnect_attempts": -1,
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password
+    if settings.nats_creds_file:
+        options["user_credentials"] = settings.nats_creds_file
+    return options
+
+
 class BrokerUnavailable(RuntimeError):
     """The broker is not connected (or the topology is not provisioned yet)."""
 
@@ -111,24 +129,14 @@ class Broker:
         async def on_error(exc: Exception) -> None:
             log.warning("nats error", error=str(exc) or type(exc).__name__)
 
-        options: dict[str, Any] = {
-            "servers": self.settings.servers,
-            "name": self.name,
-            "connect_timeout": 2,
-            "reconnect_time_wait": 0.5,
-            "max_reconnect_attempts": -1,
+        return {
+            **connect_options(self.settings, self.name),
             "ping_interval": 10,
             "max_outstanding_pings": 2,
             "disconnected_cb": on_disconnect,
             "reconnected_cb": on_reconnect,
             "error_cb": on_error,
         }
-        if self.settings.nats_user:
-            options["user"] = self.settings.nats_user
-            options["password"] = self.settings.nats_password
-        if self.settings.nats_creds_file:
-            options["user_credentials"] = self.settings.nats_creds_file
-        return options
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():

@@ -11,9 +11,17 @@ import re
 from typing import Final
 from urllib.parse import quote
 
-CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
+# The one shape of every name that reaches a subject or a key: a clientId, a tenant, a lease id.
+NAME: Final = r"[A-Za-z0-9_-]{1,128}"
+NAME_RE: Final = re.compile(NAME)  # .fullmatch: the whole value
+CLIENT_ID_PATTERN: Final = rf"^{NAME}$"
 CLIENT_ID_RE: Final = re.compile(CLIENT_ID_PATTERN)
-TENANT_PATTERN: Final = r"^(\*|[A-Za-z0-9_-]{1,128})$"
+
+# The tenant of a caller whose token names none (and of every caller when auth is off).
+ANONYMOUS_TENANT: Final = "default"
+# The SandboxQuota tenant that applies to every tenant without a quota of its own.
+WILDCARD_TENANT: Final = "*"
+TENANT_PATTERN: Final = rf"^(\{WILDCARD_TENANT}|{NAME})$"
 
 # The request stream: work-queue retention, one subject per client.
 REQUEST_STREAM: Final = "ATHENIC_REQUESTS"
@@ -105,3 +113,13 @@ def file_index_key(client_id: str, name: str) -> str:
 def client_id_of_subject(subject: str) -> str:
     """The clientId at the end of a per-client subject."""
     return subject.rsplit(".", 1)[-1]
+
+
+def kv_stream(bucket: str) -> str:
+    """The JetStream stream that holds a KV bucket (as NATS names it)."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket's ``key`` is stored on (``>`` for every key), as NATS builds it."""
+    return f"$KV.{bucket}.{key}"

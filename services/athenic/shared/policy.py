@@ -12,9 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from athenic.shared.names import TENANT_PATTERN
-
-DEFAULT_TENANT = "*"
+from athenic.shared.names import TENANT_PATTERN, WILDCARD_TENANT
 
 
 class SandboxPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -29,16 +27,16 @@ class SandboxPolicy(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     on_exceed: Literal["Queue", "Reject"] = "Queue"
 
 
-BUILTIN_DEFAULT = SandboxPolicy(tenant=DEFAULT_TENANT)
+BUILTIN_DEFAULT = SandboxPolicy(tenant=WILDCARD_TENANT)
 
 
 def policy_key(tenant: str) -> str:
     """The KV key of a tenant's policy (``*`` is not a legal KV key character)."""
-    return "default" if tenant == DEFAULT_TENANT else f"tenant.{tenant}"
+    return "default" if tenant == WILDCARD_TENANT else f"tenant.{tenant}"
 
 
 def tenant_of_key(key: str) -> str:
-    return DEFAULT_TENANT if key == "default" else key.removeprefix("tenant.")
+    return WILDCARD_TENANT if key == "default" else key.removeprefix("tenant.")
 
 
 policy_decoder = msgspec.json.Decoder(SandboxPolicy)

@@ -32,10 +32,11 @@ key never holds another ``.``, ``*`` or ``>``.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 import msgspec
+
+from athenic.shared import names
 
 LEASE_PREFIX: Final = "lease"
 RATE_PREFIX: Final = "rate"
@@ -43,11 +44,10 @@ SLOTS_PREFIX: Final = "slots"
 ALL_LEASES: Final = f"{LEASE_PREFIX}.>"
 """The subject filter matching every lease key (watch/keys filter)."""
 
-_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def _token(kind: str, value: str) -> str:
-    if not _TOKEN_RE.fullmatch(value):
+    if not names.NAME_RE.fullmatch(value):
         raise ValueError(f"invalid {kind} {value!r} for a leases-bucket key")
     return value
 

@@ -159,7 +159,7 @@ async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValu
         if exc.err_code != STREAM_NAME_IN_USE:
             raise
     # The bucket exists with other settings: move its stream to ours (TTL, replicas).
-    stream = f"KV_{config.bucket}"
+    stream = names.kv_stream(config.bucket)
     info = await js.stream_info(stream)
     wanted = replace(
         info.config,

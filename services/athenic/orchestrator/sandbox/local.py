@@ -3,7 +3,7 @@
 Each run starts a fresh interpreter (no state is kept between runs), streams its output to
 ``on_output`` as it arrives, keeps at most the output limit of each stream in memory, and is
 killed at the wall-clock limit or when the awaiting task is cancelled. Without bubblewrap the
-backend says so loudly once and runs with rlimits alone (see the README's "Sandboxes").
+backend says so loudly once and runs with rlimits alone (see docs/sandboxes.md).
 """
 
 from __future__ import annotations
