@@ -1,9 +1,9 @@
-"""A chat message that plots: the figure travels from the sandbox through NATS into the record
-the app reads, as a PNG result, with the orchestrator finding the sandbox's Python by its default."""
+"""A chat message that plots: the figure travels from the sandbox into the conversation's files
+(NATS Object Store), and the record the app reads references it, with the orchestrator finding
+the sandbox's Python by its default."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,9 +46,15 @@ def test_a_plot_comes_back_in_the_record_as_a_png(orchestrator: Orchestrator, cl
     [execution] = answer["executions"]
     assert execution["error"] is None, execution["stderr"]
     assert execution["stdout"] == "1.0\n"
+    # the figure is a conversation file: the result names it, its URL serves the PNG
     [result] = execution["results"]
-    png = base64.b64decode(result["png"], validate=True)
-    assert png.startswith(PNG_SIGNATURE)
+    assert "png" not in result and result["text"].startswith("<Figure ")
+    [kept] = result["files"]
+    assert execution["files"] == [kept]
+    assert kept["contentType"] == "image/png" and kept["name"].endswith(".png")
+    png = client.get(kept["url"])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content.startswith(PNG_SIGNATURE) and len(png.content) == kept["size"]
     assert execution["resultsDropped"] == 0
     assert "It drew one figure" in answer["message"]
     assert "runs Python from its own environment" in orchestrator.log()

@@ -1,9 +1,10 @@
 """Bounded work and bounded records, end to end: real nats-server, api, orchestrator, sandbox.
 
 A run printing 50 MB and drawing 30 figures is answered with a record inside its byte budget
-that says what it left out; a message of 1,000 fenced blocks runs only the block limit; a
-record NATS refuses for its size is one terminal ``failed`` answer. Each is answered once:
-one turn in the log, one ``answered`` line, nothing redelivered.
+(the figures are conversation files, the record references them) that says what it left out;
+a message of 1,000 fenced blocks runs only the block limit; a record NATS refuses for its size
+is one terminal ``failed`` answer. Each is answered once: one turn in the log, one ``answered``
+line, nothing redelivered.
 """
 
 from __future__ import annotations
@@ -109,14 +110,18 @@ def test_fifty_megabytes_and_thirty_figures_fit_the_budget_and_say_what_was_cut(
     # the run's own cap kept the head and the tail of the 50 MB
     assert execution["stdout"].startswith("x" * 999) and execution["stdout"].rstrip().endswith("THE END")
     assert execution["truncated"]
-    # some figures travel inline, the rest are left out and counted; every one keeps its text
-    kept = [result for result in execution["results"] if "png" in result]
-    assert 0 < len(kept) < 30
+    # the figures are conversation files, never bytes in the record: the run's file limit keeps
+    # 16, the execution names the other 14; every result keeps its text
     assert len(execution["results"]) == 30
-    assert execution["resultsDropped"] == 30 - len(kept)
-    assert "left out (png" in execution["dropped"]
-    assert answer["truncated"] and "left out" in answer["dropped"]
-    assert "part of it was left out" in answer["message"]
+    assert all("png" not in result and result["text"].startswith("<Figure") for result in execution["results"])
+    assert len(execution["files"]) == 16
+    assert [result for result in execution["results"] if result.get("files")] == [
+        result for result in execution["results"][:16]]
+    assert len(execution["filesNotKept"]) == 14
+    assert all("over the 16 files a run may keep" in item for item in execution["filesNotKept"])
+    assert "14 file(s) it made were not kept" in answer["message"]
+    png = client.get(execution["files"][0]["url"])
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     size, redelivered, pending = stored(system_nats.url, client_id)
     assert size <= BUDGET
     # answered once, and the log holds that same fitted answer

@@ -14,14 +14,14 @@ import pytest
 from athenic.api.settings import ApiSettings
 from athenic.notifier.settings import NotifierSettings
 from athenic.orchestrator.settings import OrchestratorSettings, QuotaSettings
-from athenic.shared.settings import LogSettings, NatsSettings
+from athenic.shared.settings import FileSettings, LogSettings, NatsSettings
 from athenic_operator.settings import OperatorSettings
 from tests.helm.conftest import VALUE_SETS
 from tests.helm.manifests import Manifest, container, env
 
 READ_BY: dict[str, list[type[msgspec.Struct]]] = {
-    "athenic-api": [ApiSettings, NatsSettings, LogSettings],
-    "athenic-orchestrator": [OrchestratorSettings, QuotaSettings, NatsSettings, LogSettings],
+    "athenic-api": [ApiSettings, NatsSettings, LogSettings, FileSettings],
+    "athenic-orchestrator": [OrchestratorSettings, QuotaSettings, NatsSettings, LogSettings, FileSettings],
     "athenic-operator": [OperatorSettings, NatsSettings, LogSettings],
     "athenic-notifier": [NotifierSettings, NatsSettings, LogSettings],
 }

@@ -52,3 +52,23 @@ async def test_a_conflict_nats_cannot_update_is_reported_clearly(nats_url: str) 
             await ensure_topology(js, load(NatsSettings, {"NATS_URL": nats_url}))
     finally:
         await nc.close()
+
+
+async def test_the_files_object_store_is_created_and_follows_the_turn_retention(nats_url: str) -> None:
+    from athenic.shared.topology import ensure_object_stores
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        first = load(NatsSettings, {"NATS_URL": nats_url})
+        stores = await ensure_object_stores(js, first)
+        await ensure_object_stores(js, first)  # idempotent
+        await stores[names.FILES_BUCKET].put("c1/a.txt", b"kept")
+        changed = load(NatsSettings, {"NATS_URL": nats_url, "ATHENIC_TURN_MAX_AGE_SECONDS": "3600"})
+        stores = await ensure_object_stores(js, changed)
+        status = await stores[names.FILES_BUCKET].status()
+        assert status.ttl == 3600
+        assert status.replicas == 1
+        assert (await stores[names.FILES_BUCKET].get("c1/a.txt")).data == b"kept"  # adopted, not recreated
+    finally:
+        await nc.close()

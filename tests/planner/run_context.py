@@ -10,6 +10,7 @@ import asyncio
 import os
 import time
 
+from athenic.shared.files import FileInfo
 from athenic.shared.messages import Execution, ExecutionError, Phase, Turn
 
 
@@ -23,8 +24,10 @@ def _error_of(stderr: str) -> ExecutionError | None:
 
 class SubprocessRunContext:
     def __init__(self, languages: frozenset[str] = frozenset({"python"}), timeout: float = 10.0,
-                 turns: list[Turn] | None = None) -> None:
+                 turns: list[Turn] | None = None, files: list[FileInfo] | None = None) -> None:
         self._languages = languages
+        # the conversation's files as the worker would list them
+        self.conversation_files: list[FileInfo] = files or []
         # the conversation log as the worker would read it (helpers.ask appends each answered turn)
         self.turns: list[Turn] = turns if turns is not None else []
         self.executions: list[Execution] = []
@@ -41,6 +44,9 @@ class SubprocessRunContext:
 
     async def history(self, limit: int) -> list[Turn]:
         return self.turns[-limit:] if limit > 0 else []
+
+    async def files(self) -> list[FileInfo]:
+        return list(self.conversation_files)
 
     async def phase(self, phase: Phase) -> None:
         self.phases.append(phase)

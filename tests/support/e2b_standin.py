@@ -6,7 +6,9 @@ refreshes their lifetime with ``POST /sandboxes/{id}/timeout``, kills them with
 ``DELETE /sandboxes/{id}``, checks ``GET /health`` after a dropped stream, and runs code with
 ``POST /execute`` (headers ``E2b-Sandbox-Id`` and ``X-Access-Token``), reading NDJSON back.
 
-Each sandbox is a real Python process holding one namespace (so state survives between
+Each sandbox has a filesystem of its own (``e2b_envd_files.py``: envd's ``/files`` routes and
+``filesystem.Filesystem`` RPCs, as ``sandbox.files`` calls them); its kernel runs in its
+``/home/user``. Each sandbox is a real Python process holding one namespace (so state survives between
 executions, like E2B's kernel); a client that goes away mid-execution interrupts it (SIGINT),
 as the code interpreter does. Everything is recorded for assertions; ``execute_mode``,
 ``execute_status`` and ``create_status`` make the service misbehave.
@@ -38,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aiohttp import web
+
+from tests.support.e2b_envd_files import EnvdFiles, SandboxFiles
 
 # The kernel of one stand-in sandbox: reads {"code": ...} lines, answers with E2B's NDJSON
 # events, then an internal end marker.
@@ -136,6 +140,8 @@ class StandInSandbox:
     state: Literal["running", "paused"] = "running"
     expires_at: float = float("inf")  # monotonic; when the sandbox's timeout runs out
     created_at: float = field(default_factory=time.monotonic)
+    # its filesystem (e2b_envd_files.py): the kernel's working directory is its /home/user
+    files: SandboxFiles = field(default_factory=SandboxFiles)
 
 
 class E2BStandIn:
@@ -164,6 +170,11 @@ class E2BStandIn:
         self._runner: web.AppRunner | None = None
         self._drains: set[asyncio.Task[None]] = set()
         self.url = ""
+        self.envd_files = EnvdFiles(self._sandbox_files)
+
+    def _sandbox_files(self, request: web.Request) -> SandboxFiles | None:
+        sandbox = self.sandboxes.get(request.headers.get("E2b-Sandbox-Id", ""))
+        return None if sandbox is None or sandbox.killed else sandbox.files
 
     async def __aenter__(self) -> E2BStandIn:
         app = web.Application()
@@ -173,6 +184,7 @@ class E2BStandIn:
         app.router.add_get("/health", self._health)
         app.router.add_post("/execute", self._execute)
         self._add_lifecycle_routes(app)
+        self.envd_files.add_routes(app)
         # the code interpreter notices a client that goes away: so does the stand-in
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -191,6 +203,7 @@ class E2BStandIn:
             with contextlib.suppress(ProcessLookupError):
                 sandbox.process.kill()
             await sandbox.process.wait()
+            sandbox.files.remove_all()
         for task in list(self._drains):
             task.cancel()
         if self._runner is not None:
@@ -217,9 +230,10 @@ class E2BStandIn:
         body = await request.json()
         if self.create_latency:
             await asyncio.sleep(self.create_latency)
+        files = SandboxFiles()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-u", "-c", _KERNEL,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 27,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 27, cwd=files.home,
         )
         assert process.stdout is not None
         await process.stdout.readline()  # the kernel's __ready__
@@ -234,6 +248,7 @@ class E2BStandIn:
             process=process,
             auto_pause=bool(body.get("autoPause")),
             auto_resume=bool(body.get("autoResume")),
+            files=files,
         )
         _arm(sandbox, sandbox.timeout)
         self.sandboxes[sandbox.sandbox_id] = sandbox

@@ -154,6 +154,18 @@ topologySpreadConstraints:
 {{- end }}
 
 {{/* Environment every service reads: broker, credentials, logging. */}}
+{{/* Conversation files' limits: read by the api (uploads) and the orchestrator (what runs make). */}}
+{{- define "athenic.filesEnv" -}}
+- name: ATHENIC_FILE_MAX_BYTES
+  value: {{ .Values.files.maxFileBytes | int64 | quote }}
+- name: ATHENIC_CONVERSATION_FILES_MAX_BYTES
+  value: {{ .Values.files.maxConversationBytes | int64 | quote }}
+- name: ATHENIC_CONVERSATION_MAX_FILES
+  value: {{ .Values.files.maxConversationFiles | int64 | quote }}
+- name: ATHENIC_RUN_MAX_FILES
+  value: {{ .Values.files.maxRunFiles | int64 | quote }}
+{{- end }}
+
 {{- define "athenic.commonEnv" -}}
 - name: NATS_URL
   value: {{ include "athenic.natsUrl" . | quote }}

@@ -24,6 +24,8 @@ from athenic.api.chat_service import ChatService, UserChat
 from athenic.api.devices import DeviceController
 from athenic.api.errors import ApiError, to_problem
 from athenic.api.fast_paths import Route
+from athenic.api.file_service import FileService, UserFiles
+from athenic.api.files import FilesController
 from athenic.api.health import HealthController
 from athenic.api.metrics import MetricsController
 from athenic.api.push import PushController
@@ -32,7 +34,7 @@ from athenic.api.request_metrics import request_metrics
 from athenic.api.settings import ApiSettings
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
-from athenic.shared.settings import NatsSettings
+from athenic.shared.settings import FileSettings, NatsSettings, load
 
 log = get_logger(__name__)
 
@@ -63,9 +65,11 @@ def _unexpected_problem(exc: Exception) -> ProblemDetailsException:
                                    detail="an unexpected error occurred; it has been logged")
 
 
-def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broker | None = None) -> Litestar:
+def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broker | None = None,
+               file_settings: FileSettings | None = None) -> Litestar:
     broker = broker or Broker(nats_settings, name="athenic-api")
     chat_service = ChatService(broker, settings.check())
+    file_service = FileService(chat_service, file_settings or load(FileSettings))
     authenticator = Authenticator(settings)
     authenticator.log_mode()
     feeds = Feeds(broker)
@@ -85,6 +89,9 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
     async def provide_user_chat(request: Request[Any, Any, Any]) -> UserChat:
         return UserChat(chat_service, await provide_identity(request, authenticator))
 
+    async def provide_user_files(request: Request[Any, Any, Any]) -> UserFiles:
+        return UserFiles(file_service, await provide_identity(request, authenticator))
+
     problem_map: dict[type[Any], Any] = {
         ApiError: to_problem,
         ValidationException: _validation_problem,
@@ -92,7 +99,8 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         Exception: _unexpected_problem,
     }
     app = Litestar(
-        route_handlers=[HealthController, ChatController, PushController, DeviceController, MetricsController],
+        route_handlers=[HealthController, ChatController, FilesController, PushController, DeviceController,
+                        MetricsController],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "chat_service": Provide(lambda: chat_service, sync_to_thread=False),
@@ -101,6 +109,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
             "feeds": Provide(lambda: feeds, sync_to_thread=False),
             "identity": Provide(provide_identity),
             "chat": Provide(provide_user_chat),
+            "files": Provide(provide_user_files),
         },
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=problem_map))],
         middleware=[request_metrics],

@@ -10,7 +10,7 @@ from athenic.api.app import create_app
 from athenic.api.realtime import Feeds
 from athenic.api.settings import ApiSettings
 from athenic.shared.logging import configure_logging, get_logger
-from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
+from athenic.shared.settings import FileSettings, LogSettings, NatsSettings, exit_on_bad_settings, load
 
 
 class ApiServer(uvicorn.Server):
@@ -30,10 +30,11 @@ def main() -> None:
         log_settings = load(LogSettings)
         settings = load(ApiSettings).check()
         nats_settings = load(NatsSettings)
+        file_settings = load(FileSettings)
     configure_logging(log_settings, service="api")
     get_logger(__name__).info("api starting", host=settings.api_host, port=settings.api_server_port,
                               nats=nats_settings.servers)
-    app = create_app(settings, nats_settings)
+    app = create_app(settings, nats_settings, file_settings=file_settings)
     config = uvicorn.Config(
         app,
         host=settings.api_host,

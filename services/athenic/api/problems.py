@@ -19,6 +19,8 @@ BAD_REQUEST = problem("Bad JSON, a missing, empty or non-string `message`, a bad
 UNAUTHORIZED = problem("Auth is on and the bearer token is missing or invalid")
 NOT_FOUND = problem("Unknown clientId (or one owned by another user)")
 TOO_LARGE = problem("The body or the message is over the limit")
+FILE_TOO_LARGE = problem("The file is over the per-file limit, or the conversation's files would be over its "
+                         "limit (bytes or count)")
 RATE_LIMITED = problem("Over the rate limit; see Retry-After")
 BUSY = problem("`x-on-busy: reject` and an earlier message of the conversation is still being answered: "
                "nothing was stored")

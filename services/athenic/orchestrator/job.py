@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 import msgspec
 
+from athenic.orchestrator.conversation_files import ConversationFiles
 from athenic.orchestrator.events import EventPublisher
 from athenic.orchestrator.sandbox.base import RunSpec, SandboxBackend, Stream
 from athenic.orchestrator.settings import OrchestratorSettings
+from athenic.shared.files import FileInfo
 from athenic.shared.messages import ChatRequest, Execution, Phase, Turn, iso_timestamp
 from athenic.shared.policy import SandboxPolicy
 
@@ -41,7 +43,9 @@ class Job:
         gate: ExecutionGate,
         history: Callable[[int], Awaitable[list[Turn]]],
         on_queued: Callable[[], None] | None = None,
+        files: ConversationFiles | None = None,
     ) -> None:
+        self._files = files  # None: runs see no conversation files and keep none
         self._on_queued = on_queued  # the worker frees this message's slot while a quota queues it
         self.request = request
         self.seq = seq  # the message's request-stream sequence
@@ -62,6 +66,9 @@ class Job:
     async def history(self, limit: int) -> list[Turn]:
         return await self._history(limit)
 
+    async def files(self) -> list[FileInfo]:
+        return await self._files.available() if self._files is not None else []
+
     async def phase(self, phase: Phase) -> None:
         await self.events.phase(phase)
 
@@ -77,6 +84,8 @@ class Job:
         async def forward(stream: Stream, chunk: str) -> None:
             await self.events.output(stream, chunk)
 
+        # the conversation's files for the code (sandbox/files.py); what it makes is kept below
+        workspace = await self._files.workspace() if self._files is not None else None
         async with self.gate.slot(self.request.tenant, self.policy, self.request.request_id,
                                   on_queued=queued) as policy:
             # the policy in force when the quota admitted the run, not when the message arrived
@@ -95,11 +104,14 @@ class Job:
                 retention_seconds=policy.sandbox_retention_seconds,
                 max_idle_sandboxes=policy.max_idle_sandboxes,
                 max_paused_sandboxes=policy.max_paused_sandboxes,
+                workspace=workspace,
             )
             await self.events.phase("running")
             started_at = iso_timestamp()
             execution = await self.sandbox.run(spec, on_output=forward)
         execution = msgspec.structs.replace(execution, started_at=started_at)
+        if self._files is not None:
+            execution = await self._files.collect(execution, workspace, run=len(self.executions) + 1)
         self.executions.append(execution)
         return execution
 

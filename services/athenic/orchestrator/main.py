@@ -16,15 +16,16 @@ from athenic.orchestrator.worker import Worker
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.logging import configure_logging, get_logger
-from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
+from athenic.shared.settings import FileSettings, LogSettings, NatsSettings, exit_on_bad_settings, load
 
 log = get_logger(__name__)
 STALLED_AFTER_SECONDS = 120.0
 
 
 async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, stop: asyncio.Event,
-                quota_settings: QuotaSettings | None = None) -> None:
+                quota_settings: QuotaSettings | None = None, file_settings: FileSettings | None = None) -> None:
     quota_settings = quota_settings or QuotaSettings()
+    file_settings = file_settings or load(FileSettings)
     health_socket = bind_health_socket(settings.athenic_health_host, settings.athenic_health_port)
     log.info("health server listening", host=settings.athenic_health_host,
              port=health_socket.getsockname()[1])
@@ -61,7 +62,7 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         stack.push_async_callback(sandbox.aclose)
         gate = await make_gate(broker, policies, quota_settings)
         stack.push_async_callback(gate.aclose)
-        worker = Worker(settings, nats_settings, broker, planner, sandbox, policies, gate)
+        worker = Worker(settings, nats_settings, broker, planner, sandbox, policies, gate, file_settings)
         await worker.run(stop)
 
 
@@ -71,6 +72,7 @@ def main() -> None:
         settings = load(OrchestratorSettings)
         nats_settings = load(NatsSettings)
         quota_settings = load(QuotaSettings)
+        file_settings = load(FileSettings)
     configure_logging(log_settings, service="orchestrator")
 
     async def run() -> None:
@@ -80,7 +82,7 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         log.info("orchestrator starting", nats=nats_settings.servers, sandbox=settings.sandbox_backend,
                  planner=settings.planner, health_port=settings.athenic_health_port)
-        await serve(settings, nats_settings, stop, quota_settings)
+        await serve(settings, nats_settings, stop, quota_settings, file_settings)
         log.info("orchestrator stopped")
 
     # a setting found bad only when used (the health port taken...) ends it the same way

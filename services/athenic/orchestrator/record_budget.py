@@ -7,15 +7,16 @@ answer the app never gets. So the final ``ChatResponse`` is cut until the record
 1. texts (stdout, stderr, text results, tracebacks, code, the answer's text) are trimmed to one
    common length, head and tail kept around the omitted marker of a run's own output cap, only
    as far as needed for everything but the droppable results to fit;
-2. droppable results (images and other files, structured values) are then put back in order
-   while they fit; the rest are left out and counted in ``resultsDropped``.
+2. droppable results (structured values, file references, any file format a result still
+   carries) are then put back in order while they fit; the rest are left out and counted in
+   ``resultsDropped``.
 
 Each execution says what it lost (``dropped``, ``truncated``), and so does the answer (its text
 ends with a note; ``truncated`` and ``dropped``).
 
-Files (png, jpeg, svg, pdf) travel inline in the record only until the conversation Object Store
-lands (issue 12): that change stores them in ``_keep_file`` and puts a reference in the result,
-so no bytes reach KV at all.
+Files never reach this point as bytes: a run's images and other file results (png, jpeg, svg,
+pdf) and what it left in ``files/out/`` are stored in the conversation's Object Store before the
+answer is assembled (``conversation_files.py``), and results carry references to them.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _cut(response: ChatResponse, size: Size, target: int, budget: int) -> ChatRe
             if not droppable:
                 continue
             base = bases[id(result)]
-            merged = {**base, **_keep_file(droppable)}
+            merged = {**base, **droppable}
             grown = current_size + len(encode(merged)) - len(encode(base))
             if grown <= target:
                 current, current_size = _with_result(current, e_index, id(result), merged), grown
@@ -91,11 +92,6 @@ def _droppable_part(result: dict[str, Any]) -> dict[str, Any]:
 
 def _trimmable(name: str, value: Any) -> bool:
     return name in TEXT_FORMATS and isinstance(value, str)
-
-
-def _keep_file(formats: dict[str, Any]) -> dict[str, Any]:
-    """The seam for the Object Store: today a file result stays inline as it came."""
-    return formats
 
 
 def _without_droppables(response: ChatResponse) -> ChatResponse:

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
+from athenic.orchestrator.conversation_files import ConversationFiles
 from athenic.orchestrator.errors import RetryableError, TerminalError, refused_as_too_large
 from athenic.orchestrator.events import EventPublisher
 from athenic.orchestrator.final_events import FinalEvents
@@ -43,9 +44,10 @@ from athenic.orchestrator.turn_order import TurnOrder
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.conversations import ConversationLog
+from athenic.shared.files import FileStore
 from athenic.shared.logging import bind_request, get_logger
 from athenic.shared.messages import ChatRequest, ChatResponse, Conversation, chat_request_decoder, encode
-from athenic.shared.settings import NatsSettings
+from athenic.shared.settings import FileSettings, NatsSettings
 
 log = get_logger(__name__)
 
@@ -112,8 +114,10 @@ class Worker:
         sandbox: SandboxBackend,
         policies: PolicyCache,
         gate: ExecutionGate,
+        file_settings: FileSettings | None = None,
     ) -> None:
         self.settings = settings
+        self.file_settings = file_settings or FileSettings()
         self.nats_settings = nats_settings
         self.broker = broker
         self.planner = planner
@@ -328,7 +332,7 @@ class Worker:
         events = EventPublisher(self.broker, client_id, request.request_id)
         job = Job(request, seq, self.settings, self.sandbox, events, self.policies.for_tenant(request.tenant),
                   self.gate, history=lambda limit: self.log.recent(client_id, conversation, limit),
-                  on_queued=on_queued)
+                  on_queued=on_queued, files=self._conversation_files(request))
         outcome = await self._outcome(job, conversation, delivered)
         if outcome is None:  # retry later
             await msg.nak(delay=retry_delay(delivered))
@@ -352,6 +356,10 @@ class Worker:
         await self._finish(msg, client_id, terminate=status == "failed" and (outcome.message is None or refused))
         MESSAGES.labels(status).inc()
         log.info("answered", seq=seq, status=status, executions=len(job.executions))
+
+    def _conversation_files(self, request: ChatRequest) -> ConversationFiles:
+        store = FileStore(self.broker.object_store(names.FILES_BUCKET), self.broker.bucket(names.FILE_INDEX_BUCKET))
+        return ConversationFiles(store, self.file_settings, request.client_id, request.request_id)
 
     async def _store_final(self, request: ChatRequest, seq: int, response: ChatResponse,
                            stored: Stored) -> ChatResponse:

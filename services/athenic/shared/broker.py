@@ -16,10 +16,11 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from athenic.shared.logging import get_logger
 from athenic.shared.settings import NatsSettings
-from athenic.shared.topology import TopologyError, ensure_topology
+from athenic.shared.topology import TopologyError, ensure_object_stores, ensure_topology
 
 log = get_logger(__name__)
 
@@ -50,6 +51,7 @@ class Broker:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._buckets: dict[str, KeyValue] = {}
+        self._object_stores: dict[str, ObjectStore] = {}
         self._provisioned = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # called after each reconnect (the subscriptions are back): what was missed meanwhile is re-read
@@ -76,6 +78,11 @@ class Broker:
             raise BrokerUnavailable("not connected to NATS yet")
         return self._buckets[name]
 
+    def object_store(self, name: str) -> ObjectStore:
+        if not self._provisioned.is_set():
+            raise BrokerUnavailable("not connected to NATS yet")
+        return self._object_stores[name]
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name=f"{self.name}-nats-connect")
 
@@ -99,6 +106,7 @@ class Broker:
         while True:
             try:
                 self._buckets = await ensure_topology(self._js, self.settings)
+                self._object_stores = await ensure_object_stores(self._js, self.settings)
                 break
             except TopologyError:
                 log.exception("nats topology conflicts; fix it or remove the conflicting object")

@@ -56,6 +56,15 @@ class ExecutionError(msgspec.Struct, frozen=True, kw_only=True):
     traceback: str = ""
 
 
+class FileRef(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A conversation file a run made (no bytes: ``url`` serves them, with the caller's token)."""
+
+    name: str
+    size: int
+    content_type: str
+    url: str
+
+
 class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One run of code in a sandbox, as it appears in the response record."""
 
@@ -63,7 +72,9 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     code: str
     stdout: str = ""
     stderr: str = ""
-    # Rich results (E2B): one dict per result, keyed by format: text, png (base64), json, html...
+    # Rich results: one dict per result, keyed by format: text, json, html... An image or other
+    # file (png, jpeg, svg, pdf) is stored as a conversation file: its result lists it under
+    # "files" ([FileRef...]) instead of holding its bytes.
     results: list[dict[str, Any]] = msgspec.field(default_factory=list)
     # rich results the sandbox left out (over its image count or size limit, or not a PNG)
     results_dropped: int = 0
@@ -78,6 +89,10 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     started_at: str | None = None
     # what the record's byte budget cut from this execution, in words (None: nothing)
     dropped: str | None = None
+    # files the run made (files/out/ and image results), kept as conversation files
+    files: list[FileRef] = msgspec.field(default_factory=list)
+    # what the run made but was not kept, each "name: why" (over a limit, a bad name...)
+    files_not_kept: list[str] = msgspec.field(default_factory=list)
 
 
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Final
+from urllib.parse import quote
 
 # The one shape of every name that reaches a subject or a key: a clientId, a tenant, a lease id.
 NAME: Final = r"[A-Za-z0-9_-]{1,128}"
@@ -73,6 +74,14 @@ DEVICES_BUCKET: Final = "athenic_devices"
 # Open WebSockets/SSE streams: <clientId>.<session id> -> the api replica's heartbeat (short TTL).
 PRESENCE_BUCKET: Final = "athenic_presence"
 
+# Object Store bucket of conversation files: one object per file, named <clientId>/<name>.
+FILES_BUCKET: Final = "athenic_files"
+# ... and their metadata per conversation, <clientId>.<hash of the name> -> FileInfo (no bytes): the
+# Object Store can only list a whole bucket, a KV watch of <clientId>.* lists one conversation.
+FILE_INDEX_BUCKET: Final = "athenic_file_index"
+# Where a file is served (relative to the api's origin); ``name`` is percent-encoded.
+FILES_ROUTE_PREFIX: Final = "/api/chat"
+
 # Message headers that travel with a request.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_REQUEST_ID: Final = "Athenic-Request-Id"
@@ -132,6 +141,15 @@ def advanced_subject(client_id: str) -> str:
 def turn_key(client_id: str, number: int) -> str:
     """The key of turn ``number`` (1, 2, ...) of a conversation in ``TURNS_BUCKET``."""
     return f"{_checked(client_id)}.{number}"
+
+
+def file_url(client_id: str, name: str) -> str:
+    """The api route that serves a conversation file."""
+    return f"{FILES_ROUTE_PREFIX}/{_checked(client_id)}/files/{quote(name, safe='')}"
+
+
+def file_index_key(client_id: str, name: str) -> str:
+    return f"{_checked(client_id)}.{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
 def client_id_of_subject(subject: str) -> str:

@@ -116,6 +116,18 @@ class NatsSettings(EnvSettings, frozen=True, rename=str.upper):
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
 
+class FileSettings(EnvSettings, frozen=True, rename=str.upper):
+    """Conversation files (README: "Conversation files"): limits on uploads and on what runs make."""
+
+    # One file, uploaded or made by a run.
+    athenic_file_max_bytes: Annotated[int, msgspec.Meta(ge=1, le=1024 * 1024 * 1024)] = 10 * 1024 * 1024
+    # All of one conversation's files together, and how many it may have.
+    athenic_conversation_files_max_bytes: Annotated[int, msgspec.Meta(ge=1)] = 50 * 1024 * 1024
+    athenic_conversation_max_files: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    # Files one run may leave (files/out and image results together); the rest are not kept.
+    athenic_run_max_files: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 16
+
+
 class LogSettings(EnvSettings, frozen=True, rename=str.upper):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = "INFO"
     log_format: Literal["json", "console"] | None = None

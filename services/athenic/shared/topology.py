@@ -15,6 +15,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RePublish,
     RetentionPolicy,
     StorageType,
@@ -22,6 +23,7 @@ from nats.js.api import (
 )
 from nats.js.errors import APIError, BadRequestError, ServerError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from athenic.shared import names
 from athenic.shared.settings import NatsSettings
@@ -126,6 +128,11 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
             bucket=names.TURNS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
             replicas=replicas, storage=StorageType.FILE, description="Finished turns: <clientId>.<number>",
         ),
+        names.FILE_INDEX_BUCKET: KeyValueConfig(
+            bucket=names.FILE_INDEX_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
+            replicas=replicas, storage=StorageType.FILE,
+            description="Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)",
+        ),
         names.IDEMPOTENCY_BUCKET: KeyValueConfig(
             bucket=names.IDEMPOTENCY_BUCKET, history=1, ttl=float(settings.athenic_idempotency_window_seconds),
             replicas=replicas, storage=StorageType.FILE, description="Idempotency-Key -> its first request",
@@ -152,6 +159,39 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
             description="Open push streams: <clientId>.<session>, refreshed while open",
         ),
     }
+
+
+def object_store_configs(settings: NatsSettings) -> dict[str, ObjectStoreConfig]:
+    return {
+        # a file lives as long as the conversation's turns (ATHENIC_TURN_MAX_AGE_SECONDS)
+        names.FILES_BUCKET: ObjectStoreConfig(
+            bucket=names.FILES_BUCKET, ttl=float(settings.athenic_turn_max_age_seconds),
+            replicas=settings.nats_replicas, storage=StorageType.FILE,
+            description="Conversation files: <clientId>/<name>",
+        ),
+    }
+
+
+async def ensure_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
+    assert config.bucket is not None
+    try:
+        return await js.create_object_store(config.bucket, config)
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise
+    # The bucket exists with other settings: move its stream to ours (TTL, replicas).
+    stream = f"OBJ_{config.bucket}"
+    info = await js.stream_info(stream)
+    wanted = replace(info.config, max_age=config.ttl, num_replicas=config.replicas, description=config.description)
+    try:
+        await js.update_stream(wanted)
+    except APIError as exc:
+        raise TopologyError(f"Object Store bucket {config.bucket} conflicts: {exc.description}") from exc
+    return await js.object_store(config.bucket)
+
+
+async def ensure_object_stores(js: JetStreamContext, settings: NatsSettings) -> dict[str, ObjectStore]:
+    return {name: await ensure_object_store(js, config) for name, config in object_store_configs(settings).items()}
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -217,4 +257,4 @@ async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> dict[
     return buckets
 
 
-__all__ = ["TopologyError", "ensure_bucket", "ensure_topology"]
+__all__ = ["TopologyError", "ensure_bucket", "ensure_object_stores", "ensure_topology"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from athenic.shared.files import FileInfo
 from athenic.shared.messages import ChatRequest, Execution, Phase, Turn
 
 
@@ -27,6 +28,10 @@ class RunContext(Protocol):
 
     async def history(self, limit: int) -> list[Turn]:
         """The conversation's last ``limit`` finished turns, oldest first (the conversation log)."""
+        ...
+
+    async def files(self) -> list[FileInfo]:
+        """The conversation's files (what the code finds under ``files/``)."""
         ...
 
     async def phase(self, phase: Phase) -> None:

@@ -31,6 +31,7 @@ from athenic.orchestrator.errors import RetryableError
 from athenic.orchestrator.planners.base import Answer, Planner, RunContext
 from athenic.orchestrator.planners.history import to_messages
 from athenic.orchestrator.planners.llm_errors import classify, display_url
+from athenic.orchestrator.planners.llm_files import files_prompt
 from athenic.orchestrator.planners.llm_stream import AnswerText, Round, ToolCall, read_round
 from athenic.orchestrator.planners.llm_tools import (
     RUN_CODE,
@@ -102,7 +103,8 @@ class LlmPlanner:
             tool=RUN_CODE, languages=", ".join(sorted(languages))
         )
         messages: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": system},
+            # the conversation's files (names and sizes, bounded) follow the instructions
+            {"role": "system", "content": f"{system}\n\n{files_prompt(await ctx.files())}"},
             *to_messages(earlier, self._settings.athenic_history_message_chars),
             {"role": "user", "content": request.message},
         ]

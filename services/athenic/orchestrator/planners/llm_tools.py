@@ -104,6 +104,10 @@ def tool_result(execution: Execution, limit: int) -> str:
     if execution.results_dropped:
         report["results_dropped"] = (f"{execution.results_dropped} figure(s) left out: over the sandbox's "
                                      "limit of images per run")
+    if execution.files:
+        report["files_kept"] = [f"{f.name} ({f.size} bytes)" for f in execution.files[:16]]
+    if execution.files_not_kept:
+        report["files_not_kept"] = [clip(item, 200) for item in execution.files_not_kept[:16]]
     if execution.cancelled:
         report["cancelled"] = True
     return msgspec.json.encode(report).decode()

@@ -41,6 +41,10 @@ def _preview(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "\n… (see the execution for the rest)"
 
 
+# files named in the answer's text (the execution lists them all)
+SHOWN_FILES = 5
+
+
 def _figures(count: int) -> str:
     return "one figure" if count == 1 else f"{count} figures"
 
@@ -66,6 +70,15 @@ def describe(execution: Execution) -> str:
         left_out = execution.results_dropped
         lines.append(f"{left_out} more {'figure was' if left_out == 1 else 'figures were'} left out "
                      "(over the sandbox's limit of images per run, or not a PNG).")
+    if execution.files:
+        shown = ", ".join(f.name for f in execution.files[:SHOWN_FILES])
+        more = f" and {len(execution.files) - SHOWN_FILES} more" if len(execution.files) > SHOWN_FILES else ""
+        lines.append(f"It made {len(execution.files)} file(s), kept with the conversation's files: {shown}{more}.")
+    if execution.files_not_kept:
+        shown = "; ".join(execution.files_not_kept[:SHOWN_FILES])
+        more = f"; and {len(execution.files_not_kept) - SHOWN_FILES} more" if len(
+            execution.files_not_kept) > SHOWN_FILES else ""
+        lines.append(f"{len(execution.files_not_kept)} file(s) it made were not kept: {shown}{more}.")
     if not execution.stdout and not execution.stderr and execution.error is None and not execution.results:
         lines.append("It printed nothing.")
     return "\n".join(lines)

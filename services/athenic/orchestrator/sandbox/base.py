@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from athenic.orchestrator.sandbox.files import Workspace
 from athenic.shared.messages import Execution
 
 Stream = Literal["stdout", "stderr"]
@@ -35,6 +36,8 @@ class RunSpec:
     retention_seconds: int = 86_400
     max_idle_sandboxes: int = 20
     max_paused_sandboxes: int = 1000
+    # the conversation's files for the code, and where it leaves its own (sandbox/files.py)
+    workspace: Workspace | None = None
 
 
 class SandboxBackend(Protocol):

@@ -38,6 +38,7 @@ from e2b import NotFoundException
 from nats.js.kv import KeyValue
 
 from athenic.orchestrator.errors import RetryableError, TerminalError
+from athenic.orchestrator.sandbox import e2b_files
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec
 from athenic.orchestrator.sandbox.e2b_control import DEFAULT_TEMPLATE, E2BControl
 from athenic.orchestrator.sandbox.e2b_directory import Conflict, SandboxDirectory, SandboxRecord, now
@@ -386,6 +387,7 @@ class E2BSandbox:
 
     async def _execute(self, session: _Session, spec: RunSpec, on_output: OutputSink | None,
                        started: float) -> Execution:
+        await e2b_files.stage(session.sandbox, spec.workspace)  # conversation files in (e2b_files.py)
         stdout, stderr = CappedText(self._output_limit), CappedText(self._output_limit)
         forward = OutputForwarder(on_output)
 
@@ -442,6 +444,7 @@ class E2BSandbox:
         elif result.error is not None:
             error = ExecutionError(name=str(result.error.name), value=strip_ansi(str(result.error.value)),
                                    traceback=strip_ansi(str(result.error.traceback)))
+        await e2b_files.collect(session.sandbox, spec.workspace)  # files/out down (e2b_files.py)
         return Execution(
             language=spec.language,
             code=spec.code,

@@ -93,8 +93,9 @@ class Bubblewrap:
     def argv(self, *, script_fd: int, script_name: str, tmp_mib: int, limits: Limits,
              command: tuple[str, ...], seccomp_fd: int | None = None,
              ro_binds: tuple[tuple[str, str], ...] = (), tmp_files: tuple[tuple[int, str], ...] = (),
-             extra_env: dict[str, str] | None = None) -> list[str]:
-        """``ro_binds``: (host path, sandbox path) mounted read-only; ``tmp_files``: (fd, path in the
+             extra_env: dict[str, str] | None = None, rw_binds: tuple[tuple[str, str], ...] = ()) -> list[str]:
+        """``ro_binds``: (host path, sandbox path) mounted read-only, then ``rw_binds`` writable (on
+        top of them, in order: a writable directory inside a read-only one); ``tmp_files``: (fd, path in the
         private /tmp) copied in, writable; ``extra_env``: added to the sandbox's environment."""
         args = [
             self.path,
@@ -121,6 +122,8 @@ class Bubblewrap:
         ]
         for source, target in ro_binds:
             args += ["--ro-bind", source, target]
+        for source, target in rw_binds:
+            args += ["--bind", source, target]
         for fd, target in tmp_files:
             args += ["--dir", os.path.dirname(target), "--file", str(fd), target]
         args += [

@@ -30,9 +30,11 @@ from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.budgets import BudgetKeeper, Held, LimitsMode
 from athenic.orchestrator.sandbox.cgroups import CgroupError
 from athenic.orchestrator.sandbox.figures import FigureCollector
+from athenic.orchestrator.sandbox.files import FILES_DIR, OUT_DIR
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
     SANDBOX_UID,
+    WORKDIR,
     Bubblewrap,
     Limits,
     drop_to_sandbox_user,
@@ -197,7 +199,9 @@ class LocalSandbox:
         try:
             if figures is not None:
                 await figures.open()
-            launch = self._launch(spec, language, limits, figures)
+            # conversation files (sandbox/files.py): fetched to the host before the sandbox starts
+            files_dir = await spec.workspace.files_dir(owner=_sandbox_owner()) if spec.workspace else None
+            launch = self._launch(spec, language, limits, figures, files_dir)
         except BaseException:
             if figures is not None:
                 os.close(figures.write_fd)
@@ -345,13 +349,14 @@ class LocalSandbox:
             return tracebacks.signal_error(-status, cpu_seconds=limits.cpu_seconds, memory_mib=limits.memory_mib)
         return tracebacks.exit_error(status)
 
-    def _launch(self, spec: RunSpec, language: Language, limits: Limits, figures: _FigurePipe | None) -> _Launch:
+    def _launch(self, spec: RunSpec, language: Language, limits: Limits, figures: _FigurePipe | None,
+                files_dir: str | None = None) -> _Launch:
         if self.bubblewrap is not None:
-            return self._launch_isolated(self.bubblewrap, spec, language, limits, figures)
-        return self._launch_bare(spec, language, limits, figures)
+            return self._launch_isolated(self.bubblewrap, spec, language, limits, figures, files_dir)
+        return self._launch_bare(spec, language, limits, figures, files_dir)
 
     def _launch_isolated(self, bwrap: Bubblewrap, spec: RunSpec, language: Language, limits: Limits,
-                         figures: _FigurePipe | None) -> _Launch:
+                         figures: _FigurePipe | None, files_dir: str | None = None) -> _Launch:
         script = os.memfd_create("athenic-code", os.MFD_CLOEXEC)
         os.write(script, spec.code.encode("utf-8", errors="replace"))
         os.lseek(script, 0, os.SEEK_SET)
@@ -374,14 +379,20 @@ class LocalSandbox:
                 cache = os.open(self.python_env.font_cache, os.O_RDONLY | os.O_CLOEXEC)
                 fds.append(cache)
                 tmp_files = ((cache, f"{MPLCONFIGDIR}/{os.path.basename(self.python_env.font_cache)}"),)
+        rw_binds: tuple[tuple[str, str], ...] = ()
+        if files_dir is not None:  # conversation files: read-only at files/, the run's results at files/out
+            binds += ((files_dir, f"{WORKDIR}/{FILES_DIR}"),)
+            rw_binds = ((os.path.join(files_dir, "out"), f"{WORKDIR}/{OUT_DIR}"),)
         argv = bwrap.argv(script_fd=script, script_name=language.script, tmp_mib=self.tmp_mib,
                           limits=limits, command=command, seccomp_fd=seccomp_fd,
-                          ro_binds=binds, tmp_files=tmp_files, extra_env=env)
+                          ro_binds=binds, tmp_files=tmp_files, extra_env=env, rw_binds=rw_binds)
         return _Launch(argv, {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **drop_to_sandbox_user()})
 
     def _launch_bare(self, spec: RunSpec, language: Language, limits: Limits,
-                     figures: _FigurePipe | None) -> _Launch:
+                     figures: _FigurePipe | None, files_dir: str | None = None) -> _Launch:
         workdir = tempfile.mkdtemp(prefix="athenic-sandbox-")
+        if files_dir is not None:  # conversation files (not read-only here: rlimits alone cannot)
+            os.symlink(files_dir, os.path.join(workdir, FILES_DIR))
         path = os.path.join(workdir, language.script)
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(spec.code)
@@ -471,6 +482,11 @@ async def _kill_leftovers(launch: _Launch) -> None:
     uid = SANDBOX_UID if drop_to_sandbox_user() else os.getuid()
     await asyncio.shield(asyncio.to_thread(reaping.kill_leftovers, uid=uid, workdir=launch.workdir,
                                            live_workdirs=reaping.live_workdirs))
+
+
+def _sandbox_owner() -> int | None:
+    """The uid the code runs as when it is not ours (we are root): it must reach the run's files."""
+    return SANDBOX_UID if drop_to_sandbox_user() else None
 
 
 def _set_not_dumpable() -> None:

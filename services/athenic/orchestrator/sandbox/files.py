@@ -1,0 +1,102 @@
+"""A run's files, as every backend sees them: the conversation's files in, the run's results out.
+
+The code finds the conversation's files under ``files/`` in its working directory (read-only
+where the backend can enforce it) and leaves what it wants kept in ``files/out/``. A backend
+gets a ``Workspace``: the inputs by name and SHA-256 (so it can skip what a sandbox already
+holds), a way to fetch their bytes, and a host directory to gather the results in:
+
+- the local backend binds ``files_dir()`` read-only at ``files/`` and ``out_dir`` writable at
+  ``files/out``;
+- E2B writes the inputs that changed into the sandbox and copies ``files/out`` down into
+  ``out_dir`` after the run.
+
+What lands in ``out_dir`` is then kept by ``orchestrator/conversation_files.py``, which knows
+nothing of backends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+# relative to the code's working directory
+FILES_DIR = "files"
+OUT_DIR = "files/out"
+
+Fetch = Callable[[str, IO[bytes]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(eq=False)
+class Workspace:
+    inputs: list[StagedFile]
+    fetch: Fetch  # writes the named input's bytes to the file given
+    max_file_bytes: int  # a backend copying results down skips larger ones (and says so)
+    max_files: int  # ... and stops after this many
+    root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="athenic-files-"))
+    # results a backend could not bring back, in words (name and why)
+    not_kept: list[str] = field(default_factory=list)
+    _materialized: bool = False
+
+    def __post_init__(self) -> None:
+        os.makedirs(self.out_dir, exist_ok=True)
+        # removed with the object at the latest (a cancelled run's workspace too)
+        self._remove = weakref.finalize(self, shutil.rmtree, self.root, True)
+
+    @property
+    def inputs_dir(self) -> str:
+        return os.path.join(self.root, "files")
+
+    @property
+    def out_dir(self) -> str:
+        return os.path.join(self.inputs_dir, "out")
+
+    async def files_dir(self, owner: int | None = None) -> str:
+        """The host directory holding every input (fetched on first use) and ``out/``.
+
+        ``owner``: the uid the sandboxed code runs as when it is not ours (the orchestrator runs
+        as root): it gets ``out/`` to write in, and may read the rest.
+        """
+        if not self._materialized:
+            for item in self.inputs:
+                path = os.path.join(self.inputs_dir, item.name)
+                with open(path, "wb") as handle:  # noqa: ASYNC230 (a local file; the fetch is the wait)
+                    await self.fetch(item.name, handle)
+                self._share(path, owner, 0o440)
+            self._share(self.root, owner, 0o750)
+            self._share(self.inputs_dir, owner, 0o750)
+            if owner is not None:
+                os.chown(self.out_dir, owner, owner)
+            self._materialized = True
+        return self.inputs_dir
+
+    @staticmethod
+    def _share(path: str, owner: int | None, mode: int) -> None:
+        """Readable by the sandbox's uid through its group (ours already: same uid, or mapped to it)."""
+        if owner is not None:
+            os.chown(path, -1, owner)
+            os.chmod(path, mode)
+
+    async def read(self, name: str) -> bytes:
+        """One input's bytes (a backend that copies inputs one by one)."""
+        with tempfile.TemporaryFile() as handle:
+            await self.fetch(name, handle)
+            handle.seek(0)
+            return handle.read()
+
+    def cleanup(self) -> None:
+        self._remove()
+
+
+__all__ = ["FILES_DIR", "OUT_DIR", "StagedFile", "Workspace"]
