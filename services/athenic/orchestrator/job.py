@@ -83,6 +83,7 @@ class Job:
             self.policy = policy
             spec = RunSpec(
                 client_id=self.request.client_id,
+                tenant=self.request.tenant,
                 language=language,
                 code=code,
                 timeout_seconds=min(self.settings.athenic_execution_timeout_seconds,

@@ -63,6 +63,11 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     # local backend: matplotlib figures returned as PNG results per run, and their bytes in all
     athenic_sandbox_max_images: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
     athenic_sandbox_image_bytes: Annotated[int, msgspec.Meta(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
+    # local backend with bubblewrap: Python kernels kept per conversation (0: none, every run
+    # starts afresh), per tenant, and fresh ones kept ready (README "Sandboxes: kernels")
+    athenic_kernel_max: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 32
+    athenic_kernel_max_per_tenant: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 8
+    athenic_kernel_pool_size: Annotated[int, msgspec.Meta(ge=0, le=256)] = 2
     # e2b backend: bound of each control-plane request (create, kill); executions use the run timeout
     e2b_request_timeout_seconds: PositiveFloat = 30.0
 

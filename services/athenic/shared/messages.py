@@ -68,6 +68,9 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     started_at: str | None = None
     # what the record's byte budget cut from this execution, in words (None: nothing)
     dropped: str | None = None
+    # what the sandbox says about the conversation's state, in words: a kernel that was replaced
+    # (variables of earlier runs are gone) and why; None: nothing to say
+    notice: str | None = None
 
 
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

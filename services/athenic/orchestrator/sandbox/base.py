@@ -23,6 +23,7 @@ OutputSink = Callable[[Stream, str], Awaitable[None]]
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
     client_id: str
+    tenant: str = "default"
     language: str
     code: str
     timeout_seconds: float = 30.0
