@@ -128,6 +128,7 @@ class Kernel:
                  control_fd: int, figures_fd: int, output_limit: int, max_images: int, image_bytes: int) -> None:
         self.proc = proc
         self.python_pid = 0
+        self._init_pid = 0
         self.started_at = time.monotonic()
         self.used_at = self.started_at
         self.runs = 0
@@ -169,9 +170,22 @@ class Kernel:
             raise KernelFailed(f"the kernel did not start (exit status {self.proc.returncode})")
         self.python_pid = await asyncio.to_thread(self._find_interpreter)
         if self.python_pid:
+            self._init_pid = reaping.processes().get(self.python_pid, reaping.ProcInfo(0, 0, "")).ppid
             return
         self.kill()
         raise KernelFailed("the kernel's interpreter is not among its processes")
+
+    def _own_alive(self) -> bool:
+        for pid in (self.python_pid, self._init_pid):
+            if not pid:
+                continue
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+            except OSError:
+                continue
+            if stat[stat.rindex(")") + 2:].split()[0] != "Z":
+                return True
+        return False
 
     def _find_interpreter(self) -> int:
         table = reaping.processes()
@@ -257,6 +271,10 @@ class Kernel:
             await asyncio.shield(asyncio.wait_for(self.proc.wait(), 5))
         if self.proc.returncode is not None:
             reaping.OWNED.discard(self.proc.pid)
+        # bubblewrap's init and the interpreter die with their namespace, a moment after bubblewrap
+        deadline = time.monotonic() + _EXIT_SECONDS
+        while self._own_alive() and time.monotonic() < deadline:  # noqa: ASYNC110 (no event for a non-child's exit)
+            await asyncio.sleep(0.01)
         for pipe in self._pipes:
             pipe.drain()
             pipe.close()

@@ -28,6 +28,11 @@ import traceback
 from typing import Any
 
 _CONTROL_FD = int(os.environ.pop("ATHENIC_KERNEL_FD"))
+# What the server calls, bound now: the code may patch json, os or struct for itself without
+# breaking the server (code that digs deeper only breaks its own kernel, which is replaced).
+_dumps, _loads = json.dumps, json.loads
+_read, _write, _pack, _unpack = os.read, os.write, struct.pack, struct.unpack
+_format_exception = traceback.format_exception
 # requests arrive on a private copy of stdin; the code's stdin is /dev/null, as a one-shot run's
 _REQUEST_FD = os.dup(0)
 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -36,7 +41,7 @@ os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
 def _read_exactly(count: int) -> bytes:
     data = b""
     while len(data) < count:
-        chunk = os.read(_REQUEST_FD, count - len(data))
+        chunk = _read(_REQUEST_FD, count - len(data))
         if not chunk:
             raise EOFError
         data += chunk
@@ -44,10 +49,10 @@ def _read_exactly(count: int) -> bytes:
 
 
 def _send(frame: dict[str, Any]) -> None:
-    data = json.dumps(frame).encode()
-    data = struct.pack(">I", len(data)) + data
+    data = _dumps(frame).encode()
+    data = _pack(">I", len(data)) + data
     while data:
-        data = data[os.write(_CONTROL_FD, data):]
+        data = data[_write(_CONTROL_FD, data):]
 
 
 def _flush() -> None:
@@ -75,9 +80,9 @@ def _error(exc: BaseException, skip_frames: int) -> dict[str, str]:
     for _ in range(skip_frames):
         if tb is not None:
             tb = tb.tb_next
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    text = "".join(_format_exception(type(exc), exc, tb))
     with contextlib.suppress(OSError):
-        os.write(2, text.encode(errors="replace"))
+        _write(2, text.encode(errors="replace"))
     return {"name": type(exc).__name__, "value": str(exc), "traceback": text.rstrip("\n")}
 
 
@@ -134,8 +139,8 @@ def main() -> None:
     _send({"ready": True})
     while True:
         try:
-            (length,) = struct.unpack(">I", _read_exactly(4))
-            request = json.loads(_read_exactly(length))
+            (length,) = _unpack(">I", _read_exactly(4))
+            request = _loads(_read_exactly(length))
         except EOFError:
             return
         _reap()
