@@ -11,6 +11,7 @@ from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.quota import QuotaSettings, make_gate
 from athenic.orchestrator.sandbox.factory import make_sandbox
+from athenic.orchestrator.sandbox.kernel_routing import route_kernels
 from athenic.orchestrator.settings import OrchestratorSettings
 from athenic.orchestrator.worker import Worker
 from athenic.shared import names
@@ -51,7 +52,7 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         if stop.is_set():
             ready.cancel()
             return
-        sandbox = make_sandbox(settings)
+        sandbox = await route_kernels(make_sandbox(settings), broker)
         stack.push_async_callback(sandbox.aclose)
         planner = make_planner(settings)
         stack.push_async_callback(planner.aclose)

@@ -178,6 +178,40 @@ class ProgressEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel", o
     index: int | None = None
 
 
+class KernelHome(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``KERNELS_BUCKET``: the orchestrator (its host id) that holds a conversation's kernel."""
+
+    host: str
+
+
+class KernelRun(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A run forwarded to the kernel's host on ``kernel_run_subject``; its output streams to ``output``."""
+
+    run_id: str
+    client_id: str
+    tenant: str
+    language: str
+    code: str
+    timeout_seconds: float
+    memory_mib: int
+    idle_seconds: int
+    output: str
+
+
+class KernelOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """A chunk of a forwarded run's output; ``end`` is the last frame, sent before the reply."""
+
+    stream: Literal["stdout", "stderr", "end"]
+    text: str = ""
+
+
+class KernelReply(msgspec.Struct, frozen=True, kw_only=True):
+    """The host's answer to a ``KernelRun``: the execution, or why the host could not run it."""
+
+    execution: Execution | None = None
+    error: str | None = None
+
+
 response_record_decoder = msgspec.json.Decoder(ResponseRecord)
 turn_decoder = msgspec.json.Decoder(Turn)
 conversation_decoder = msgspec.json.Decoder(Conversation)

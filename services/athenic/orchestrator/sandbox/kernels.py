@@ -97,6 +97,16 @@ class Kernels:
     def pooled(self) -> int:
         return len(self._pool)
 
+    def holds(self, tenant: str, client_id: str) -> bool:
+        entry = self._entries.get((tenant, client_id))
+        return entry is not None and entry.kernel is not None and entry.kernel.alive
+
+    def forget(self, tenant: str, client_id: str) -> None:
+        """Another orchestrator holds this conversation's kernel now: ours goes (when idle)."""
+        entry = self._entries.get((tenant, client_id))
+        if entry is not None and not entry.lock.locked():
+            self._evict((tenant, client_id), "moved", "moved to another orchestrator")
+
     def pool_kernels(self) -> list[Kernel]:
         return list(self._pool)
 
