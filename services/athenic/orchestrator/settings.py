@@ -66,7 +66,7 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     # local backend with bubblewrap: Python kernels kept per conversation (0: none, every run
     # starts afresh), per tenant, and fresh ones kept ready (README "Sandboxes: kernels")
     athenic_kernel_max: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 32
-    athenic_kernel_max_per_tenant: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 8
+    athenic_kernel_max_per_tenant: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
     athenic_kernel_pool_size: Annotated[int, msgspec.Meta(ge=0, le=256)] = 2
     # e2b backend: bound of each control-plane request (create, kill); executions use the run timeout
     e2b_request_timeout_seconds: PositiveFloat = 30.0

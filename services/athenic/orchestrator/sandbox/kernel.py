@@ -204,10 +204,9 @@ class Kernel:
         rlimits = [(which, soft, hard) for which, (soft, hard) in limits.rlimits(with_processes=True)]
         rlimits = [(which, limits.cpu_seconds, 0) if which == resource.RLIMIT_CPU else (which, soft, hard)
                    for which, soft, hard in rlimits]
-        tree = {self.proc.pid} | reaping.descendants({self.proc.pid}, reaping.processes())
         return rlimits, RunBudget(memory_bytes=limits.memory_mib * MIB,
                                   processes=limits.processes + OVERHEAD_PROCESSES,
-                                  cpu_seconds=_cpu_seconds(sorted(tree)) + limits.cpu_seconds)
+                                  cpu_seconds=_cpu_seconds(sorted(tree(self.proc.pid))) + limits.cpu_seconds)
 
     def limits_hold(self, rlimits: list[tuple[int, int, int]]) -> bool:
         """Whether the interpreter's hard limits are (at most) the run's: the server could have
@@ -241,7 +240,7 @@ class Kernel:
             if self.alive:
                 for pipe in self._pipes:
                     pipe.drain()
-                await asyncio.shield(asyncio.to_thread(self._kill_children))
+                self._kill_children()
             else:
                 # (a kernel whose server is gone exits by itself: its own status says how it ended)
                 with contextlib.suppress(TimeoutError):
@@ -257,10 +256,14 @@ class Kernel:
     def kill(self) -> None:
         self._killed = True
         if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            # bubblewrap leads its own process group. (Not ``proc.kill()`` as well: Popen polls
+            # first, and would reap the dying process before asyncio's watcher, losing its status.)
+            try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
+            except PermissionError:
                 self.proc.kill()
+            except ProcessLookupError:
+                pass
 
     async def aclose(self) -> None:
         self.kill()
@@ -385,17 +388,15 @@ class Kernel:
         """Kill what the run started (bubblewrap, its init and the interpreter stay); a kernel
         whose leftovers keep coming back (a fork bomb outrunning the kill) is killed whole."""
         deadline = time.monotonic() + _KILL_CHILDREN_SECONDS
+        keep = {self.proc.pid, self.python_pid, self._init_pid}
         while time.monotonic() < deadline:
-            table = reaping.processes()
-            keep = {self.proc.pid, self.python_pid}
-            keep |= {info.ppid for info in table.values() if info.pid == self.python_pid}
-            victims = {pid for pid in reaping.descendants({self.proc.pid}, table) - keep
-                       if table[pid].state != "Z"}
+            victims = tree(self.proc.pid) - keep
             if not victims:
                 return
             for pid in victims:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+            time.sleep(0.001)
         log.warning("kernel killed: the processes of its run would not stop")
         self.kill()
 
@@ -476,6 +477,30 @@ def _hard_limits(pid: int) -> dict[int, int]:
             if line.startswith(name):
                 value = line[len(name):].split()[1]
                 found[which] = int(value) if value.isdigit() else -1
+    return found
+
+
+def tree(root: int) -> set[int]:
+    """``root`` and its live descendants, from each thread's children list in /proc (no scan of
+    every process; zombies, which have no children and are already dead, are left out)."""
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                if handle.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                    continue
+        except OSError:
+            continue
+        found.add(pid)
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children", "rb") as handle:
+                    todo += [int(child) for child in handle.read().split()]
+            except OSError:
+                continue
     return found
 
 

@@ -49,7 +49,7 @@ _REFILL_RETRY_SECONDS = 5.0
 class KernelSettings:
     pool_size: int = 2
     max_kernels: int = 32
-    max_per_tenant: int = 8
+    max_per_tenant: int = 16
     sweep_seconds: float = 5.0
 
 
@@ -174,16 +174,16 @@ class Kernels:
 
     async def _claim(self) -> Kernel:
         """A fresh kernel: from the pool when one is ready, else started now."""
+        # (the pool refills once the claiming run is over: a kernel starting meanwhile would
+        # compete with the new conversation's first run for the CPU)
         while self._pool:
             kernel = self._pool.pop(0)
             POOL_SIZE.set(len(self._pool))
-            self._refill_wake.set()
             if kernel.alive:
                 POOL_HITS.inc()
                 return kernel
             self._discard(kernel)
         POOL_MISSES.inc()
-        self._refill_wake.set()
         return await self._start_one()
 
     async def _start_one(self) -> Kernel:
@@ -196,6 +196,7 @@ class Kernels:
 
     def _settle(self, entry: _Entry, key: Key) -> None:
         """After a run: forget a kernel that died (its conversation hears so next time)."""
+        self._refill_wake.set()
         if entry.kernel is not None and not entry.kernel.alive:
             self._discard(entry.kernel)
             entry.kernel = None
