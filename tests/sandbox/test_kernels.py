@@ -130,6 +130,37 @@ async def test_code_that_ignores_the_interrupt_loses_its_kernel_and_the_answers_
         assert after.notice is not None and "stopped during the previous run" in after.notice
 
 
+async def test_a_cancelled_run_stops_and_the_kernel_keeps_its_state() -> None:
+    async with kernel_backend("kernel-cold") as backend:
+        ok(await backend.run(spec("x = 'kept'")))
+        started = asyncio.Event()
+
+        async def sink(_stream: str, _text: str) -> None:
+            started.set()
+
+        run = asyncio.create_task(backend.run(spec("print('go', flush=True)\nwhile True:\n    pass", timeout=60),
+                                              on_output=sink))
+        await asyncio.wait_for(started.wait(), 30)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert ok(await backend.run(spec("print(x)"))) == "kept\n"
+
+
+async def test_a_thread_spinning_between_runs_loses_its_kernel() -> None:
+    """What a run leaves running may not use more CPU between runs than a run may."""
+    async with kernel_backend("kernel-cold", settings=KernelSettings(pool_size=0, sweep_seconds=0.2)) as backend:
+        assert backend.kernels is not None
+        kernels = backend.kernels
+        code = ("import threading\ndef spin():\n    while True:\n        pass\n"
+                "threading.Thread(target=spin, daemon=True).start()")
+        ok(await backend.run(spec(code, timeout=1)))
+        await wait_for(lambda: not kernels.live(), "the spinning kernel was not stopped", seconds=60)
+        after = await backend.run(spec("print(1)"))
+        assert after.stdout == "1\n"
+        assert after.notice is not None and "CPU" in after.notice
+
+
 @pytest.mark.parametrize("crash", ["import os\nos._exit(3)", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"])
 async def test_a_crashed_kernel_is_replaced(crash: str) -> None:
     async with kernel_backend("kernel-cold") as backend:

@@ -132,6 +132,9 @@ class Kernel:
         self.started_at = time.monotonic()
         self.used_at = self.started_at
         self.runs = 0
+        # CPU time of the kernel's processes when its last run ended, and what that run allowed
+        self.cpu_at_rest = 0.0
+        self.cpu_allowed = 0.0
         self._output_limit = output_limit
         self._max_images, self._image_bytes = max_images, image_bytes
         self._stdin = stdin_fd
@@ -174,6 +177,10 @@ class Kernel:
             return
         self.kill()
         raise KernelFailed("the kernel's interpreter is not among its processes")
+
+    def cpu_used(self) -> float:
+        """CPU time of the kernel's processes so far (a background thread keeps adding to it)."""
+        return _cpu_seconds(sorted(tree(self.proc.pid)))
 
     def _own_alive(self) -> bool:
         for pid in (self.python_pid, self._init_pid):
@@ -251,6 +258,7 @@ class Kernel:
             run.wake.set()
             await forwarding
             self.used_at = time.monotonic()
+            self.cpu_at_rest, self.cpu_allowed = self.cpu_used(), float(limits.cpu_seconds)
         return self._execution(spec, run, frame, timed_out, stopped, limits, int((time.monotonic() - started) * 1000))
 
     def kill(self) -> None:

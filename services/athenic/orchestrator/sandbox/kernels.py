@@ -266,13 +266,29 @@ class Kernels:
     async def _sweep(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.settings.sweep_seconds)
-            now = time.monotonic()
-            for key, entry in list(self._entries.items()):
-                if not entry.lock.locked() and now - entry.used_at > entry.idle_seconds:
-                    self._evict(key, "idle", "was stopped after the conversation sat idle "
-                                             f"for more than {entry.idle_seconds:g} s")
-            for kernel in [kernel for kernel in self._pool if not kernel.alive]:
-                self._pool.remove(kernel)
-                self._discard(kernel)
-                self._refill_wake.set()
-            POOL_SIZE.set(len(self._pool))
+            self._sweep_entries()
+            self._sweep_pool()
+
+    def _sweep_entries(self) -> None:
+        now = time.monotonic()
+        for key, entry in list(self._entries.items()):
+            if entry.lock.locked():
+                continue
+            if now - entry.used_at > entry.idle_seconds:
+                self._evict(key, "idle", "was stopped after the conversation sat idle "
+                                         f"for more than {entry.idle_seconds:g} s")
+            elif entry.kernel is not None and self._spins(entry.kernel):
+                self._evict(key, "cpu", "was stopped: what a run left running used more CPU time "
+                                        "between runs than a run may")
+
+    @staticmethod
+    def _spins(kernel: Kernel) -> bool:
+        """Whether what a run left running (a thread) used more CPU between runs than a run may."""
+        return kernel.runs > 0 and kernel.cpu_used() - kernel.cpu_at_rest > kernel.cpu_allowed
+
+    def _sweep_pool(self) -> None:
+        for kernel in [kernel for kernel in self._pool if not kernel.alive]:
+            self._pool.remove(kernel)
+            self._discard(kernel)
+            self._refill_wake.set()
+        POOL_SIZE.set(len(self._pool))
