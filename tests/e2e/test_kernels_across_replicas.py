@@ -52,6 +52,8 @@ def ask(client: httpx.Client, client_id: str, code: str) -> dict[str, object]:
     assert isinstance(answer, dict) and answer["status"] == "completed", answer
     [execution] = answer["executions"]  # type: ignore[misc]
     assert isinstance(execution, dict)
+    # what the sandbox says about the state reaches the answer's text too
+    assert (execution["notice"] is not None) == ("Note:" in str(answer["message"])), answer
     return execution
 
 

@@ -106,4 +106,6 @@ def tool_result(execution: Execution, limit: int) -> str:
                                      "limit of images per run")
     if execution.cancelled:
         report["cancelled"] = True
+    if execution.notice:
+        report["notice"] = execution.notice  # e.g. the kernel was replaced: earlier variables are gone
     return msgspec.json.encode(report).decode()

@@ -68,6 +68,8 @@ def describe(execution: Execution) -> str:
                      "(over the sandbox's limit of images per run, or not a PNG).")
     if not execution.stdout and not execution.stderr and execution.error is None and not execution.results:
         lines.append("It printed nothing.")
+    if execution.notice:
+        lines.append(f"Note: {execution.notice[0].upper()}{execution.notice[1:]}.")
     return "\n".join(lines)
 
 
