@@ -179,8 +179,9 @@ class Kernel:
         raise KernelFailed("the kernel's interpreter is not among its processes")
 
     def cpu_used(self) -> float:
-        """CPU time of the kernel's processes so far (a background thread keeps adding to it)."""
-        return _cpu_seconds(sorted(tree(self.proc.pid)))
+        """CPU time of the kernel's own processes so far (a background thread keeps adding to
+        it; the processes of a run are gone once it ended: what they used counts once reaped)."""
+        return _cpu_seconds([self.proc.pid, self._init_pid, self.python_pid])
 
     def _own_alive(self) -> bool:
         for pid in (self.python_pid, self._init_pid):
@@ -213,7 +214,7 @@ class Kernel:
                    for which, soft, hard in rlimits]
         return rlimits, RunBudget(memory_bytes=limits.memory_mib * MIB,
                                   processes=limits.processes + OVERHEAD_PROCESSES,
-                                  cpu_seconds=_cpu_seconds(sorted(tree(self.proc.pid))) + limits.cpu_seconds)
+                                  cpu_seconds=self.cpu_used() + limits.cpu_seconds)
 
     def limits_hold(self, rlimits: list[tuple[int, int, int]]) -> bool:
         """Whether the interpreter's hard limits are (at most) the run's: the server could have
@@ -398,7 +399,7 @@ class Kernel:
         deadline = time.monotonic() + _KILL_CHILDREN_SECONDS
         keep = {self.proc.pid, self.python_pid, self._init_pid}
         while time.monotonic() < deadline:
-            victims = tree(self.proc.pid) - keep
+            victims = tree(self._init_pid) - keep
             if not victims:
                 return
             for pid in victims:
@@ -477,14 +478,20 @@ def _hard_limits(pid: int) -> dict[int, int]:
     """The hard limits /proc shows for a process (-1: unlimited or unreadable)."""
     found: dict[int, int] = {}
     try:
-        lines = Path(f"/proc/{pid}/limits").read_text().splitlines()
+        fd = os.open(f"/proc/{pid}/limits", os.O_RDONLY)
     except OSError:
         return found
-    for line in lines[1:]:
-        for name, which in _LIMIT_NAMES.items():
-            if line.startswith(name):
-                value = line[len(name):].split()[1]
-                found[which] = int(value) if value.isdigit() else -1
+    try:
+        text = os.read(fd, 8192).decode(errors="replace")
+    except OSError:
+        return found
+    finally:
+        os.close(fd)
+    for line in text.splitlines()[1:]:
+        which = _LIMIT_NAMES.get(line[:26].rstrip())
+        if which is not None:
+            value = line[26:].split()[1]
+            found[which] = int(value) if value.isdigit() else -1
     return found
 
 
@@ -512,14 +519,23 @@ def tree(root: int) -> set[int]:
     return found
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
+    """User and system time of the processes and of the children they reaped (stat fields 14-17)."""
+    total = 0
     for pid in pids:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += sum(int(value) for value in fields[11:15]) / ticks
-        except (OSError, ValueError, IndexError):
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        except OSError:
             continue
-    return total
+        try:
+            stat = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        with contextlib.suppress(ValueError, IndexError):
+            total += sum(int(value) for value in stat[stat.rindex(b")") + 2:].split()[11:15])
+    return total / _TICKS
