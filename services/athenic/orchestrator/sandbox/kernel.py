@@ -399,7 +399,7 @@ class Kernel:
         deadline = time.monotonic() + _KILL_CHILDREN_SECONDS
         keep = {self.proc.pid, self.python_pid, self._init_pid}
         while time.monotonic() < deadline:
-            victims = tree(self._init_pid) - keep
+            victims = reaping.tree(self._init_pid, zombies=False) - keep
             if not victims:
                 return
             for pid in victims:
@@ -492,30 +492,6 @@ def _hard_limits(pid: int) -> dict[int, int]:
         if which is not None:
             value = line[26:].split()[1]
             found[which] = int(value) if value.isdigit() else -1
-    return found
-
-
-def tree(root: int) -> set[int]:
-    """``root`` and its live descendants, from each thread's children list in /proc (no scan of
-    every process; zombies, which have no children and are already dead, are left out)."""
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                if handle.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                    continue
-        except OSError:
-            continue
-        found.add(pid)
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/children", "rb") as handle:
-                    todo += [int(child) for child in handle.read().split()]
-            except OSError:
-                continue
     return found
 
 
