@@ -270,3 +270,12 @@ async def test_bash_still_runs_one_process_per_run() -> None:
 def test_kernels_are_off_without_bubblewrap() -> None:
     backend = LocalSandbox(output_limit_bytes=1024, bwrap_path="/nonexistent/bwrap", kernels=KernelSettings())
     assert backend.kernels is None
+
+
+async def test_shutdown_while_the_pool_refills_leaves_no_kernel_behind() -> None:
+    async with kernel_backend("kernel-cold", settings=KernelSettings(pool_size=3)) as backend:
+        assert backend.kernels is not None
+        backend.kernels.start()  # the refill is starting kernels now
+        await wait_for(lambda: bool(sandbox_processes(backend)), "no kernel started")
+        await backend.aclose()
+        assert sandbox_processes(backend) == []

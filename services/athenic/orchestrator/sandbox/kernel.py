@@ -129,6 +129,7 @@ class Kernel:
         self.proc = proc
         self.python_pid = 0
         self._init_pid = 0
+        self._members: set[int] = set()
         self.started_at = time.monotonic()
         self.used_at = self.started_at
         self.runs = 0
@@ -184,7 +185,7 @@ class Kernel:
         return _cpu_seconds([self.proc.pid, self._init_pid, self.python_pid])
 
     def _own_alive(self) -> bool:
-        for pid in (self.python_pid, self._init_pid):
+        for pid in {self.python_pid, self._init_pid, *self._members}:
             if not pid:
                 continue
             try:
@@ -275,6 +276,8 @@ class Kernel:
                 pass
 
     async def aclose(self) -> None:
+        # (what the namespace holds dies a moment after bubblewrap: waited for below)
+        self._members = reaping.tree(self.proc.pid) - {self.proc.pid}
         self.kill()
         await self._closed()
 

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec
 from athenic.orchestrator.sandbox.isolation import Limits
-from athenic.orchestrator.sandbox.kernel import Kernel, KernelFailed, LimitsRefused
+from athenic.orchestrator.sandbox.kernel import START_SECONDS, Kernel, KernelFailed, LimitsRefused
 from athenic.orchestrator.sandbox.watchdog import Watchdog
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution
@@ -146,8 +146,16 @@ class Kernels:
 
     async def aclose(self) -> None:
         self._closed = True
-        for task in self._background:
+        self._refill_wake.set()
+        # a kernel the refill is starting is let finish and closed with the pool (cancelled
+        # half-way through its spawn, its process would have no owner left to kill it)
+        for task in self._background[1:]:
             task.cancel()
+        if self._background:
+            refill = self._background[0]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(refill), START_SECONDS)
+            refill.cancel()
         for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -249,7 +257,7 @@ class Kernels:
     async def _refill(self) -> None:
         while not self._closed:
             self._refill_wake.clear()
-            while len(self._pool) + self._starting < self.settings.pool_size:
+            while not self._closed and len(self._pool) + self._starting < self.settings.pool_size:
                 self._starting += 1
                 try:
                     kernel = await self._start_one()

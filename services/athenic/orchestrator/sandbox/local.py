@@ -385,7 +385,12 @@ class LocalSandbox:
         kernel = Kernel(proc, stdin_fd=stdin_w, stdout_fd=out_r, stderr_fd=err_r, control_fd=ctl_r,
                         figures_fd=fig_r, output_limit=self._output_limit, max_images=self._max_images,
                         image_bytes=self._image_bytes)
-        await kernel.wait_ready()
+        try:
+            await kernel.wait_ready()
+        except BaseException:
+            # (a start cancelled by a shutdown too: no kernel is left behind)
+            await asyncio.shield(kernel.aclose())
+            raise
         return kernel
 
     def _figure_pipe(self) -> _FigurePipe:
