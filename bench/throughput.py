@@ -7,7 +7,12 @@ and 90 % of the backlog drained (sampled from the stream's message count: work-q
 retention removes a message when it is acked), so process start-up is not counted.
 Rounds alternate 1, 2, 1, 2...; the ratio of the medians is the scaling figure.
 
-    .venv/bin/python bench/throughput.py [backlog] [rounds]
+A second workload is sleep-bound: each message runs ``time.sleep(0.2)`` in the local sandbox,
+spread over conversations (so their kernels are live after their first message and a replica
+that does not hold a conversation's kernel forwards the run to the one that does). Its goal
+(issue 11): 2 orchestrator processes >= 1.8x one.
+
+    .venv/bin/python bench/throughput.py [backlog] [rounds] [sleep-backlog]
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from _harness import (
     API_ENV,
     Api,
+    allow_executions,
     broker,
     connect,
     cpu_seconds,
@@ -31,11 +39,24 @@ from _harness import (
 )
 from athenic.shared import names
 
+SLEEP = "```python\nimport time\ntime.sleep(0.2)\n```"
+# the sleep-bound workload's conversations: more than the slots of two processes (16)
+SLEEP_CONVERSATIONS = 32
 
-async def fill(url: str, round_index: int, backlog: int) -> None:
+
+def no_code_messages(round_index: int, backlog: int) -> list[tuple[str, str]]:
+    return [(f"tp-{round_index}-{i}", f"hello number {i}") for i in range(backlog)]
+
+
+def sleep_messages(round_index: int, backlog: int) -> list[tuple[str, str]]:
+    return [(f"tps-{round_index}-{i % SLEEP_CONVERSATIONS}", SLEEP) for i in range(backlog)]
+
+
+async def fill(url: str, messages: list[tuple[str, str]]) -> None:
+    backlog = len(messages)
     nc, js = await connect(url)
     try:
-        await publish_requests(js, [(f"tp-{round_index}-{i}", f"hello number {i}") for i in range(backlog)])
+        await publish_requests(js, messages)
         stored = (await js.stream_info(names.REQUEST_STREAM)).state.messages
         assert stored == backlog, f"{stored} of {backlog} messages in the stream"
     finally:
@@ -70,34 +91,64 @@ async def drain_rate(url: str, backlog: int, pids: dict[str, list[int]],
         await nc.close()
 
 
-def main(backlog: int, rounds: int) -> None:
-    header(f"orchestrator throughput: a backlog of {backlog} no-code messages drained by 1 and by 2 "
-           f"orchestrator processes (8 slots each), {rounds} rounds each, alternating")
+def measure(url: str, tmp: Path, rounds: int, backlog: int, messages: Callable[[int, int], list[tuple[str, str]]],
+            ) -> tuple[dict[int, list[float]], dict[int, list[dict[str, float]]]]:
     rates: dict[int, list[float]] = {1: [], 2: []}
     costs: dict[int, list[dict[str, float]]] = {1: [], 2: []}
-    with workdir("throughput") as tmp, broker(tmp) as nats_server:
-        api = Api(nats_server.url, tmp, **API_ENV).start()  # provisions the topology, as in production
-        api.terminate()
-        for round_index in range(rounds * 2):
-            processes = 1 if round_index % 2 == 0 else 2
-            asyncio.run(fill(nats_server.url, round_index, backlog))
-            workers = [orchestrator(nats_server.url, tmp).start(wait_ready=False) for _ in range(processes)]
-            try:
-                assert nats_server.proc is not None
-                pids = {"orchestrators": [w.proc.pid for w in workers if w.proc], "nats-server": [nats_server.proc.pid]}
-                rate, cost = asyncio.run(drain_rate(nats_server.url, backlog, pids))
-                rates[processes].append(rate)
-                costs[processes].append(cost)
-            finally:
-                for worker in workers:
-                    worker.terminate()
+    for round_index in range(rounds * 2):
+        processes = 1 if round_index % 2 == 0 else 2
+        asyncio.run(fill(url, messages(round_index, backlog)))
+        kernels = {"ATHENIC_KERNEL_MAX_PER_TENANT": str(SLEEP_CONVERSATIONS)}
+        workers = [orchestrator(url, tmp, **kernels).start(wait_ready=False) for _ in range(processes)]
+        try:
+            pids = {"orchestrators": [w.proc.pid for w in workers if w.proc], "nats-server": [nats_pid(url)]}
+            rate, cost = asyncio.run(drain_rate(url, backlog, pids))
+            rates[processes].append(rate)
+            costs[processes].append(cost)
+        finally:
+            for worker in workers:
+                worker.terminate()
+    return rates, costs
+
+
+def report(rates: dict[int, list[float]], costs: dict[int, list[dict[str, float]]]) -> None:
     for processes, label in ((1, "1 orchestrator process"), (2, "2 orchestrator processes")):
-        print(f"   {label:25s} median {median(rates[processes]):7.0f} messages/s  "
-              f"(rounds: {', '.join(f'{rate:.0f}' for rate in rates[processes])}); CPU per message: "
+        print(f"   {label:25s} median {median(rates[processes]):7.1f} messages/s  "
+              f"(rounds: {', '.join(f'{rate:.1f}' for rate in rates[processes])}); CPU per message: "
               + ", ".join(f"{group} {median([c[group] for c in costs[processes]]):.0f} µs"
                           for group in costs[processes][0]))
     print(f"   ratio 2 processes / 1: {median(rates[2]) / median(rates[1]):.2f}x")
 
 
+_NATS_PIDS: dict[str, int] = {}
+
+
+def nats_pid(url: str) -> int:
+    return _NATS_PIDS[url]
+
+
+def main(backlog: int, rounds: int, sleep_backlog: int) -> None:
+    header(f"orchestrator throughput: a backlog of {backlog} no-code messages, then of {sleep_backlog} "
+           f"time.sleep(0.2) messages over {SLEEP_CONVERSATIONS} conversations, drained by 1 and by 2 "
+           f"orchestrator processes (8 slots each), {rounds} rounds each, alternating")
+    with workdir("throughput") as tmp, broker(tmp) as nats_server:
+        assert nats_server.proc is not None
+        _NATS_PIDS[nats_server.url] = nats_server.proc.pid
+        api = Api(nats_server.url, tmp, **API_ENV).start()  # provisions the topology, as in production
+        api.terminate()
+        allow_executions([nats_server.url])  # the sandbox quota is not what is measured
+        results = []
+        if backlog:
+            results.append(("no code", measure(nats_server.url, tmp, rounds, backlog, no_code_messages)))
+        if sleep_backlog:
+            results.append(("time.sleep(0.2), local sandbox",
+                            measure(nats_server.url, tmp, rounds, sleep_backlog, sleep_messages)))
+    for label, (rates, costs) in results:
+        print(f"   {label}:")
+        report(rates, costs)
+    print("   goal: sleep-bound, 2 processes >= 1.8x one")
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, int(sys.argv[2]) if len(sys.argv) > 2 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, int(sys.argv[2]) if len(sys.argv) > 2 else 3,
+         int(sys.argv[3]) if len(sys.argv) > 3 else 400)

@@ -1,5 +1,9 @@
 """Hostile code on the local backend: each attack is contained, explained in the Execution,
-and the backend answers a normal run right after."""
+and the backend answers a normal run right after.
+
+Every attack runs one-shot (a fresh interpreter per run) and on a kernel (kernels.py): a cold
+one (started for the conversation), a pooled one (started before the run's tenant was known,
+its limits applied at the claim) and a live one (that already ran the conversation's code)."""
 
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import AsyncIterator
 
 import pytest
 
 from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.shared.messages import Execution
-from tests.sandbox.conftest import OUTPUT_LIMIT, wait_until_no_sandbox_processes
+from tests.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, kernel_backend, wait_until_no_leftovers
 
 
 def spec(code: str, *, timeout: float = 3, memory_mib: int = 256) -> RunSpec:
@@ -32,7 +37,8 @@ async def still_serves(backend: LocalSandbox) -> None:
 
 
 async def no_sandbox_processes_left(backend: LocalSandbox) -> None:
-    assert await wait_until_no_sandbox_processes(backend, time.monotonic() + 2) == []
+    """Nothing of the run is left (a kernel's own processes stay: they are not the run's)."""
+    assert await wait_until_no_leftovers(backend, time.monotonic() + 2) == []
 
 
 def explained(execution: Execution, name: str) -> None:
@@ -41,14 +47,31 @@ def explained(execution: Execution, name: str) -> None:
     assert execution.error.value
 
 
-@pytest.fixture(params=["bubblewrap", "rlimits-only"])
-def any_local(request: pytest.FixtureRequest) -> LocalSandbox:
+MODES = ["one-shot", "kernel-cold", "kernel-pooled", "kernel-live"]
+
+
+@pytest.fixture(params=MODES)
+async def local_sandbox(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
+    """The isolated backend, one-shot or on a kernel of each kind (for ``isolated_sandbox`` too)."""
+    async with kernel_backend(request.param, client_id="attacker") as backend:
+        yield backend
+
+
+@pytest.fixture(params=["rlimits-only", *MODES])
+async def any_local(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
     """Attacks that rlimits alone must contain too, run on both variants of the backend."""
-    name = "local_sandbox" if request.param == "bubblewrap" else "bare_sandbox"
-    backend: LocalSandbox = request.getfixturevalue(name)
-    if request.param == "bubblewrap" and not backend.isolated:
-        pytest.skip("bubblewrap does not work here; the rlimits-only variant covers this attack")
-    return backend
+    if request.param == "rlimits-only":
+        bare = LocalSandbox(output_limit_bytes=OUTPUT_LIMIT, tmp_mib=16, max_processes=32,
+                            bwrap_path="/nonexistent/bwrap", python_env=PYTHON_ENV)
+        try:
+            yield bare
+        finally:
+            await bare.aclose()
+        return
+    async with kernel_backend(request.param, client_id="attacker") as backend:
+        if not backend.isolated:
+            pytest.skip("bubblewrap does not work here; the rlimits-only variant covers this attack")
+        yield backend
 
 
 async def test_infinite_loop_is_stopped_at_the_time_limit(any_local: LocalSandbox) -> None:

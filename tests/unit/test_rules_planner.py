@@ -75,3 +75,10 @@ async def test_a_message_of_many_blocks_runs_only_the_block_limit_and_says_so() 
     answer = await RulesPlanner(max_blocks=10).answer(request(message), ctx)
     assert ctx.ran == [("python", f"print({n})\n") for n in range(10)]
     assert "990 more code block(s) were not run: I run at most 10 per message." in answer.message
+
+
+def test_the_answer_passes_on_the_sandbox_notice() -> None:
+    notice = "this conversation's kernel was stopped to make room; this run started in a fresh one"
+    text = describe(Execution(language="python", code="print(x)", stdout="", notice=notice))
+    assert text.endswith("Note: This conversation's kernel was stopped to make room; this run started in a fresh one.")
+    assert "Note:" not in describe(Execution(language="python", code="print(1)", stdout="1\n"))

@@ -11,6 +11,7 @@ from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.quota import make_gate
 from athenic.orchestrator.sandbox.factory import make_sandbox
+from athenic.orchestrator.sandbox.kernel_routing import route_kernels
 from athenic.orchestrator.settings import OrchestratorSettings, QuotaSettings
 from athenic.orchestrator.worker import Worker
 from athenic.shared import names
@@ -58,7 +59,7 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         await policies.start()
         stack.push_async_callback(policies.aclose)
         # closed after the worker drained, while policies and the broker are still there
-        sandbox = make_sandbox(settings, broker=broker, policies=policies)
+        sandbox = await route_kernels(make_sandbox(settings, broker=broker, policies=policies), broker)
         stack.push_async_callback(sandbox.aclose)
         gate = await make_gate(broker, policies, quota_settings)
         stack.push_async_callback(gate.aclose)

@@ -66,6 +66,11 @@ class OrchestratorSettings(EnvSettings, frozen=True, rename=str.upper):
     # local backend: how run-wide budgets hold: a cgroup per run (`cgroup`: refuse to start without
     # one), the watchdog over the run's process tree (`watchdog`), or a cgroup where one can be made
     athenic_sandbox_limits: Literal["auto", "cgroup", "watchdog"] = "auto"
+    # local backend with bubblewrap: Python kernels kept per conversation (0: none, every run
+    # starts afresh), per tenant, and fresh ones kept ready (README "Sandboxes: kernels")
+    athenic_kernel_max: Annotated[int, msgspec.Meta(ge=0, le=4096)] = 32
+    athenic_kernel_max_per_tenant: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
+    athenic_kernel_pool_size: Annotated[int, msgspec.Meta(ge=0, le=256)] = 2
     # e2b backend: bound of each control-plane request (create, kill); executions use the run timeout
     e2b_request_timeout_seconds: PositiveFloat = 30.0
 

@@ -93,6 +93,9 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     files: list[FileRef] = msgspec.field(default_factory=list)
     # what the run made but was not kept, each "name: why" (over a limit, a bad name...)
     files_not_kept: list[str] = msgspec.field(default_factory=list)
+    # what the sandbox says about the conversation's state, in words: a kernel that was replaced
+    # (variables of earlier runs are gone) and why; None: nothing to say
+    notice: str | None = None
 
 
 class ChatResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -198,6 +201,40 @@ class ProgressEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel", o
     data: str | None = None
     text: str | None = None
     index: int | None = None
+
+
+class KernelHome(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``KERNELS_BUCKET``: the orchestrator (its host id) that holds a conversation's kernel."""
+
+    host: str
+
+
+class KernelRun(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A run forwarded to the kernel's host on ``kernel_run_subject``; its output streams to ``output``."""
+
+    run_id: str
+    client_id: str
+    tenant: str
+    language: str
+    code: str
+    timeout_seconds: float
+    memory_mib: int
+    idle_seconds: int
+    output: str
+
+
+class KernelOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """A chunk of a forwarded run's output; ``end`` is the last frame, sent before the reply."""
+
+    stream: Literal["stdout", "stderr", "end"]
+    text: str = ""
+
+
+class KernelReply(msgspec.Struct, frozen=True, kw_only=True):
+    """The host's answer to a ``KernelRun``: the execution, or why the host could not run it."""
+
+    execution: Execution | None = None
+    error: str | None = None
 
 
 response_record_decoder = msgspec.json.Decoder(ResponseRecord)

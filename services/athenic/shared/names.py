@@ -47,6 +47,10 @@ CANCEL_SUBJECT_PREFIX: Final = "athenic.control.cancel"
 # "A turn of this conversation is finished": wakes the conversation's next message where it waits.
 ADVANCED_SUBJECT_PREFIX: Final = "athenic.control.advanced"
 
+# Runs of a conversation's local kernel, served by the orchestrator that holds it (its host):
+# athenic.kernels.<host>.run (request/reply; output streams to an inbox) and .cancel.
+KERNEL_SUBJECT_PREFIX: Final = "athenic.kernels"
+
 # KV buckets.
 RESPONSES_BUCKET: Final = "athenic_responses"
 POLICIES_BUCKET: Final = "athenic_policies"
@@ -81,6 +85,9 @@ FILES_BUCKET: Final = "athenic_files"
 FILE_INDEX_BUCKET: Final = "athenic_file_index"
 # Where a file is served (relative to the api's origin); ``name`` is percent-encoded.
 FILES_ROUTE_PREFIX: Final = "/api/chat"
+
+# Which orchestrator holds a conversation's local kernel: <tenant>.<clientId> -> KernelHome.
+KERNELS_BUCKET: Final = "athenic_kernels"
 
 # Message headers that travel with a request.
 HDR_MSG_ID: Final = "Nats-Msg-Id"
@@ -136,6 +143,19 @@ def cancel_subject(client_id: str) -> str:
 
 def advanced_subject(client_id: str) -> str:
     return f"{ADVANCED_SUBJECT_PREFIX}.{_checked(client_id)}"
+
+
+def kernel_run_subject(host: str) -> str:
+    return f"{KERNEL_SUBJECT_PREFIX}.{_checked(host)}.run"
+
+
+def kernel_cancel_subject(host: str) -> str:
+    return f"{KERNEL_SUBJECT_PREFIX}.{_checked(host)}.cancel"
+
+
+def kernel_key(tenant: str, client_id: str) -> str:
+    """The key of a conversation's kernel in ``KERNELS_BUCKET`` (the default tenant ``*`` is ``default``)."""
+    return f"{'default' if tenant == '*' else _checked(tenant)}.{_checked(client_id)}"
 
 
 def turn_key(client_id: str, number: int) -> str:

@@ -145,6 +145,11 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
             bucket=names.SANDBOXES_BUCKET, history=1, replicas=replicas, storage=StorageType.FILE,
             description="E2B sandbox per conversation and the warm pool (no TTL: the retention sweep removes keys)",
         ),
+        names.KERNELS_BUCKET: KeyValueConfig(
+            bucket=names.KERNELS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
+            replicas=replicas, storage=StorageType.FILE,
+            description="The orchestrator holding each conversation's local kernel",
+        ),
         names.LEASES_BUCKET: KeyValueConfig(
             bucket=names.LEASES_BUCKET, history=1, replicas=replicas,
             storage=StorageType.FILE, description="Execution leases and rate counters (per-message TTL)",

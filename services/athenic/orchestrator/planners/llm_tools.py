@@ -110,4 +110,6 @@ def tool_result(execution: Execution, limit: int) -> str:
         report["files_not_kept"] = [clip(item, 200) for item in execution.files_not_kept[:16]]
     if execution.cancelled:
         report["cancelled"] = True
+    if execution.notice:
+        report["notice"] = execution.notice  # e.g. the kernel was replaced: earlier variables are gone
     return msgspec.json.encode(report).decode()

@@ -81,6 +81,8 @@ def describe(execution: Execution) -> str:
         lines.append(f"{len(execution.files_not_kept)} file(s) it made were not kept: {shown}{more}.")
     if not execution.stdout and not execution.stderr and execution.error is None and not execution.results:
         lines.append("It printed nothing.")
+    if execution.notice:
+        lines.append(f"Note: {execution.notice[0].upper()}{execution.notice[1:]}.")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ def make_sandbox(settings: OrchestratorSettings, *, broker: Broker | None = None
             request_timeout_seconds=settings.e2b_request_timeout_seconds,
         )
     from athenic.orchestrator.errors import TerminalError
+    from athenic.orchestrator.sandbox.kernels import KernelSettings
     from athenic.orchestrator.sandbox.local import LocalSandbox
 
     because = None
@@ -50,6 +51,8 @@ def make_sandbox(settings: OrchestratorSettings, *, broker: Broker | None = None
             max_images=settings.athenic_sandbox_max_images,
             image_bytes=settings.athenic_sandbox_image_bytes,
             limits_mode=settings.athenic_sandbox_limits,
+            kernels=KernelSettings(pool_size=settings.athenic_kernel_pool_size, max_kernels=settings.athenic_kernel_max,
+                                   max_per_tenant=settings.athenic_kernel_max_per_tenant),
         )
     except TerminalError as exc:
         raise SettingsError(str(exc)) from None

@@ -99,4 +99,48 @@ class Workspace:
         self._remove()
 
 
-__all__ = ["FILES_DIR", "OUT_DIR", "StagedFile", "Workspace"]
+class KernelFiles:
+    """The ``files/`` of a long-lived kernel: a host folder bound read-only at ``files/`` (and its
+    ``out/`` writable at ``files/out``) when the kernel starts; before each run it is made to
+    hold exactly that run's inputs, after it ``out/`` is handed to the run's workspace."""
+
+    def __init__(self, owner: int | None) -> None:
+        self.owner = owner
+        self.root = tempfile.mkdtemp(prefix="athenic-kernel-files-")
+        self.out = os.path.join(self.root, "out")
+        os.makedirs(self.out)
+        Workspace._share(self.root, owner, 0o755)
+        if owner is not None:
+            os.chown(self.out, owner, owner)
+        self._remove = weakref.finalize(self, shutil.rmtree, self.root, True)
+
+    async def stage(self, workspace: Workspace | None) -> None:
+        """Inputs of this run in, the last run's leftovers in ``out/`` gone."""
+        for entry in os.scandir(self.root):
+            if entry.name != "out":
+                os.unlink(entry.path)
+        for entry in os.scandir(self.out):
+            shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+        if workspace is None:
+            return
+        source = await workspace.files_dir()
+        for item in workspace.inputs:
+            target = os.path.join(self.root, item.name)
+            shutil.copyfile(os.path.join(source, item.name), target)
+            os.chmod(target, 0o444)
+
+    def hand_over(self, workspace: Workspace | None) -> None:
+        """What the code left in ``out/`` moves to the run's workspace (its results)."""
+        if not os.path.isdir(self.out):  # closed meanwhile
+            return
+        for entry in os.scandir(self.out):
+            if workspace is None:
+                shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+            else:
+                shutil.move(entry.path, os.path.join(workspace.out_dir, entry.name))
+
+    def close(self) -> None:
+        self._remove()
+
+
+__all__ = ["FILES_DIR", "OUT_DIR", "KernelFiles", "StagedFile", "Workspace"]

@@ -1,6 +1,9 @@
-"""The local sandbox: one short-lived process per run, confined by bubblewrap and rlimits.
+"""The local sandbox: a kernel per conversation for Python, else one short-lived process per run,
+confined by bubblewrap and rlimits.
 
-Each run starts a fresh interpreter (no state is kept between runs), streams its output to
+With bubblewrap and kernels on, Python runs in the conversation's kernel (kernels.py): its
+state is kept between runs. Otherwise each run starts a fresh interpreter (no state is kept
+between runs), streams its output to
 ``on_output`` as it arrives, keeps at most the output limit of each stream in memory, and is
 killed at the wall-clock limit or when the awaiting task is cancelled. Without bubblewrap the
 backend says so loudly once and runs with rlimits alone (see docs/sandboxes.md).
@@ -30,7 +33,7 @@ from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.budgets import BudgetKeeper, Held, LimitsMode
 from athenic.orchestrator.sandbox.cgroups import CgroupError
 from athenic.orchestrator.sandbox.figures import FigureCollector
-from athenic.orchestrator.sandbox.files import FILES_DIR, OUT_DIR
+from athenic.orchestrator.sandbox.files import FILES_DIR, OUT_DIR, KernelFiles
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
     SANDBOX_UID,
@@ -41,6 +44,15 @@ from athenic.orchestrator.sandbox.isolation import (
     find_bubblewrap,
     sandbox_env,
 )
+from athenic.orchestrator.sandbox.kernel import (
+    ROOMY_CPU_SECONDS,
+    ROOMY_MEMORY_MIB,
+    SERVER_NAME,
+    SERVER_SOURCE,
+    Kernel,
+    KernelFailed,
+)
+from athenic.orchestrator.sandbox.kernels import Kernels, KernelSettings
 from athenic.orchestrator.sandbox.languages import Language, available
 from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
 from athenic.orchestrator.sandbox.python_env import MATPLOTLIB_BACKEND, MPLCONFIGDIR, SANDBOX_PATH, find_python_env
@@ -70,6 +82,22 @@ class _Launch:
     workdir: str | None = None
 
 
+def figure_env(write_fd: int, *, max_images: int, max_bytes: int) -> dict[str, str]:
+    """What the sandbox's matplotlib backend reads (sandbox_python/athenic_sandbox_backend.py)."""
+    return {
+        "MPLBACKEND": MATPLOTLIB_BACKEND,
+        "ATHENIC_FIGURES_FD": str(write_fd),
+        "ATHENIC_FIGURES_MAX": str(max_images),
+        "ATHENIC_FIGURES_MAX_BYTES": str(max_bytes),
+        # One BLAS/OpenMP thread: a thread pool per core would spend the address-space limit
+        # on stacks and buffers (numpy could not even import under 256 MiB) and count against
+        # the process limit on a many-core node.
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
 class _FigurePipe:
     """The pipe a Python run hands its matplotlib figures back through (figures.py)."""
 
@@ -78,19 +106,7 @@ class _FigurePipe:
         self._read_fd, self.write_fd = os.pipe()
         self._transport: asyncio.ReadTransport | None = None
         self._reader = asyncio.StreamReader(limit=_CHUNK)
-        # what the sandbox's matplotlib backend reads (sandbox_python/athenic_sandbox_backend.py)
-        self.env = {
-            "MPLBACKEND": MATPLOTLIB_BACKEND,
-            "ATHENIC_FIGURES_FD": str(self.write_fd),
-            "ATHENIC_FIGURES_MAX": str(max_images),
-            "ATHENIC_FIGURES_MAX_BYTES": str(max_bytes),
-            # One BLAS/OpenMP thread: a thread pool per core would spend the address-space limit
-            # on stacks and buffers (numpy could not even import under 256 MiB) and count against
-            # the process limit on a many-core node.
-            "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
+        self.env = figure_env(self.write_fd, max_images=max_images, max_bytes=max_bytes)
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,9 +143,12 @@ class LocalSandbox:
         max_images: int = 4,
         image_bytes: int = 256 * 1024,
         limits_mode: LimitsMode = "auto",
+        kernels: KernelSettings | None = None,
     ) -> None:
         """``python_env``: the sandbox's Python environment (python_env.py); None runs the bare
-        interpreter without a word, a path where no environment is runs it with a warning."""
+        interpreter without a word, a path where no environment is runs it with a warning.
+        ``kernels``: keep a kernel per conversation for Python (needs bubblewrap; None: one
+        process per run)."""
         self._output_limit = output_limit_bytes
         self._max_images = max_images
         self._image_bytes = image_bytes
@@ -171,6 +190,13 @@ class LocalSandbox:
                 )
             else:
                 log.info("local sandbox runs Python from its own environment", detail=why)
+        self.kernels: Kernels | None = None
+        if kernels is not None and kernels.max_kernels > 0 and "python" in self._languages:
+            if self.bubblewrap is None:
+                log.warning("local sandbox keeps no kernels without bubblewrap: each Python run starts afresh")
+            else:
+                # a kernel's run-wide budget is the watchdog's (its processes outlive one run's cgroup)
+                self.kernels = Kernels(self.start_kernel, self.budgets.watchdog, kernels)
 
     @property
     def isolated(self) -> bool:
@@ -187,8 +213,13 @@ class LocalSandbox:
             )
         limits = Limits(cpu_seconds=math.ceil(spec.timeout_seconds) + 1, memory_mib=spec.memory_mib,
                         file_mib=self.tmp_mib, processes=self._max_processes)
-        started = time.monotonic()
         reaping.ensure_reaper()
+        if self.kernels is not None and language.name == "python":
+            try:
+                return await self.kernels.run(spec, limits, on_output)
+            except KernelFailed as exc:
+                raise RetryableError(f"the local sandbox's kernel failed: {exc}") from exc
+        started = time.monotonic()
         try:
             held = self.budgets.apply(RunBudget(
                 memory_bytes=limits.memory_mib * MIB, processes=limits.processes + BUDGET_OVERHEAD_PROCESSES,
@@ -246,7 +277,9 @@ class LocalSandbox:
                 figures.close()
 
     async def aclose(self) -> None:
-        """Kill whatever still runs (a run's own task normally does this itself)."""
+        """Kill whatever still runs (a run's own task normally does this itself) and every kernel."""
+        if self.kernels is not None:
+            await self.kernels.aclose()
         for proc in list(self._running):
             _kill(proc)
         await self.budgets.aclose()
@@ -321,6 +354,69 @@ class LocalSandbox:
             results_dropped=0 if figures is None else figures.collector.dropped,
             backend=self.name,
         )
+
+    async def start_kernel(self) -> Kernel:
+        """A fresh kernel under bubblewrap, with roomy limits until a run applies its own."""
+        bwrap = self.bubblewrap
+        assert bwrap is not None
+        reaping.ensure_reaper()
+        server = os.memfd_create("athenic-kernel", os.MFD_CLOEXEC)
+        os.write(server, SERVER_SOURCE.read_bytes())
+        os.lseek(server, 0, os.SEEK_SET)
+        pipes = [os.pipe() for _ in range(5)]  # stdin, stdout, stderr, control, figures
+        (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w), (ctl_r, ctl_w), (fig_r, fig_w) = pipes
+        child_ends = [stdin_r, out_w, err_w, ctl_w, fig_w]
+        fds = [server, ctl_w, fig_w]
+        seccomp_fd = None
+        if bwrap.seccomp is not None:
+            seccomp_fd = seccomp.filter_fd(bwrap.seccomp)
+            fds.append(seccomp_fd)
+        language = self._languages["python"]
+        command: tuple[str, ...] = language.argv
+        binds: tuple[tuple[str, str], ...] = ()
+        tmp_files: tuple[tuple[int, str], ...] = ()
+        env = {"ATHENIC_KERNEL_FD": str(ctl_w)}
+        if self.python_env is not None:
+            command = (self.python_env.sandbox_python, *language.argv[1:])
+            binds = ((self.python_env.root, SANDBOX_PATH),)
+            env |= {**figure_env(fig_w, max_images=self._max_images, max_bytes=self._image_bytes),
+                    "MPLCONFIGDIR": MPLCONFIGDIR}
+            if self.python_env.font_cache is not None:
+                cache = os.open(self.python_env.font_cache, os.O_RDONLY | os.O_CLOEXEC)
+                fds.append(cache)
+                tmp_files = ((cache, f"{MPLCONFIGDIR}/{os.path.basename(self.python_env.font_cache)}"),)
+        limits = Limits(cpu_seconds=ROOMY_CPU_SECONDS, memory_mib=ROOMY_MEMORY_MIB, file_mib=self.tmp_mib,
+                        processes=self._max_processes)
+        # conversation files: the kernel's files/ is a host folder each run refills (sandbox/files.py)
+        files = KernelFiles(_sandbox_owner())
+        binds += ((files.root, f"{WORKDIR}/{FILES_DIR}"),)
+        argv = bwrap.argv(script_fd=server, script_name=SERVER_NAME, tmp_mib=self.tmp_mib, limits=limits,
+                          command=command, seccomp_fd=seccomp_fd, ro_binds=binds, tmp_files=tmp_files, extra_env=env,
+                          rw_binds=((files.out, f"{WORKDIR}/{OUT_DIR}"),))
+        kwargs: dict[str, Any] = {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **drop_to_sandbox_user()}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=stdin_r, stdout=out_w, stderr=err_w, start_new_session=True, **kwargs)
+        except OSError as exc:
+            for fd in [stdin_w, out_r, err_r, ctl_r, fig_r]:
+                os.close(fd)
+            files.close()
+            raise KernelFailed(f"could not start a kernel: {exc}") from exc
+        finally:
+            for fd in {*fds, *child_ends}:
+                os.close(fd)
+        reaping.OWNED.add(proc.pid)
+        kernel = Kernel(proc, stdin_fd=stdin_w, stdout_fd=out_r, stderr_fd=err_r, control_fd=ctl_r,
+                        figures_fd=fig_r, output_limit=self._output_limit, max_images=self._max_images,
+                        image_bytes=self._image_bytes)
+        kernel.files = files
+        try:
+            await kernel.wait_ready()
+        except BaseException:
+            # (a start cancelled by a shutdown too: no kernel is left behind)
+            await asyncio.shield(kernel.aclose())
+            raise
+        return kernel
 
     def _figure_pipe(self) -> _FigurePipe:
         collector = FigureCollector(max_images=self._max_images, max_bytes=self._image_bytes)

@@ -89,6 +89,49 @@ def descendants(roots: set[int], table: dict[int, ProcInfo]) -> set[int]:
     return found
 
 
+_HAS_CHILDREN_LISTS = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def tree(root: int, *, zombies: bool = True) -> set[int]:
+    """``root`` and its descendants, from each thread's children list in /proc: the cost of the
+    tree, not of a scan of every process on the machine. Zombies count unless ``zombies`` is
+    False (they still hold a process slot; they have no children). Without children lists (a
+    kernel built without CONFIG_PROC_CHILDREN), from a scan of every process."""
+    if not _HAS_CHILDREN_LISTS:
+        table = processes()
+        if root not in table:
+            return set()
+        return {pid for pid in {root} | descendants({root}, table) if zombies or table[pid].state != "Z"}
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+            try:
+                zombie = os.read(fd, 4096).rsplit(b")", 1)[-1].split()[0] == b"Z"
+            finally:
+                os.close(fd)
+        except (OSError, IndexError):
+            continue
+        if zombie:
+            if zombies:
+                found.add(pid)
+            continue
+        found.add(pid)
+        for task in tasks:
+            try:
+                fd = os.open(f"/proc/{pid}/task/{task}/children", os.O_RDONLY)
+                try:
+                    todo += [int(child) for child in os.read(fd, 65536).split()]
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue
+    return found
+
+
 def reap(pid: int) -> bool:
     """Collect a child's exit status if it has one; False when it is still running (or not ours)."""
     try:

@@ -84,12 +84,11 @@ class Watchdog:
 
 
 def _check(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
-    table = reaping.processes()
     verdicts: dict[int, ExecutionError] = {}
     for root, budget in budgets.items():
-        if root not in table:
+        tree = reaping.tree(root)
+        if not tree:
             continue
-        tree = {root} | reaping.descendants({root}, table)
         if len(tree) > budget.processes:
             verdicts[root] = ExecutionError(name="ProcessBudgetExceeded", value=(
                 f"the run had {len(tree)} processes at once; its budget is {budget.processes}"))

@@ -1,0 +1,529 @@
+"""One kernel: a long-lived sandboxed Python interpreter that keeps a conversation's state.
+
+The kernel is the kernel server (sandbox_python/athenic_kernel.py) running under the same
+bubblewrap + seccomp confinement as a one-shot run: its own namespaces, uid ``nobody``, a
+private ``/tmp`` that is its working directory for its whole life. Its stdout and stderr are
+pipes read as they fill; requests go to its stdin; the end of each run comes back as a frame
+on a control pipe; figures on the figure pipe (figures.py), as a one-shot run sends them.
+
+A kernel starts with roomy limits (a pooled kernel belongs to no tenant yet); every run
+applies the tenant's limits to the running interpreter from the host first (``apply_limits``:
+rlimits by ``prlimit``, and the run-wide budget the watchdog enforces over its process tree).
+At the time limit the code gets SIGINT (KeyboardInterrupt); if it does not stop within a short
+grace, the kernel is killed. When a run ends, the processes it started are killed; its threads
+live on inside the interpreter, bounded by its rlimits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from athenic.orchestrator.sandbox import reaping, tracebacks
+from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
+from athenic.orchestrator.sandbox.figures import FigureCollector
+from athenic.orchestrator.sandbox.files import KernelFiles
+from athenic.orchestrator.sandbox.isolation import Limits
+from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
+from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, Watchdog
+from athenic.shared.logging import get_logger
+from athenic.shared.messages import Execution, ExecutionError
+
+log = get_logger(__name__)
+
+SERVER_SOURCE = Path(__file__).parent / "sandbox_python" / "athenic_kernel.py"
+SERVER_NAME = "kernel.py"
+# a kernel that does not stop within this long of its SIGINT is killed
+INTERRUPT_GRACE_SECONDS = 2.0
+START_SECONDS = 30.0
+# the control frames are small; a bigger one is the code writing garbage to that pipe
+_MAX_FRAME = 64 * 1024
+_CHUNK = 64 * 1024
+_EXIT_SECONDS = 1.0
+_KILL_CHILDREN_SECONDS = 2.0
+# bubblewrap, its namespace's init and the interpreter: what the kernel itself adds to a run's processes
+OVERHEAD_PROCESSES = 3
+# the limits a kernel starts with, before any tenant claimed it (lowered by apply_limits)
+ROOMY_MEMORY_MIB = 1 << 30
+ROOMY_CPU_SECONDS = 1 << 30
+
+STATE_LOST = ("the conversation's kernel stopped during this run; the next run starts a fresh one "
+              "(variables, imports and files of earlier runs are gone)")
+
+
+class KernelFailed(Exception):
+    """The kernel could not be started or did not answer as a kernel does."""
+
+
+class LimitsRefused(Exception):
+    """The kernel cannot take the run's limits (a hard limit would rise): it needs replacing."""
+
+
+@dataclass
+class _Pipe:
+    """A non-blocking pipe the event loop reads into ``sink``."""
+
+    fd: int
+    sink: Callable[[bytes], None]
+    eof: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def start(self) -> None:
+        os.set_blocking(self.fd, False)
+        asyncio.get_running_loop().add_reader(self.fd, self.drain)
+
+    def drain(self) -> None:
+        """Everything that is in the pipe now (called by the loop, and at a run's end)."""
+        while self.fd >= 0:
+            try:
+                chunk = os.read(self.fd, _CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.close()
+                self.sink(b"")  # the end of the pipe
+                return
+            self.sink(chunk)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        self.eof.set()
+
+
+@dataclass
+class _Run:
+    """What one run has captured so far."""
+
+    number: int
+    stdout: CappedOutput
+    stderr: CappedOutput
+    figures: FigureCollector
+    forward: OutputForwarder
+    pending: list[tuple[Stream, str]] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# the run's end frame (None: the kernel is gone), whether it timed out, a budget it broke
+_Ending = tuple[dict[str, Any] | None, bool, ExecutionError | None]
+
+
+class Kernel:
+    def __init__(self, proc: asyncio.subprocess.Process, *, stdin_fd: int, stdout_fd: int, stderr_fd: int,
+                 control_fd: int, figures_fd: int, output_limit: int, max_images: int, image_bytes: int) -> None:
+        self.proc = proc
+        # the kernel's files/ (conversation files in, results out), set by whoever started it
+        self.files: KernelFiles | None = None
+        self.python_pid = 0
+        self._init_pid = 0
+        self._members: set[int] = set()
+        self.started_at = time.monotonic()
+        self.used_at = self.started_at
+        self.runs = 0
+        # CPU time of the kernel's processes when its last run ended, and what that run allowed
+        self.cpu_at_rest = 0.0
+        self.cpu_allowed = 0.0
+        self._output_limit = output_limit
+        self._max_images, self._image_bytes = max_images, image_bytes
+        self._stdin = stdin_fd
+        self._frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._control_buffer = b""
+        self._run: _Run | None = None
+        self._killed = False
+        # between runs nobody listens: a background thread's output and figures are read and dropped
+        self._idle_figures = FigureCollector(max_images=0, max_bytes=0)
+        self._pipes = [
+            _Pipe(stdout_fd, lambda chunk: self._output("stdout", chunk)),
+            _Pipe(stderr_fd, lambda chunk: self._output("stderr", chunk)),
+            _Pipe(control_fd, self._control),
+            _Pipe(figures_fd, lambda chunk: (self._run.figures if self._run else self._idle_figures).feed(chunk)),
+        ]
+        for pipe in self._pipes:
+            pipe.start()
+
+    @property
+    def alive(self) -> bool:
+        return not self._killed and self.proc.returncode is None and self._pipes[2].fd >= 0
+
+    @property
+    def busy(self) -> bool:
+        return self._run is not None
+
+    async def wait_ready(self) -> None:
+        """Until the server said it is ready; then find its interpreter among the sandbox's processes."""
+        try:
+            async with asyncio.timeout(START_SECONDS):
+                frame = await self._frames.get()
+        except TimeoutError:
+            frame = None
+        if frame is None or frame.get("ready") is not True:
+            self.kill()
+            raise KernelFailed(f"the kernel did not start (exit status {self.proc.returncode})")
+        self.python_pid = await asyncio.to_thread(self._find_interpreter)
+        if self.python_pid:
+            self._init_pid = reaping.processes().get(self.python_pid, reaping.ProcInfo(0, 0, "")).ppid
+            return
+        self.kill()
+        raise KernelFailed("the kernel's interpreter is not among its processes")
+
+    def cpu_used(self) -> float:
+        """CPU time of the kernel's own processes so far (a background thread keeps adding to
+        it; the processes of a run are gone once it ended: what they used counts once reaped)."""
+        return _cpu_seconds([self.proc.pid, self._init_pid, self.python_pid])
+
+    def _own_alive(self) -> bool:
+        for pid in {self.python_pid, self._init_pid, *self._members}:
+            if not pid:
+                continue
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+            except OSError:
+                continue
+            if stat[stat.rindex(")") + 2:].split()[0] != "Z":
+                return True
+        return False
+
+    def _find_interpreter(self) -> int:
+        table = reaping.processes()
+        for pid in sorted(reaping.descendants({self.proc.pid}, table)):
+            with contextlib.suppress(OSError):
+                # (bubblewrap's own processes carry the same command at the end of theirs)
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if f"/sandbox/{SERVER_NAME}".encode() in argv and b"--unshare-all" not in argv:
+                    return pid
+        return 0
+
+    def apply_limits(self, limits: Limits) -> tuple[list[tuple[int, int, int]], RunBudget]:
+        """A run's limits: the rlimits the kernel binds itself to before the code runs (checked
+        from the host when the run ends, ``limits_hold``), and the budget over its whole process
+        tree for the watchdog. The one place a claim's limits are turned into the kernel's."""
+        rlimits = [(which, soft, hard) for which, (soft, hard) in limits.rlimits(with_processes=True)]
+        rlimits = [(which, limits.cpu_seconds, 0) if which == resource.RLIMIT_CPU else (which, soft, hard)
+                   for which, soft, hard in rlimits]
+        return rlimits, RunBudget(memory_bytes=limits.memory_mib * MIB,
+                                  processes=limits.processes + OVERHEAD_PROCESSES,
+                                  cpu_seconds=self.cpu_used() + limits.cpu_seconds)
+
+    def limits_hold(self, rlimits: list[tuple[int, int, int]]) -> bool:
+        """Whether the interpreter's hard limits are (at most) the run's: the server could have
+        been tampered with by an earlier run of its conversation."""
+        hard = _hard_limits(self.python_pid)
+        return all(which == resource.RLIMIT_CPU or 0 <= hard.get(which, -1) <= value
+                   for which, _soft, value in rlimits)
+
+    async def run(self, spec: RunSpec, limits: Limits, watchdog: Watchdog,
+                  on_output: OutputSink | None) -> Execution:
+        self.runs += 1
+        run = _Run(self.runs, CappedOutput(self._output_limit), CappedOutput(self._output_limit),
+                   FigureCollector(max_images=self._max_images, max_bytes=self._image_bytes),
+                   OutputForwarder(on_output))
+        started = time.monotonic()
+        if self.files is not None:
+            await self.files.stage(spec.workspace)
+        rlimits, budget = self.apply_limits(limits)
+        self._run = run
+        breach = watchdog.watch(self.proc.pid, budget)
+        forwarding = asyncio.create_task(self._forward(run))
+        try:
+            frame, timed_out, stopped = await self._await_end(run, spec, rlimits, breach)
+            if frame is not None and "refused" in frame:
+                raise LimitsRefused(str(frame["refused"]))
+            if frame is not None and not self.limits_hold(rlimits):
+                log.warning("kernel killed: its limits are not the run's")
+                self.kill()
+                frame, stopped = None, ExecutionError(name="KernelTampered",
+                                                      value="the kernel's limits were changed by the code")
+        finally:
+            watchdog.forget(self.proc.pid)
+            if self.files is not None:  # what the run left in files/out, before a dead kernel's folder goes
+                self.files.hand_over(spec.workspace)
+            if self.alive:
+                for pipe in self._pipes:
+                    pipe.drain()
+                self._kill_children()
+            else:
+                # (a kernel whose server is gone exits by itself: its own status says how it ended)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.shield(asyncio.wait_for(self.proc.wait(), _EXIT_SECONDS))
+                self.kill()
+                await self._closed()
+            self._run = None
+            run.wake.set()
+            await forwarding
+            self.used_at = time.monotonic()
+            self.cpu_at_rest, self.cpu_allowed = self.cpu_used(), float(limits.cpu_seconds)
+        return self._execution(spec, run, frame, timed_out, stopped, limits, int((time.monotonic() - started) * 1000))
+
+    def kill(self) -> None:
+        self._killed = True
+        if self.proc.returncode is None:
+            # bubblewrap leads its own process group. (Not ``proc.kill()`` as well: Popen polls
+            # first, and would reap the dying process before asyncio's watcher, losing its status.)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except PermissionError:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    async def aclose(self) -> None:
+        # (what the namespace holds dies a moment after bubblewrap: waited for below)
+        self._members = reaping.tree(self.proc.pid) - {self.proc.pid}
+        self.kill()
+        await self._closed()
+
+    async def _closed(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.shield(asyncio.wait_for(self.proc.wait(), 5))
+        if self.proc.returncode is not None:
+            reaping.OWNED.discard(self.proc.pid)
+        # bubblewrap's init and the interpreter die with their namespace, a moment after bubblewrap
+        deadline = time.monotonic() + _EXIT_SECONDS
+        while self._own_alive() and time.monotonic() < deadline:  # noqa: ASYNC110 (no event for a non-child's exit)
+            await asyncio.sleep(0.01)
+        for pipe in self._pipes:
+            pipe.drain()
+            pipe.close()
+        if self.files is not None:
+            self.files.close()
+        if self._stdin >= 0:
+            os.close(self._stdin)
+            self._stdin = -1
+
+    async def _await_end(self, run: _Run, spec: RunSpec, rlimits: list[tuple[int, int, int]],
+                         breach: asyncio.Future[ExecutionError]) -> _Ending:
+        """The run's end frame (None: the kernel is gone), whether it timed out, a budget it broke."""
+        self._send({"id": run.number, "code": spec.code, "limits": rlimits})
+        ended = asyncio.ensure_future(self._end_frame(run.number))
+        watched: list[asyncio.Future[Any]] = [ended, breach]
+        try:
+            done, _ = await asyncio.wait(watched, timeout=spec.timeout_seconds,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # the awaiting task was cancelled: the code stops (interrupted, else killed) before it goes on
+            await asyncio.shield(self._interrupt(ended))
+            raise
+        try:
+            if breach in done and not breach.cancelled():
+                self.kill()
+                return None, False, breach.result()
+            if ended in done:
+                return ended.result(), False, None
+            return await self._interrupt(ended), True, None
+        finally:
+            ended.cancel()
+
+    async def _interrupt(self, ended: asyncio.Future[dict[str, Any] | None]) -> dict[str, Any] | None:
+        """SIGINT the code; the kernel is killed unless the run ends within the grace."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(self.python_pid, signal.SIGINT)
+        done, _ = await asyncio.wait([ended], timeout=INTERRUPT_GRACE_SECONDS)
+        frame = ended.result() if ended in done else None
+        if frame is None:
+            self.kill()
+            ended.cancel()
+        return frame
+
+    async def _end_frame(self, number: int) -> dict[str, Any] | None:
+        while (frame := await self._frames.get()) is not None:
+            if frame.get("id") == number:
+                return frame
+        return None
+
+    def _send(self, request: dict[str, Any]) -> None:
+        data = json.dumps(request).encode()
+        data = struct.pack(">I", len(data)) + data
+        # (written in full before the code runs: the server reads it all first; a pipe full of
+        # an earlier request means the kernel is stuck, and the time limit ends that)
+        os.set_blocking(self._stdin, True)
+        try:
+            while data:
+                data = data[os.write(self._stdin, data):]
+        except OSError:
+            self.kill()
+
+    def _output(self, stream: Stream, chunk: bytes) -> None:
+        run = self._run
+        if run is None:
+            return
+        text = (run.stdout if stream == "stdout" else run.stderr).feed(chunk)
+        if text:
+            run.pending.append((stream, text))
+            run.wake.set()
+
+    async def _forward(self, run: _Run) -> None:
+        while True:
+            await run.wake.wait()
+            run.wake.clear()
+            pending, run.pending = run.pending, []
+            for stream, text in pending:
+                await run.forward(stream, text)
+            if self._run is not run and not run.pending:
+                return
+
+    def _control(self, chunk: bytes) -> None:
+        if not chunk:
+            self._frames.put_nowait(None)
+            return
+        self._control_buffer += chunk
+        while len(self._control_buffer) >= 4:
+            (length,) = struct.unpack(">I", self._control_buffer[:4])
+            if length > _MAX_FRAME:
+                self._broken("a control frame over the size limit")
+                return
+            if len(self._control_buffer) < 4 + length:
+                return
+            raw, self._control_buffer = self._control_buffer[4:4 + length], self._control_buffer[4 + length:]
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                frame = None
+            if not isinstance(frame, dict):
+                self._broken("a control frame that is not a JSON object")
+                return
+            self._frames.put_nowait(frame)
+
+    def _broken(self, why: str) -> None:
+        log.warning("kernel killed: it sent garbage", reason=why)
+        self._control_buffer = b""
+        self.kill()
+        self._frames.put_nowait(None)
+
+    def _kill_children(self) -> None:
+        """Kill what the run started (bubblewrap, its init and the interpreter stay); a kernel
+        whose leftovers keep coming back (a fork bomb outrunning the kill) is killed whole."""
+        deadline = time.monotonic() + _KILL_CHILDREN_SECONDS
+        keep = {self.proc.pid, self.python_pid, self._init_pid}
+        while time.monotonic() < deadline:
+            victims = reaping.tree(self._init_pid, zombies=False) - keep
+            if not victims:
+                return
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.001)
+        log.warning("kernel killed: the processes of its run would not stop")
+        self.kill()
+
+    def _execution(self, spec: RunSpec, run: _Run, frame: dict[str, Any] | None, timed_out: bool,
+                   stopped: ExecutionError | None, limits: Limits, duration_ms: int) -> Execution:
+        run.figures.finish()
+        error: ExecutionError | None = stopped
+        status: int | None
+        notice: str | None = None
+        if frame is None:
+            status = _status(self.proc.returncode)
+            notice = STATE_LOST
+            if error is None and timed_out:
+                error = tracebacks.timeout_error(spec.timeout_seconds)
+            elif error is None:
+                error = _death(status, limits)
+        else:
+            error, status = _frame_error(frame, limits)
+            if timed_out:
+                error = tracebacks.timeout_error(spec.timeout_seconds)
+            if not self.alive:
+                notice = STATE_LOST
+        return Execution(
+            language=spec.language, code=spec.code, stdout=run.stdout.text(), stderr=run.stderr.text(),
+            error=error, exit_code=status, duration_ms=duration_ms, timed_out=timed_out,
+            truncated=run.stdout.truncated or run.stderr.truncated,
+            results=run.figures.results(), results_dropped=run.figures.dropped, backend="local", notice=notice,
+        )
+
+
+def _frame_error(frame: dict[str, Any], limits: Limits) -> tuple[ExecutionError | None, int]:
+    """The error and exit status a run's end frame reports (the frame may be forged: checked)."""
+    raw = frame.get("error")
+    exit_code = frame.get("exitCode")
+    if isinstance(raw, dict):
+        try:
+            error = msgspec.convert(raw, ExecutionError)
+        except msgspec.ValidationError:
+            error = ExecutionError(name="KernelError", value="the kernel reported an error it could not describe")
+        if error.name == "MemoryError" and not error.value:
+            error = msgspec.structs.replace(
+                error, value=f"the code ran out of memory (the sandbox's limit is {limits.memory_mib} MiB)")
+        return error, 1
+    if isinstance(exit_code, int) and not isinstance(exit_code, bool) and exit_code != 0:
+        return tracebacks.exit_error(exit_code), exit_code
+    return None, 0
+
+
+def _death(status: int | None, limits: Limits) -> ExecutionError:
+    if status is not None and status < 0:
+        return tracebacks.signal_error(-status, cpu_seconds=limits.cpu_seconds, memory_mib=limits.memory_mib)
+    if status is not None:
+        return tracebacks.exit_error(status)
+    return ExecutionError(name="KernelDied", value="the kernel stopped answering")
+
+
+def _status(returncode: int | None) -> int | None:
+    """bubblewrap reports a signal as 128 + its number; Python's convention is negative."""
+    if returncode is not None and returncode > 128:
+        return -(returncode - 128)
+    return returncode
+
+
+_LIMIT_NAMES = {"Max address space": resource.RLIMIT_AS, "Max file size": resource.RLIMIT_FSIZE,
+                "Max open files": resource.RLIMIT_NOFILE, "Max processes": resource.RLIMIT_NPROC,
+                "Max core file size": resource.RLIMIT_CORE}
+
+
+def _hard_limits(pid: int) -> dict[int, int]:
+    """The hard limits /proc shows for a process (-1: unlimited or unreadable)."""
+    found: dict[int, int] = {}
+    try:
+        fd = os.open(f"/proc/{pid}/limits", os.O_RDONLY)
+    except OSError:
+        return found
+    try:
+        text = os.read(fd, 8192).decode(errors="replace")
+    except OSError:
+        return found
+    finally:
+        os.close(fd)
+    for line in text.splitlines()[1:]:
+        which = _LIMIT_NAMES.get(line[:26].rstrip())
+        if which is not None:
+            value = line[26:].split()[1]
+            found[which] = int(value) if value.isdigit() else -1
+    return found
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system time of the processes and of the children they reaped (stat fields 14-17)."""
+    total = 0
+    for pid in pids:
+        try:
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            stat = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        with contextlib.suppress(ValueError, IndexError):
+            total += sum(int(value) for value in stat[stat.rindex(b")") + 2:].split()[11:15])
+    return total / _TICKS
