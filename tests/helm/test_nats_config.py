@@ -23,7 +23,8 @@ from tests.support.nats import NatsServer, free_port
 Render = Callable[..., list[Manifest]]
 USER, PASSWORD = "athenic", "rendered-config-password"  # the cluster routes' login
 # each service's own login (the server reads the passwords from its environment)
-SERVICE_PASSWORDS = {"api": "api-pw", "orchestrator": "orchestrator-pw", "operator": "operator-pw"}
+SERVICE_PASSWORDS = {"api": "api-pw", "orchestrator": "orchestrator-pw", "operator": "operator-pw",
+                     "notifier": "notifier-pw"}
 
 
 def write_config(render: Render, value_set: str, folder: Path) -> Path:

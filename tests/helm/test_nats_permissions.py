@@ -26,7 +26,8 @@ from tests.helm.manifests import Manifest, named
 from tests.support.nats import NatsServer, free_port
 
 Render = Callable[..., list[Manifest]]
-PASSWORDS = {"api": "api-secret", "orchestrator": "orchestrator-secret", "operator": "operator-secret"}
+PASSWORDS = {"api": "api-secret", "orchestrator": "orchestrator-secret", "operator": "operator-secret",
+             "notifier": "notifier-secret"}
 REFUSAL_SECONDS = 1.0
 WAIT_SECONDS = 20.0
 
@@ -106,13 +107,15 @@ async def bucket(who: Login, name: str) -> KeyValue:
 
 async def test_each_service_provisions_what_it_uses(login: Callable[[str], Awaitable[Login]]) -> None:
     api, orchestrator, operator = await login("api"), await login("orchestrator"), await login("operator")
+    notifier = await login("notifier")
     # whichever starts first creates the topology; the others find it
     await ensure_topology(api.js, SETTINGS)
     await ensure_topology(orchestrator.js, SETTINGS)
+    await ensure_topology(notifier.js, SETTINGS)
     configs = bucket_configs(SETTINGS)
     await ensure_bucket(operator.js, configs[names.POLICIES_BUCKET])
     await ensure_bucket(operator.js, configs[names.LEASES_BUCKET])
-    for who in (api, orchestrator, operator):
+    for who in (api, orchestrator, operator, notifier):
         assert who.violations == []
 
 

@@ -32,9 +32,10 @@ def test_notifier_runs_like_the_other_workers(render: Render) -> None:
     assert pod_spec(manifests)["automountServiceAccountToken"] is False
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert notifier[probe]["httpGet"]["port"] == "metrics"
-    # the same broker settings as every service
-    for name in ("NATS_URL", "NATS_REPLICAS", "NATS_USER", "NATS_PASSWORD"):
+    # the same broker as every service, with its own NATS user and password file
+    for name in ("NATS_URL", "NATS_REPLICAS", "NATS_PASSWORD_FILE"):
         assert env(notifier)[name] == env(orchestrator)[name], name
+    assert env_value(notifier, "NATS_USER") == "notifier"
     # nothing configured: nothing to send, no secret referenced
     assert not {"ATHENIC_FCM_CREDENTIALS_FILE", "ATHENIC_APNS_KEY_FILE", "ATHENIC_WEBHOOK_URL"} & set(env(notifier))
     assert env_value(notifier, "ATHENIC_NOTIFY_PREVIEW") == "false"

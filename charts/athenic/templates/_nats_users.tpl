@@ -12,7 +12,7 @@ and acknowledge work. Replies come back on `_INBOX.>`.
 */ -}}
 
 {{- define "athenic.natsServiceUsers" -}}
-api orchestrator operator
+api orchestrator operator notifier
 {{- end }}
 
 {{- define "athenic.natsManage" -}}
@@ -44,7 +44,30 @@ api orchestrator operator
 {{- end }}
 
 {{- define "athenic.natsAllStreams" -}}
-ATHENIC_REQUESTS KV_athenic_responses KV_athenic_conversations KV_athenic_turns KV_athenic_idempotency KV_athenic_policies KV_athenic_leases
+ATHENIC_REQUESTS KV_athenic_responses KV_athenic_conversations KV_athenic_turns KV_athenic_idempotency KV_athenic_policies KV_athenic_leases KV_athenic_sandboxes KV_athenic_kernels KV_athenic_devices KV_athenic_presence KV_athenic_file_index OBJ_athenic_files ATHENIC_NOTIFICATIONS
+{{- end }}
+
+{{- /* The notifier's two durable consumers of the notifications stream (made by whichever
+service provisions first). */ -}}
+{{- define "athenic.natsNotifyConsumers" -}}
+{{- range list "notifier-events" "notifier-deliveries" }}
+- "$JS.API.CONSUMER.CREATE.ATHENIC_NOTIFICATIONS.{{ . }}"
+- "$JS.API.CONSUMER.CREATE.ATHENIC_NOTIFICATIONS.{{ . }}.>"
+- "$JS.API.CONSUMER.DURABLE.CREATE.ATHENIC_NOTIFICATIONS.{{ . }}"
+- "$JS.API.CONSUMER.INFO.ATHENIC_NOTIFICATIONS.{{ . }}"
+{{- end }}
+{{- end }}
+
+{{- /* Conversation files: the Object Store bucket (chunks and metadata under $O.athenic_files,
+read back through ordered consumers, replaced files purged) and its KV index. */ -}}
+{{- define "athenic.natsFiles" -}}
+{{ include "athenic.natsRead" "OBJ_athenic_files" }}
+{{ include "athenic.natsWatch" "OBJ_athenic_files" }}
+- "$JS.API.STREAM.PURGE.OBJ_athenic_files"
+- "$O.athenic_files.>"
+{{ include "athenic.natsRead" "KV_athenic_file_index" }}
+{{ include "athenic.natsWatch" "KV_athenic_file_index" }}
+- "$KV.athenic_file_index.>"
 {{- end }}
 
 {{- /* api: publishes requests and cancels; reads records, the conversation log and its own
@@ -62,14 +85,23 @@ publish:
     {{- include "athenic.natsRead" . | nindent 4 }}
     {{- end }}
     {{- include "athenic.natsWatch" "KV_athenic_responses" | nindent 4 }}
+    {{- include "athenic.natsNotifyConsumers" . | nindent 4 }}
+    {{- include "athenic.natsFiles" . | nindent 4 }}
+    {{- range list "KV_athenic_devices" "KV_athenic_presence" }}
+    {{- include "athenic.natsRead" . | nindent 4 }}
+    {{- include "athenic.natsWatch" . | nindent 4 }}
+    {{- end }}
     - "athenic.requests.*"
     - "athenic.control.cancel.*"
     - "$KV.athenic_conversations.>"
     - "$KV.athenic_idempotency.>"
+    - "$KV.athenic_devices.>"
+    - "$KV.athenic_presence.>"
 subscribe:
   allow:
     - "_INBOX.>"
     - "athenic.events.*"
+    - "athenic.records.*"
 {{- end }}
 
 {{- /* orchestrator: fetches and acknowledges requests; writes records, turns, conversations and
@@ -86,9 +118,15 @@ publish:
     {{- include "athenic.natsRequestConsumer" . | nindent 4 }}
     - "$JS.API.CONSUMER.MSG.NEXT.ATHENIC_REQUESTS.orchestrator"
     - "$JS.ACK.ATHENIC_REQUESTS.orchestrator.>"
-    {{- range list "KV_athenic_policies" "KV_athenic_leases" "KV_athenic_responses" }}
+    {{- range list "KV_athenic_policies" "KV_athenic_leases" "KV_athenic_responses" "KV_athenic_sandboxes" "KV_athenic_kernels" }}
     {{- include "athenic.natsWatch" . | nindent 4 }}
     {{- end }}
+    {{- include "athenic.natsNotifyConsumers" . | nindent 4 }}
+    {{- include "athenic.natsFiles" . | nindent 4 }}
+    - "$KV.athenic_sandboxes.>"
+    - "$KV.athenic_kernels.>"
+    - "athenic.kernels.>"
+    - "athenic.notify.finished.>"
     - "$KV.athenic_responses.>"
     - "$KV.athenic_conversations.>"
     - "$KV.athenic_turns.>"
@@ -101,7 +139,8 @@ subscribe:
     - "_INBOX.>"
     - "athenic.control.cancel.*"
     - "athenic.control.advanced.*"
-# the answers to cancel requests go to the asker's reply subject
+    - "athenic.kernels.>"
+# the answers to cancel requests (and to forwarded kernel runs) go to the asker's reply subject
 allow_responses: true
 {{- end }}
 
@@ -117,6 +156,31 @@ publish:
     {{- include "athenic.natsWatch" . | nindent 4 }}
     {{- end }}
     - "$KV.athenic_policies.>"
+subscribe:
+  allow:
+    - "_INBOX.>"
+{{- end }}
+
+{{- /* notifier: consumes finished turns and the deliveries it fans them out to (publishing
+those), reads presence, reads and prunes devices. Never: reads requests, records or files. */ -}}
+{{- define "athenic.natsPermissions.notifier" -}}
+publish:
+  allow:
+    - "$JS.API.INFO"
+    {{- range splitList " " (include "athenic.natsAllStreams" .) }}
+    {{- include "athenic.natsManage" . | nindent 4 }}
+    {{- end }}
+    {{- include "athenic.natsRequestConsumer" . | nindent 4 }}
+    {{- include "athenic.natsNotifyConsumers" . | nindent 4 }}
+    - "$JS.API.CONSUMER.MSG.NEXT.ATHENIC_NOTIFICATIONS.notifier-events"
+    - "$JS.API.CONSUMER.MSG.NEXT.ATHENIC_NOTIFICATIONS.notifier-deliveries"
+    - "$JS.ACK.ATHENIC_NOTIFICATIONS.>"
+    - "athenic.notify.deliver.>"
+    {{- range list "KV_athenic_devices" "KV_athenic_presence" }}
+    {{- include "athenic.natsRead" . | nindent 4 }}
+    {{- include "athenic.natsWatch" . | nindent 4 }}
+    {{- end }}
+    - "$KV.athenic_devices.>"
 subscribe:
   allow:
     - "_INBOX.>"
