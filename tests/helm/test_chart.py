@@ -556,8 +556,9 @@ def test_bundled_nats_login_from_an_existing_secret(render: Render) -> None:
     assert not of_kind(manifests, "Secret"), "nothing to generate"
     nats = named(manifests, "StatefulSet", "athenic-nats")["spec"]["template"]["spec"]["containers"][0]
     assert secret_ref(nats, "NATS_PASSWORD") == ("my-nats-login", "NATS_PASSWORD")
-    assert {secret_ref(nats, f"NATS_{s.upper()}_PASSWORD") for s in ("api", "orchestrator", "operator", "notifier")} == {
-        ("my-nats-login", f"{s}-password") for s in ("api", "orchestrator", "operator", "notifier")}
+    services = ("api", "orchestrator", "operator", "notifier")
+    assert {secret_ref(nats, f"NATS_{s.upper()}_PASSWORD") for s in services} == {
+        ("my-nats-login", f"{s}-password") for s in services}
     for name in ("athenic-api", "athenic-orchestrator", "athenic-operator"):
         volumes = named(manifests, "Deployment", name)["spec"]["template"]["spec"]["volumes"]
         assert next(v for v in volumes if v["name"] == "nats-login")["secret"]["secretName"] == "my-nats-login"
