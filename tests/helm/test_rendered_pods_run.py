@@ -37,7 +37,7 @@ def chart_nats(render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SERVER_NAME", "athenic-nats-0")
     monkeypatch.setenv("NATS_USER", USER)
     monkeypatch.setenv("NATS_PASSWORD", PASSWORD)
-    for service in ("api", "orchestrator", "operator"):
+    for service in ("api", "orchestrator", "operator", "notifier"):
         monkeypatch.setenv(f"NATS_{service.upper()}_PASSWORD", service_password(service))
     server = NatsServer(tmp_path / "store", extra_args=["-c", str(path), "-m", str(free_port()),
                                                         "-P", str(tmp_path / "nats.pid")])

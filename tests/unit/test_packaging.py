@@ -23,7 +23,8 @@ ROOT = Path(__file__).parents[2]
 SOURCES = [ROOT / "services", ROOT / "operator"]
 
 # extra → the packages of its service (every module in them is imported)
-SERVICES = {"api": ["athenic.api"], "orchestrator": ["athenic.orchestrator"], "operator": ["athenic_operator"]}
+SERVICES = {"api": ["athenic.api"], "orchestrator": ["athenic.orchestrator"], "operator": ["athenic_operator"],
+            "notifier": ["athenic.notifier"]}
 # what the base install alone must import: the contracts and the CLI
 BASE = ["athenic.shared", "athenic.cli", "athenic.cli_quotas"]
 
