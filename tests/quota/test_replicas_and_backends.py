@@ -19,7 +19,9 @@ LEASE_TTL = 6
 async def test_the_lease_of_a_killed_replica_expires_and_frees_the_slot(own_nats: NatsServer, tmp_path: Path) -> None:
     env = {"ATHENIC_LEASE_TTL_SECONDS": str(LEASE_TTL), "ATHENIC_QUOTA_RECHECK_SECONDS": "0.5",
            # no redelivery of the killed replica's message while the test looks at the slot
-           "ATHENIC_ACK_WAIT_SECONDS": "120", "ATHENIC_CONCURRENCY": "2"}
+           "ATHENIC_ACK_WAIT_SECONDS": "120", "ATHENIC_CONCURRENCY": "2",
+           # the survivor must refuse within the lease's TTL: no warm kernels starting beside it
+           "ATHENIC_KERNEL_POOL_SIZE": "0"}
     doomed = Orchestrator(own_nats.url, tmp_path, **env)
     survivor = Orchestrator(own_nats.url, tmp_path, **env)
     broker: Broker | None = None
