@@ -13,7 +13,7 @@ from athenic.notifier.fanout import Fanout
 from athenic.notifier.senders import make_senders
 from athenic.notifier.settings import NotifierSettings
 from athenic.notifier.webhook_targets import WebhookTargets, load_targets
-from athenic.orchestrator.health import bind_health_socket, health_app, serve_health
+from athenic.orchestrator.health import bind_health_socket, health_then_broker
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.devices import DeviceRegistry
@@ -43,17 +43,7 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
         def alive() -> bool:  # both loops come round at least every fetch timeout unless stuck
             return all(loop.time() - at < STALLED_AFTER_SECONDS for at in beats.values())
 
-        server, server_task = await serve_health(health_app(broker, alive), sock)
-
-        async def stop_server() -> None:
-            server.should_exit = True
-            await server_task
-
-        stack.push_async_callback(stop_server)
-        ready = asyncio.create_task(broker.wait_ready())
-        await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            ready.cancel()
+        if not await health_then_broker(stack, broker, alive, sock, stop):
             return
         devices = DeviceRegistry(broker.bucket(names.DEVICES_BUCKET))
         fanout = Fanout(broker.js, devices, broker.bucket(names.PRESENCE_BUCKET),

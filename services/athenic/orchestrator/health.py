@@ -71,3 +71,22 @@ async def serve_health(app: Litestar, sock: socket.socket) -> tuple[uvicorn.Serv
     server = _EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="health-server")
     return server, task
+
+
+async def health_then_broker(stack: contextlib.AsyncExitStack, broker: Broker, alive: Callable[[], bool],
+                             sock: socket.socket, stop: asyncio.Event) -> bool:
+    """Serve health at once (stopped with ``stack``), then wait for the broker; False when
+    ``stop`` came first (the service then ends without starting its work)."""
+    server, server_task = await serve_health(health_app(broker, alive), sock)
+
+    async def stop_server() -> None:
+        server.should_exit = True
+        await server_task
+
+    stack.push_async_callback(stop_server)
+    ready = asyncio.create_task(broker.wait_ready())
+    await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        ready.cancel()
+        return False
+    return True

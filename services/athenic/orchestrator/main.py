@@ -6,7 +6,7 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 
-from athenic.orchestrator.health import bind_health_socket, health_app, serve_health
+from athenic.orchestrator.health import bind_health_socket, health_then_broker
 from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.quota import make_gate
@@ -41,17 +41,7 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         def alive() -> bool:
             return worker is None or loop.time() - worker.alive_at < STALLED_AFTER_SECONDS
 
-        server, server_task = await serve_health(health_app(broker, alive), health_socket)
-
-        async def stop_server() -> None:
-            server.should_exit = True
-            await server_task
-
-        stack.push_async_callback(stop_server)
-        ready = asyncio.create_task(broker.wait_ready())
-        await asyncio.wait([ready, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            ready.cancel()
+        if not await health_then_broker(stack, broker, alive, health_socket, stop):
             return
         planner = make_planner(settings)
         stack.push_async_callback(planner.aclose)
