@@ -353,12 +353,14 @@ class Worker:
         refused = (await self._store_final(request, seq, response, stored)).status != response.status
         status = "failed" if refused else outcome.status
         await events.phase(status)
+        await self.gate.settled(request.request_id)  # the run's quota slot is given back before the next message
         await self._finish(msg, client_id, terminate=status == "failed" and (outcome.message is None or refused))
         MESSAGES.labels(status).inc()
         log.info("answered", seq=seq, status=status, executions=len(job.executions))
 
     def _conversation_files(self, request: ChatRequest) -> ConversationFiles:
-        store = FileStore(self.broker.object_store(names.FILES_BUCKET), self.broker.bucket(names.FILE_INDEX_BUCKET))
+        store = FileStore(self.broker.object_store(names.FILES_BUCKET), self.broker.bucket(names.FILE_INDEX_BUCKET),
+                          self.broker.js)
         return ConversationFiles(store, self.file_settings, request.client_id, request.request_id)
 
     async def _store_final(self, request: ChatRequest, seq: int, response: ChatResponse,
