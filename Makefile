@@ -45,7 +45,7 @@ bubblewrap:
 
 tools: $(STAMP) bubblewrap
 	$(BIN)/python -m tests.support.helm >/dev/null
-	$(BIN)/python -m tests.support.checkov >/dev/null || echo "WARNING: checkov could not be installed: tests/helm/test_checkov.py will skip, saying why"
+	$(BIN)/python -m tests.support.checkov >/dev/null || echo "WARNING: checkov could not be installed: tests/chart/test_checkov.py will skip, saying why"
 
 lint: $(STAMP)
 	$(BIN)/ruff check services operator tests bench scripts

@@ -25,8 +25,8 @@ import nats
 import pytest
 
 from athenic.shared import names
-from tests.drills.load import Load, read_answers
 from tests.support.cluster import NatsCluster
+from tests.support.load import Load, read_answers
 from tests.support.services import Api, Orchestrator
 
 MESSAGES = 1000

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.drills.load import Load, allow_executions, read_answers
+from tests.support.load import Load, allow_executions, read_answers
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.support.nats import free_port
+from tests.support.paths import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -24,7 +25,7 @@ def test_dev_runs_the_system_and_chat_gets_answers(tmp_path: Path) -> None:
              "--health-port", str(health_port), "--notifier-health-port", str(free_port()),
              "--data-dir", str(tmp_path / "state"),
              "--quotas", "examples/quotas/all-in-one.yaml"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
         )
     try:
         deadline = time.monotonic() + 60

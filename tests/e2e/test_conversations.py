@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.realtime.helpers import open_socket, recv_type
 from tests.support.nats import NatsServer
+from tests.support.push_client import open_socket, recv_type
 from tests.support.services import Api, Orchestrator, Service, wait_for_status
 
 FINAL = {"completed", "failed", "cancelled"}

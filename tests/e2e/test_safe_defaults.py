@@ -18,10 +18,11 @@ import httpx
 import pytest
 
 from tests.support.nats import NatsServer, free_port
+from tests.support.paths import REPO_ROOT
 from tests.support.services import Orchestrator, Service, base_env
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).parents[2]
+REPO = REPO_ROOT
 
 
 def non_loopback_ipv4() -> str | None:
