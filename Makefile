@@ -56,6 +56,10 @@ typecheck: $(STAMP)
 test: tools lint typecheck sandbox-python
 	$(BIN)/pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
+# the quick kind only (no broker, service or sandbox started): seconds, see docs/testing.md
+unit: tools
+	$(BIN)/pytest -q -rs -p no:cacheprovider -m unit $(PYTEST_ARGS)
+
 # the chart README's values table and the schema's descriptions, from the comments in values.yaml
 chart-docs: $(STAMP)
 	$(BIN)/python scripts/chart_values_doc.py

@@ -17,6 +17,8 @@ from athenic.shared import names
 from athenic.shared.settings import EnvSettings, NatsSettings
 from tests.support.paths import REPO_ROOT
 
+pytestmark = pytest.mark.unit
+
 ROOT = REPO_ROOT
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "charts/athenic/README.md"]
 # Variables the docs name that are not service settings: the CLI's own, the SDKs' (read by

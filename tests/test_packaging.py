@@ -21,6 +21,8 @@ from packaging.utils import canonicalize_name
 
 from tests.support.paths import REPO_ROOT
 
+pytestmark = pytest.mark.unit
+
 ROOT = REPO_ROOT
 SOURCES = [ROOT / "services", ROOT / "operator"]
 

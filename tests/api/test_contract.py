@@ -16,6 +16,8 @@ from websockets.sync.client import connect
 from tests.support.nats import NatsServer
 from tests.support.services import Api
 
+pytestmark = pytest.mark.integration
+
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 

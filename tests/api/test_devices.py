@@ -16,6 +16,8 @@ from tests.support.nats import NatsServer
 from tests.support.notify import JWT_SECRET, apns_token, fcm_token, new_user, user_headers
 from tests.support.services import Api
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def api(system_nats: NatsServer, module_tmp: Path) -> Iterator[Api]:

@@ -17,6 +17,8 @@ from athenic.shared import names
 from tests.support.nats import NatsServer
 from tests.support.services import Api
 
+pytestmark = pytest.mark.integration
+
 FILE_LIMIT = 64 * 1024
 CONVERSATION_LIMIT = 160 * 1024
 

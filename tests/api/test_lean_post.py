@@ -17,6 +17,8 @@ import pytest
 from tests.support.nats import NatsServer
 from tests.support.services import Api
 
+pytestmark = pytest.mark.integration
+
 # The fast path serves `application/json` or no content type; any other goes through Litestar's
 # handler untouched. The same request both ways must answer the same bytes (bar date and request id).
 THROUGH_LITESTAR = "application/json; charset=utf-8"

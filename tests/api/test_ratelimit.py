@@ -7,6 +7,8 @@ import pytest
 from athenic.api.errors import RateLimited
 from athenic.api.ratelimit import SWEEP_ABOVE, RateLimiter
 
+pytestmark = pytest.mark.unit
+
 
 class Clock:
     def __init__(self) -> None:

@@ -16,6 +16,8 @@ import pytest
 from tests.support.nats import NatsServer, free_port, wait_for_port
 from tests.support.services import Api, Service
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def monitored(tmp_path: Path) -> Iterator[tuple[NatsServer, int]]:

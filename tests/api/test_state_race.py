@@ -20,6 +20,8 @@ from athenic.shared.broker import Broker
 from athenic.shared.messages import chat_request_decoder
 from athenic.shared.settings import NatsSettings, load
 
+pytestmark = pytest.mark.integration
+
 
 class FinishBetweenReads(ChatService):
     """The service as it is, with the orchestrator's completion slipped in after its first read."""

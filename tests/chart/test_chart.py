@@ -30,6 +30,8 @@ from tests.chart.manifests import (
 )
 from tests.support.helm import CHART_DIR, HelmError, parse_manifests, template_args
 
+pytestmark = pytest.mark.unit
+
 Render = Callable[..., list[Manifest]]
 ALL_SETS = list(VALUE_SETS)
 # kinds served by CRDs (ours, kopf's, the Prometheus Operator's): no built-in schema for them

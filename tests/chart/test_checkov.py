@@ -16,6 +16,8 @@ import pytest
 from tests.support.checkov import CheckovUnavailableError, ensure_checkov, scan
 from tests.support.helm import REPO_ROOT, template_args
 
+pytestmark = pytest.mark.unit
+
 README = REPO_ROOT / "charts/athenic/README.md"
 
 

@@ -19,6 +19,8 @@ from athenic_operator.settings import OperatorSettings
 from tests.chart.conftest import VALUE_SETS
 from tests.chart.manifests import Manifest, container, env
 
+pytestmark = pytest.mark.unit
+
 READ_BY: dict[str, list[type[msgspec.Struct]]] = {
     "athenic-api": [ApiSettings, NatsSettings, LogSettings, FileSettings],
     "athenic-orchestrator": [OrchestratorSettings, QuotaSettings, NatsSettings, LogSettings, FileSettings],

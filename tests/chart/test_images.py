@@ -7,11 +7,14 @@ import re
 import tomllib
 from collections.abc import Callable
 
+import pytest
 import yaml
 
 from tests.chart.dockerfile import copy_sources, dockerignore_excludes, parse_dockerfile
 from tests.chart.manifests import Manifest, container, env_value, of_kind, pod_specs
 from tests.support.helm import CHART_DIR, REPO_ROOT
+
+pytestmark = pytest.mark.unit
 
 DOCKERFILE = parse_dockerfile(REPO_ROOT / "Dockerfile")
 IGNORE = (REPO_ROOT / ".dockerignore").read_text()

@@ -20,6 +20,8 @@ from athenic.shared.topology import ensure_topology
 from tests.chart.manifests import Manifest, named
 from tests.support.nats import NatsServer, free_port
 
+pytestmark = pytest.mark.integration
+
 Render = Callable[..., list[Manifest]]
 USER, PASSWORD = "athenic", "rendered-config-password"  # the cluster routes' login
 # each service's own login (the server reads the passwords from its environment)

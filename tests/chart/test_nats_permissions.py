@@ -25,6 +25,8 @@ from athenic_operator.usage import read_usage
 from tests.chart.manifests import Manifest, named
 from tests.support.nats import NatsServer, free_port
 
+pytestmark = pytest.mark.integration
+
 Render = Callable[..., list[Manifest]]
 PASSWORDS = {"api": "api-secret", "orchestrator": "orchestrator-secret", "operator": "operator-secret",
              "notifier": "notifier-secret"}

@@ -18,6 +18,8 @@ import yaml
 from tests.chart.conftest import KUBE_VERSION
 from tests.support.helm import CHART_DIR, parse_manifests, template_args
 
+pytestmark = pytest.mark.unit
+
 NOTES_PROBE = """\
 apiVersion: v1
 kind: ConfigMap

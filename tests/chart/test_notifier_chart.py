@@ -13,6 +13,8 @@ from tests.chart.conftest import KUBE_VERSION
 from tests.chart.manifests import Manifest, container, env, env_value, named, of_kind
 from tests.support.helm import HelmError, template_args
 
+pytestmark = pytest.mark.unit
+
 Render = Callable[..., list[Manifest]]
 
 

@@ -30,6 +30,8 @@ from tests.operator.conftest import (  # the operator's own fixtures, reused as 
     quota_body,
 )
 
+pytestmark = pytest.mark.integration
+
 __all__ = ["broker", "cluster", "operators"]  # fixtures, imported to be found by pytest
 
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"

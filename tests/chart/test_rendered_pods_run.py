@@ -23,6 +23,8 @@ from tests.chart.manifests import Manifest, container, named
 from tests.support.nats import NatsServer, free_port
 from tests.support.services import Service
 
+pytestmark = pytest.mark.integration
+
 Render = Callable[..., list[Manifest]]
 USER, PASSWORD = "athenic", "stand-in-nats-password"
 SECRET_STAND_INS = {"NATS_USER": USER, "NATS_PASSWORD": PASSWORD, "E2B_API_KEY": "e2b_stand_in",

@@ -9,6 +9,8 @@ import pytest
 from tests.chart.manifests import Manifest, container, env_value, named
 from tests.support.helm import HelmError, template_args
 
+pytestmark = pytest.mark.unit
+
 Render = Callable[..., list[Manifest]]
 WRITABLE = {"sandbox": {"local": {"writableCgroups": True}}}
 

@@ -16,6 +16,8 @@ from tests.chart.dockerfile import parse_dockerfile
 from tests.chart.manifests import Manifest, container, env_value, named, of_kind
 from tests.support.helm import REPO_ROOT, parse_manifests, template_args
 
+pytestmark = pytest.mark.unit
+
 SKAFFOLD: dict[str, Any] = yaml.safe_load((REPO_ROOT / "skaffold.yaml").read_text())
 (RELEASE,) = SKAFFOLD["deploy"]["helm"]["releases"]
 

@@ -16,6 +16,8 @@ from tests.support.helm import CHART_DIR
 from tests.support.nats import NatsServer, free_port
 from tests.support.services import Api
 
+pytestmark = pytest.mark.integration
+
 SCRIPT = (CHART_DIR / "files" / "smoke_test.py").read_text()
 
 

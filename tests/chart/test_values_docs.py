@@ -7,9 +7,12 @@ import importlib.util
 import json
 from types import ModuleType
 
+import pytest
 import yaml
 
 from tests.support.paths import REPO_ROOT
+
+pytestmark = pytest.mark.unit
 
 ROOT = REPO_ROOT
 

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.nats import NatsServer, free_port
 from tests.support.paths import REPO_ROOT
+
+pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
 ROOT = REPO_ROOT

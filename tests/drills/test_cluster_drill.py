@@ -29,6 +29,8 @@ from tests.support.cluster import NatsCluster
 from tests.support.load import Load, read_answers
 from tests.support.services import Api, Orchestrator
 
+pytestmark = pytest.mark.drill
+
 MESSAGES = 1000
 REPLICAS = "3"
 

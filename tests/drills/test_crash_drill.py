@@ -15,6 +15,8 @@ from tests.support.load import Load, allow_executions, read_answers
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator
 
+pytestmark = pytest.mark.drill
+
 MESSAGES = 2000
 CODE_EVERY = 20  # one message in 20 runs code in the local sandbox
 

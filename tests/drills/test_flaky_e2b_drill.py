@@ -22,6 +22,8 @@ from tests.support.load import allow_executions
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, wait_for_status
 
+pytestmark = pytest.mark.drill
+
 MESSAGES = 16
 MAX_DELIVER = 5
 

@@ -9,8 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.nats import free_port
 from tests.support.paths import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 

@@ -23,6 +23,8 @@ from tests.support.load import allow_executions
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, Service, wait_for_status
 
+pytestmark = pytest.mark.e2e
+
 CLIENT = "conversation-across-replicas"
 
 

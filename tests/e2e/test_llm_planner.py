@@ -13,6 +13,8 @@ from tests.support.openai_models import API_KEY, factorial_model
 from tests.support.openai_standin import error, serving_in_thread
 from tests.support.services import Api, Orchestrator, wait_for_status
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def client(nats_server: NatsServer, tmp_path: Path) -> Iterator[httpx.Client]:

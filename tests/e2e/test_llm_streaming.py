@@ -22,6 +22,8 @@ from tests.support.openai_standin import Reply, answer, serving_in_thread, tool_
 from tests.support.push_client import open_socket, recv, recv_type
 from tests.support.services import Api, Orchestrator
 
+pytestmark = pytest.mark.e2e
+
 TINY_CHUNKS = [str(i % 10) for i in range(10_000)]
 SLOW_WORDS = [f" word{i}" for i in range(300)]
 FLAKY_CALLS: list[str] = []

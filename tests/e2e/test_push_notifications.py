@@ -21,6 +21,8 @@ from tests.support.notify import JWT_SECRET, WEBHOOK_SECRET, apns_token, fcm_tok
 from tests.support.services import Api, Notifier, Orchestrator, Service, wait_until
 from tests.support.webhook_receiver import Call, WebhookReceiver, verify_standard_webhook
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def fcm(module_tmp: Path) -> Iterator[FcmStandIn]:

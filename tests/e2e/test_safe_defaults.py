@@ -21,6 +21,8 @@ from tests.support.nats import NatsServer, free_port
 from tests.support.paths import REPO_ROOT
 from tests.support.services import Orchestrator, Service, base_env
 
+pytestmark = pytest.mark.e2e
+
 BIN = Path(sys.executable).parent
 REPO = REPO_ROOT
 

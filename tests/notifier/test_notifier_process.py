@@ -26,6 +26,8 @@ from tests.support.notify import WEBHOOK_SECRET, fcm_token, notifier_env
 from tests.support.services import Notifier, wait_until
 from tests.support.webhook_receiver import WebhookReceiver, verify_standard_webhook
 
+pytestmark = pytest.mark.integration
+
 OWNER = "user-standalone"
 
 

@@ -15,6 +15,8 @@ from athenic.shared import names
 from athenic.shared.messages import TurnFinished
 from athenic.shared.settings import SettingsError, load
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1/hook", "http://localhost:8080/hook", "https://10.1.2.3/hook", "http://192.168.0.10/",

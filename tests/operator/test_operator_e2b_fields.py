@@ -3,8 +3,12 @@ refused (nothing published) when not."""
 
 from __future__ import annotations
 
+import pytest
+
 from athenic.shared.policy import policy_decoder
 from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
+
+pytestmark = pytest.mark.integration
 
 E2B_FIELDS = {"sandboxRetentionSeconds": 3600, "e2bWarmPool": 2, "maxIdleSandboxes": 5, "maxPausedSandboxes": 50}
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from athenic.shared.policy import policy_decoder
 from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
+
+pytestmark = pytest.mark.integration
 
 
 async def test_create_publishes_policy_and_reports_status(cluster: Cluster, broker: Broker,

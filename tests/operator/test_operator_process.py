@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.operator.conftest import Broker, Cluster, eventually, quota_body
 from tests.support.nats import free_port
+
+pytestmark = pytest.mark.integration
 
 SCRIPT = Path(sys.executable).parent / "athenic-operator"
 

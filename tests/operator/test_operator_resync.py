@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import kmock
+import pytest
 
 from athenic.shared.policy import SandboxPolicy, encode_policy, policy_decoder
 from tests.operator.conftest import QUOTAS, Broker, Cluster, Operators, eventually, quota_body
+
+pytestmark = pytest.mark.integration
 
 
 async def _keys_are(broker: Broker, expected: set[str]) -> bool:

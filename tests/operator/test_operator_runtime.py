@@ -13,6 +13,8 @@ import pytest
 from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
 from tests.support.nats import free_port
 
+pytestmark = pytest.mark.integration
+
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from athenic.shared.quota_keys import encode_counter, epoch_minute, lease_key, rate_key
 from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
+
+pytestmark = pytest.mark.integration
 
 
 async def test_status_reports_usage_per_tenant_and_for_the_default(cluster: Cluster, broker: Broker,

@@ -9,12 +9,15 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import pytest
 from nats.aio.msg import Msg
 
 from athenic.orchestrator.events import DELTA_INTERVAL_SECONDS, EventPublisher
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.settings import NatsSettings, load
+
+pytestmark = pytest.mark.integration
 
 
 @asynccontextmanager

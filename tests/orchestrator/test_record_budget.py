@@ -6,9 +6,13 @@ import base64
 import os
 import time
 
+import pytest
+
 from athenic.orchestrator.record_budget import fit_response
 from athenic.orchestrator.records import Outcome, final_response, stored_size
 from athenic.shared.messages import ChatRequest, ChatResponse, Execution, encode
+
+pytestmark = pytest.mark.unit
 
 REQUEST = ChatRequest(request_id="r", client_id="c", message="plot", submitted_at="2026-01-01T00:00:00.000Z")
 

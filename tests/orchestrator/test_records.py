@@ -18,6 +18,8 @@ from athenic.shared.settings import NatsSettings, load
 from athenic.shared.topology import ensure_topology
 from tests.support.nats import NatsServer
 
+pytestmark = pytest.mark.integration
+
 
 def request(seq: int, request_id: str | None = None, client_id: str = "c") -> ChatRequest:
     return ChatRequest(request_id=request_id or f"r{seq}", client_id=client_id, message=f"m{seq}",

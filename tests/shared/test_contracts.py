@@ -10,6 +10,8 @@ import pytest
 from athenic.shared import names
 from athenic.shared.messages import ChatResponse, ProgressEvent, ResponseRecord, encode, iso_timestamp
 
+pytestmark = pytest.mark.unit
+
 
 def test_timestamps_have_milliseconds_and_z() -> None:
     moment = datetime(2025, 4, 27, 20, 53, 57, 947_512, tzinfo=UTC)

@@ -8,6 +8,8 @@ import pytest
 
 from athenic.shared.settings import NatsSettings, SettingsError, load
 
+pytestmark = pytest.mark.unit
+
 
 def test_the_password_file_is_read_at_connect(tmp_path: Path) -> None:
     secret = tmp_path / "password"

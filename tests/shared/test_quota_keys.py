@@ -15,6 +15,8 @@ from athenic.shared.quota_keys import (
     tenant_of_lease_key,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_keys_round_trip() -> None:
     key = lease_key("acme", "3f2a")

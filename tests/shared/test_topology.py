@@ -9,6 +9,8 @@ from athenic.shared import names
 from athenic.shared.settings import NatsSettings, SettingsError, load
 from athenic.shared.topology import ensure_topology
 
+pytestmark = pytest.mark.integration
+
 
 async def test_second_start_reuses_and_updates(nats_url: str) -> None:
     nc = await nats.connect(nats_url)

@@ -16,6 +16,8 @@ from tests.support.nats import NatsServer
 from tests.support.push_client import open_socket, recv
 from tests.support.services import Api, base_env
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def open_api(system_nats: NatsServer, module_tmp: Path) -> Iterator[Api]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
 from tests.api.auth.conftest import Tokens, bearer
 from tests.support.services import Api
+
+pytestmark = pytest.mark.integration
 
 
 async def test_another_users_files_are_404(api: Api, tokens: Tokens) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import pytest
 import websockets
 
 from athenic.shared import names
@@ -18,6 +19,8 @@ from tests.support.jwks import JwksServer
 from tests.support.nats import NatsServer
 from tests.support.push_client import Records, close_code, open_socket, recv, recv_type, ws_url
 from tests.support.services import Api
+
+pytestmark = pytest.mark.integration
 
 
 async def _last_request_seq(nats_url: str, client_id: str) -> int | None:

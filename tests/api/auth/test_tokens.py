@@ -21,6 +21,8 @@ from tests.support.jwks import JwksServer
 from tests.support.nats import NatsServer
 from tests.support.services import Api
 
+pytestmark = pytest.mark.integration
+
 
 def user() -> str:
     return str(uuid.uuid4())

@@ -23,6 +23,8 @@ from tests.support.nats import NatsServer
 from tests.support.push_client import Records, open_socket, recv_type
 from tests.support.services import Api
 
+pytestmark = pytest.mark.integration
+
 SOCKETS = 1_500  # the old per-conversation consumer limit was hit at ~1,000
 
 

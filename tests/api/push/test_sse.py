@@ -8,10 +8,13 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.nats import NatsServer
 from tests.support.push_client import Records, SseEvent, next_sse, sse_events
 from tests.support.services import Api, Orchestrator
+
+pytestmark = pytest.mark.integration
 
 
 def new_id() -> str:

@@ -19,6 +19,8 @@ from tests.support.nats import NatsServer
 from tests.support.push_client import Records, close_code, nothing_within, open_socket, recv, recv_type, ws_url
 from tests.support.services import Api, Orchestrator
 
+pytestmark = pytest.mark.integration
+
 
 def new_id() -> str:
     return f"rt-{uuid.uuid4().hex[:12]}"

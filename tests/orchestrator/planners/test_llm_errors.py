@@ -13,6 +13,8 @@ from tests.orchestrator.planners.run_context import SubprocessRunContext
 from tests.support.nats import free_port
 from tests.support.openai_standin import Reply, answer, error, tool_call
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize(
     "reply",

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.orchestrator.planners.helpers import ask, chat, scripted
 from tests.orchestrator.planners.run_context import SubprocessRunContext
 from tests.support.openai_models import factorial_model
 from tests.support.openai_standin import answer
+
+pytestmark = pytest.mark.integration
 
 
 def _conversation(body: dict[str, Any]) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import msgspec
+import pytest
 
 from athenic.orchestrator.planners.llm import LlmPlanner
 from athenic.orchestrator.settings import OrchestratorSettings
@@ -15,6 +16,8 @@ from athenic.shared.settings import load
 from tests.orchestrator.planners.helpers import API_KEY, MODEL, ask, chat, scripted
 from tests.orchestrator.planners.run_context import SubprocessRunContext
 from tests.support.openai_standin import OpenAIStandIn, Reply, answer, tool_call
+
+pytestmark = pytest.mark.integration
 
 
 def _last_tool_result(body: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from tests.orchestrator.planners.helpers import ask, chat, scripted
 from tests.orchestrator.planners.run_context import SubprocessRunContext
 from tests.support.openai_standin import Reply, answer, tool_call
 
+pytestmark = pytest.mark.integration
+
 
 async def test_the_answer_streams_in_pieces_that_make_the_message() -> None:
     async with scripted([answer("Paris is the capital of France.")]) as (llm, p):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from athenic.orchestrator.planners.rules import RulesPlanner, describe, fenced_blocks, needs_code
 from athenic.shared.messages import ChatRequest, Execution, Phase
+
+pytestmark = pytest.mark.unit
 
 
 class RecordingContext:

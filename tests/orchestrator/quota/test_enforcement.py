@@ -11,6 +11,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from athenic.shared import names
 from athenic.shared.messages import progress_event_decoder
@@ -24,6 +25,8 @@ from tests.orchestrator.quota.traffic import (
     wait_until_early_in_a_minute,
 )
 from tests.support.services import Orchestrator
+
+pytestmark = pytest.mark.integration
 
 RUNS = 100
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.orchestrator.quota.conftest import QUOTA_ENV, start_all
 from tests.orchestrator.quota.traffic import Broker, slow_code
 from tests.support.nats import NatsServer
 from tests.support.services import Orchestrator
+
+pytestmark = pytest.mark.integration
 
 FLOOD = 200
 

@@ -8,6 +8,7 @@ import random
 import time
 
 import nats
+import pytest
 from nats.aio.client import Client
 
 from athenic.orchestrator.leases import LeaseStore
@@ -16,6 +17,8 @@ from athenic.shared import names
 from athenic.shared.settings import NatsSettings
 from athenic.shared.topology import ensure_topology
 from tests.support.nats import NatsServer
+
+pytestmark = pytest.mark.integration
 
 LIMIT = 2
 

@@ -7,11 +7,15 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.orchestrator.quota.conftest import start_all
 from tests.orchestrator.quota.traffic import Broker, executions, slow_code
 from tests.support.e2b_standin import E2BStandIn
 from tests.support.nats import NatsServer
 from tests.support.services import Orchestrator
+
+pytestmark = pytest.mark.integration
 
 LEASE_TTL = 6
 

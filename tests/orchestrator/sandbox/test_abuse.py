@@ -24,6 +24,8 @@ from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.shared.messages import Execution
 from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, kernel_backend, wait_until_no_leftovers
 
+pytestmark = pytest.mark.integration
+
 
 def spec(code: str, *, timeout: float = 3, memory_mib: int = 256) -> RunSpec:
     return RunSpec(client_id="attacker", language="python", code=code, timeout_seconds=timeout,

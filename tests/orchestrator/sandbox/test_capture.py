@@ -10,6 +10,8 @@ from athenic.orchestrator.sandbox.tracebacks import python_error, strip_ansi
 from athenic.orchestrator.settings import OrchestratorSettings
 from athenic.shared.settings import SettingsError, load
 
+pytestmark = pytest.mark.unit
+
 
 def test_output_under_the_limit_is_kept_whole() -> None:
     capture = CappedOutput(100)

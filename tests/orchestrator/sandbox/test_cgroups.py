@@ -24,6 +24,8 @@ from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, _uniqu
 from tests.orchestrator.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 from tests.orchestrator.sandbox.test_run_budgets import FOUR_CHILDREN_OF_150_MIB
 
+pytestmark = pytest.mark.integration
+
 WAIT_SECONDS = 30.0
 
 

@@ -21,6 +21,8 @@ from athenic.shared.messages import ChatRequest
 from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, e2b_backend
 from tests.support.e2b_standin import E2BStandIn, png_bytes
 
+pytestmark = pytest.mark.integration
+
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
     """Poll ``condition`` until it holds (generous: the machine is shared)."""

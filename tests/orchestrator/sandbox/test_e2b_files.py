@@ -14,6 +14,8 @@ from athenic.orchestrator.sandbox.e2b import E2BSandbox
 from athenic.orchestrator.sandbox.files import StagedFile, Workspace
 from tests.support.e2b_standin import E2BStandIn
 
+pytestmark = pytest.mark.integration
+
 
 def workspace(contents: dict[str, bytes], *, max_bytes: int = 1024, max_files: int = 3) -> Workspace:
     async def fetch(name: str, into: IO[bytes]) -> None:

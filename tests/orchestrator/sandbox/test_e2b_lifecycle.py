@@ -23,6 +23,8 @@ from athenic.shared.quotas import publish_policy
 from tests.orchestrator.sandbox.conftest import e2b_backend
 from tests.support.e2b_standin import E2BStandIn, StandInSandbox
 
+pytestmark = pytest.mark.integration
+
 
 def spec(code: str, *, client: str = "c1", tenant: str = "default", idle: int = 300, retention: int = 86_400,
          max_idle: int = 20, max_paused: int = 1000, internet: bool = False) -> RunSpec:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import base64
 import struct
 
+import pytest
+
 from athenic.orchestrator.sandbox.figures import PNG_SIGNATURE, FigureCollector
+
+pytestmark = pytest.mark.unit
 
 
 def fake_png(width: int, height: int, body: int = 100) -> bytes:

@@ -16,6 +16,8 @@ from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.shared.messages import Execution
 from tests.orchestrator.sandbox.conftest import kernel_backend, kernel_leftovers, sandbox_processes
 
+pytestmark = pytest.mark.integration
+
 
 def spec(code: str, *, client_id: str = "c", tenant: str = "default", timeout: float = 10,
          memory_mib: int = 256, idle_seconds: int = 300) -> RunSpec:

@@ -20,6 +20,8 @@ from athenic.shared import names
 from tests.support.nats import NatsServer
 from tests.support.services import Orchestrator, Service, wait_for_status
 
+pytestmark = pytest.mark.integration
+
 FINAL = {"completed", "failed", "cancelled"}
 COUNT = "n = globals().get('n', 0) + 1\nprint(n)\n"
 # each replica's sandboxes carry their own /tmp size on their command line: found by it

@@ -16,6 +16,8 @@ from athenic.orchestrator.sandbox.base import RunSpec, Stream
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, sandbox_processes, wait_until_no_sandbox_processes
 
+pytestmark = pytest.mark.integration
+
 
 def spec(code: str, *, timeout: float = 10, language: str = "python", memory_mib: int = 256) -> RunSpec:
     return RunSpec(client_id="c1", language=language, code=code, timeout_seconds=timeout, memory_mib=memory_mib)

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 _AS_PID1 = """
 import asyncio, os, sys, time
 from athenic.orchestrator.sandbox import reaping

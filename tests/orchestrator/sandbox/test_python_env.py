@@ -20,6 +20,8 @@ from athenic.orchestrator.sandbox.python_env import SANDBOX_PATH
 from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV
 from tests.support.paths import REPO_ROOT
 
+pytestmark = pytest.mark.integration
+
 REPO_ROOT = REPO_ROOT
 # numpy + scipy + pandas + matplotlib map ~340 MiB of address space on import (the limit is
 # RLIMIT_AS): the policy's default of 512 MiB, not the 256 MiB the abuse tests use

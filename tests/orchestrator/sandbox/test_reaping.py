@@ -16,6 +16,8 @@ from athenic.orchestrator.sandbox import reaping
 from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.local import LocalSandbox
 
+pytestmark = pytest.mark.integration
+
 
 def spec(code: str, *, timeout: float = 10) -> RunSpec:
     return RunSpec(client_id="escaper", language="python", code=code, timeout_seconds=timeout, memory_mib=256)

@@ -16,6 +16,8 @@ from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, _check, _cpu_s
 from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
 from tests.orchestrator.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(params=[None, "/nonexistent/bwrap"], ids=["bubblewrap", "rlimits-only"])
 async def roomy(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:

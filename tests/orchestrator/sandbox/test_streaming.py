@@ -8,6 +8,8 @@ import pytest
 
 from athenic.orchestrator.sandbox.base import RunSpec, SandboxBackend, Stream
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(params=["local_sandbox", "e2b"])
 def backend(request: pytest.FixtureRequest) -> SandboxBackend:

@@ -13,6 +13,8 @@ from athenic.orchestrator.sandbox import seccomp
 from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.local import LocalSandbox
 
+pytestmark = pytest.mark.integration
+
 
 def spec(code: str, *, language: str = "python", timeout: float = 20) -> RunSpec:
     return RunSpec(client_id="surface", language=language, code=code, timeout_seconds=timeout, memory_mib=512)

@@ -14,6 +14,8 @@ from athenic.shared.policy import BUILTIN_DEFAULT
 from athenic.shared.quotas import crd_manifest, load_quotas, quota_schema, schema_errors
 from tests.support.paths import REPO_ROOT
 
+pytestmark = pytest.mark.unit
+
 ROOT = REPO_ROOT
 CHART_CRD = ROOT / "charts/athenic/crds/sandboxquotas.athenic.dev.yaml"
 PACKAGE_CRD = ROOT / "services/athenic/shared/sandboxquotas.athenic.dev.yaml"

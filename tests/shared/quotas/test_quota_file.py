@@ -14,6 +14,8 @@ from athenic.shared.quotas import QuotaFileError, load_and_publish, load_quotas,
 from athenic.shared.settings import NatsSettings, load
 from athenic.shared.topology import bucket_configs, ensure_bucket
 
+pytestmark = pytest.mark.integration
+
 TWO_TENANTS = """
 apiVersion: athenic.dev/v1alpha1
 kind: SandboxQuota
