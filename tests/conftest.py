@@ -5,4 +5,5 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.support.fixtures.brokers",
     "tests.support.fixtures.processes",
+    "tests.support.fixtures.kubernetes",
 ]

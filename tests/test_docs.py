@@ -104,3 +104,18 @@ def test_links_between_pages_resolve(page: str) -> None:
     broken = [target for target in re.findall(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)", path.read_text())
               if not (path.parent / target).exists()]
     assert not broken, f"{page} links to files that do not exist: {broken}"
+
+
+TEST_PATH_RE = re.compile(r"`(tests/[\w./-]*?)(?:::(\w+))?[`\[]")
+
+
+def test_every_test_path_the_docs_name_exists() -> None:
+    """A test moved or renamed (tests/ follows the source) takes the docs that cite it along."""
+    missing = []
+    for path, test in TEST_PATH_RE.findall(_text()):
+        target = ROOT / path
+        if not target.exists():
+            missing.append(path)
+        elif test and not re.search(rf"^(async )?def {test}\(", target.read_text(), re.MULTILINE):
+            missing.append(f"{path}::{test}")
+    assert not missing, f"the docs name tests that do not exist: {sorted(set(missing))}"

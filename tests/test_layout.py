@@ -144,3 +144,21 @@ def test_a_unit_module_starts_no_server(path: str) -> None:
     fixtures = sorted(_requested_fixtures(tree) & PROCESS_FIXTURES)
     modules = sorted(_imported_modules(tree) & PROCESS_MODULES)
     assert not fixtures and not modules, f"{path} is marked unit but uses {fixtures + modules}: mark it integration"
+
+
+def _product_classes() -> set[str]:
+    found: set[str] = set()
+    for root in ("services", "operator"):
+        for path in (REPO_ROOT / root).rglob("*.py"):
+            found.update(node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef))
+    return found
+
+
+def test_no_test_side_class_shadows_a_product_class() -> None:
+    """A test's own ``Broker`` next to the product's reads as the product's: they are named apart."""
+    product = _product_classes()
+    shadows = [f"{relative(path)}: {node.name}"
+               for path in sorted(TESTS.rglob("*.py"))
+               for node in ast.parse(path.read_text()).body
+               if isinstance(node, ast.ClassDef) and node.name in product]
+    assert not shadows, f"test-side classes named like the product's: {shadows}"

@@ -22,12 +22,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def monitored(tmp_path: Path) -> Iterator[tuple[NatsServer, int]]:
     port = free_port()
-    server = NatsServer(tmp_path / "jetstream", extra_args=["-m", str(port)]).start()
-    wait_for_port(port)
-    try:
+    with NatsServer(tmp_path / "jetstream", extra_args=["-m", str(port)]) as server:
+        wait_for_port(port)
         yield server, port
-    finally:
-        server.stop()
 
 
 def messages_from_api(monitor_port: int) -> int:

@@ -45,12 +45,9 @@ def server(render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setenv("NATS_PASSWORD", "route-secret")
     for user, password in PASSWORDS.items():
         monkeypatch.setenv(f"NATS_{user.upper()}_PASSWORD", password)
-    started = NatsServer(tmp_path / "store", extra_args=["-c", str(path), "-m", str(free_port()),
-                                                         "-P", str(tmp_path / "nats.pid")]).start()
-    try:
+    with NatsServer(tmp_path / "store", extra_args=["-c", str(path), "-m", str(free_port()),
+                                                   "-P", str(tmp_path / "nats.pid")]) as started:
         yield started
-    finally:
-        started.stop()
 
 
 class Login:

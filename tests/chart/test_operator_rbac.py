@@ -17,22 +17,10 @@ import kmock
 import pytest
 
 from tests.chart.manifests import Manifest, container, env_value, named
-from tests.operator.conftest import (  # the operator's own fixtures, reused as they are
-    Broker,
-    Cluster,
-    Emulator,
-    Operators,
-    broker,
-    cluster,
-    declare_resources,
-    eventually,
-    operators,
-    quota_body,
-)
+from tests.support.kubernetes import Cluster, Emulator, Operators, PolicyBuckets, declare_resources, quota_body
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["broker", "cluster", "operators"]  # fixtures, imported to be found by pytest
 
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
 NAMESPACED_PEERINGS = "kopf.dev/v1/kopfpeerings"
@@ -88,7 +76,8 @@ async def quota_life(cluster: Cluster) -> None:
 
 
 async def test_by_default_the_operator_watches_its_release_namespace_with_a_role(
-        render: Render, emulator: RecordingEmulator, cluster: Cluster, broker: Broker, operators: Operators) -> None:
+        render: Render, emulator: RecordingEmulator, cluster: Cluster, buckets: PolicyBuckets,
+        operators: Operators) -> None:
     manifests = render("defaults")
     operator = container(manifests, "athenic-operator")
     assert env_value(operator, "ATHENIC_OPERATOR_NAMESPACES") == "athenic"  # the release's namespace
@@ -128,7 +117,8 @@ def test_more_namespaces_get_a_role_each(render: Render) -> None:
 
 
 async def test_watching_all_namespaces_takes_a_cluster_role(
-        render: Render, emulator: RecordingEmulator, cluster: Cluster, broker: Broker, operators: Operators) -> None:
+        render: Render, emulator: RecordingEmulator, cluster: Cluster, buckets: PolicyBuckets,
+        operators: Operators) -> None:
     manifests = render("defaults", {"operator": {"watch": {"allNamespaces": True}}})
     assert env_value(container(manifests, "athenic-operator"), "ATHENIC_OPERATOR_NAMESPACES") == ""
     assert not [m for m in manifests if m["kind"] in ("Role", "RoleBinding", "KopfPeering")]

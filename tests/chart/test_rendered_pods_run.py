@@ -41,13 +41,9 @@ def chart_nats(render: Render, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("NATS_PASSWORD", PASSWORD)
     for service in ("api", "orchestrator", "operator", "notifier"):
         monkeypatch.setenv(f"NATS_{service.upper()}_PASSWORD", service_password(service))
-    server = NatsServer(tmp_path / "store", extra_args=["-c", str(path), "-m", str(free_port()),
-                                                        "-P", str(tmp_path / "nats.pid")])
-    server.start()
-    try:
+    with NatsServer(tmp_path / "store", extra_args=["-c", str(path), "-m", str(free_port()),
+                                                   "-P", str(tmp_path / "nats.pid")]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def service_password(service: str) -> str:

@@ -90,11 +90,8 @@ def test_dev_is_not_reachable_on_a_non_loopback_address(dev_system: tuple[int, i
 
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats").start()
-    try:
+    with NatsServer(tmp_path / "nats") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_a_second_orchestrator_names_the_taken_health_port(nats: NatsServer, tmp_path: Path) -> None:

@@ -81,8 +81,7 @@ async def test_a_turn_is_logged_once_and_old_turns_are_dropped(store: RecordStor
 async def test_a_record_over_the_servers_max_payload_is_refused_as_too_large(tmp_path: Path) -> None:
     config = tmp_path / "nats.conf"
     config.write_text("max_payload: 16384\n")
-    server = NatsServer(tmp_path / "jetstream", extra_args=["-c", str(config)]).start()
-    try:
+    async with NatsServer(tmp_path / "jetstream", extra_args=["-c", str(config)]) as server:
         nc = await nats.connect(server.url)
         try:
             settings = load(NatsSettings, {"NATS_URL": server.url})
@@ -104,5 +103,4 @@ async def test_a_record_over_the_servers_max_payload_is_refused_as_too_large(tmp
             assert current is not None and current.last_response is not None and current.last_response.truncated
         finally:
             await nc.close()
-    finally:
-        server.stop()
+

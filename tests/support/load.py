@@ -44,7 +44,7 @@ def allow_executions(nats_urls: list[str], concurrent: int = 64, per_minute: int
 
 
 @dataclass(frozen=True)
-class Accepted:
+class AcceptedPost:
     index: int
     message: str
     client_id: str
@@ -59,7 +59,7 @@ class Load:
     target: int
     message_for: Callable[[int], str]
     workers: int = 8
-    accepted: list[Accepted] = field(default_factory=list)
+    accepted: list[AcceptedPost] = field(default_factory=list)
     unavailable: int = 0
     dropped: int = 0
     unexpected: list[tuple[int, str]] = field(default_factory=list)
@@ -102,7 +102,7 @@ class Load:
                     self._in_flight -= 1
                     self.seconds.append(time.monotonic() - sent)
                     if response.status_code == 200:
-                        self.accepted.append(Accepted(index, message, client_id, response.headers["x-request-id"]))
+                        self.accepted.append(AcceptedPost(index, message, client_id, response.headers["x-request-id"]))
                     elif response.status_code == 503:
                         self.unavailable += 1
                     else:
@@ -143,7 +143,7 @@ class Load:
                 f"max {max(self.seconds, default=0) * 1000:.0f} ms")
 
 
-def read_answers(base_url: str, accepted: list[Accepted], timeout: float = 120,
+def read_answers(base_url: str, accepted: list[AcceptedPost], timeout: float = 120,
                  workers: int = 8) -> dict[str, dict[str, Any]]:
     """Poll every accepted message's conversation until its own final answer is there.
 
@@ -153,7 +153,7 @@ def read_answers(base_url: str, accepted: list[Accepted], timeout: float = 120,
     waiting = list(accepted)
     deadline = time.monotonic() + timeout
 
-    def read(client: httpx.Client, item: Accepted) -> tuple[Accepted, dict[str, Any] | None]:
+    def read(client: httpx.Client, item: AcceptedPost) -> tuple[AcceptedPost, dict[str, Any] | None]:
         try:
             response = client.get(f"/api/chat/response/{item.client_id}")
         except httpx.TransportError:
@@ -168,7 +168,7 @@ def read_answers(base_url: str, accepted: list[Accepted], timeout: float = 120,
     with httpx.Client(base_url=base_url, timeout=10, limits=httpx.Limits(max_connections=workers)) as client, \
             ThreadPoolExecutor(workers) as pool:
         while waiting and time.monotonic() < deadline:
-            still: list[Accepted] = []
+            still: list[AcceptedPost] = []
             for item, state in pool.map(lambda item: read(client, item), waiting):
                 if state is None:
                     still.append(item)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.quota.traffic import Broker
+from tests.orchestrator.quota.traffic import QuotaTraffic
 from tests.support.nats import NatsServer
 from tests.support.services import Orchestrator
 
@@ -30,18 +29,9 @@ def start_all(services: list[Orchestrator], timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def quota_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("quota") / "jetstream").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicas(quota_nats: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Orchestrator]]:
+def replicas(system_nats: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Orchestrator]]:
     logs = tmp_path_factory.mktemp("replicas")
-    services = [Orchestrator(quota_nats.url, logs, ATHENIC_CONCURRENCY="4", **QUOTA_ENV) for _ in range(3)]
+    services = [Orchestrator(system_nats.url, logs, ATHENIC_CONCURRENCY="4", **QUOTA_ENV) for _ in range(3)]
     try:
         start_all(services)
         yield services
@@ -51,19 +41,9 @@ def replicas(quota_nats: NatsServer, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture
-async def broker(replicas: list[Orchestrator], quota_nats: NatsServer) -> AsyncIterator[Broker]:
-    connection = await Broker.connect(quota_nats.url)
+async def traffic(replicas: list[Orchestrator], system_nats: NatsServer) -> AsyncIterator[QuotaTraffic]:
+    connection = await QuotaTraffic.connect(system_nats.url)
     try:
         yield connection
     finally:
         await connection.close()
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
-    """A server of the test's own, for tests that must choose which replica gets a message."""
-    server = NatsServer(tmp_path / "jetstream").start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -37,8 +37,9 @@ def slow_code(seconds: float, label: object = "") -> str:
 
 
 @dataclass
-class Broker:
-    """The test's own connection to the nats-server the services use."""
+class QuotaTraffic:
+    """The test's side of the quota traffic: its own connection to the nats-server the
+    orchestrators use, to post requests, set policies and read records and leases."""
 
     nc: Client
     js: JetStreamContext
@@ -47,7 +48,7 @@ class Broker:
     leases: KeyValue
 
     @classmethod
-    async def connect(cls, url: str) -> Broker:
+    async def connect(cls, url: str) -> QuotaTraffic:
         nc = await nats.connect(url)
         js = nc.jetstream()
         # the services created the buckets at start (ensure_topology)

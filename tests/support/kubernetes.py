@@ -1,5 +1,6 @@
-"""The real kopf runtime of the operator against the kmock Kubernetes emulator and a real
-nats-server. Objects are created, patched and deleted over HTTP, as kubectl would."""
+"""The Kubernetes side of the operator tests: kmock's emulator as the API server kopf relies
+on, objects created, patched and deleted over HTTP as kubectl would, and the operator's own
+``run`` started as asyncio tasks. The fixtures are in tests/support/fixtures/kubernetes.py."""
 
 from __future__ import annotations
 
@@ -7,23 +8,17 @@ import asyncio
 import contextlib
 import datetime
 import itertools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import jsonpatch
 import kmock
-import nats
-import pytest
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from athenic.shared import names
 from athenic.shared.quotas import read_bucket
 from athenic.shared.settings import NatsSettings, load
-from athenic.shared.topology import bucket_configs, ensure_bucket
 from athenic_operator.main import run
 from athenic_operator.settings import OperatorSettings
 
@@ -121,18 +116,6 @@ def quota_body(name: str, spec: dict[str, Any], *, namespace: str = NAMESPACE, a
     }
 
 
-async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy (the value is returned)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {timeout}s: {what or check} (last: {last!r})")
 
 
 @dataclass
@@ -198,20 +181,14 @@ class Cluster:
         return [event.get("reason", "") for event in self.events(name)]
 
 
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator() as handler, kmock.Server(handler):
-        declare_resources(handler)
-        yield handler
 
 
-@pytest.fixture
-def cluster(emulator: Emulator) -> Cluster:
-    return Cluster(emulator)
 
 
 @dataclass
-class Broker:
+class PolicyBuckets:
+    """The test's own connection to the buckets the operator writes (policies) and reads (leases)."""
+
     nc: Client
     policies: KeyValue
     leases: KeyValue
@@ -220,17 +197,6 @@ class Broker:
         return {key: stored.value for key, stored in (await read_bucket(self.policies)).items()}
 
 
-@pytest.fixture
-async def broker(nats_url: str) -> AsyncIterator[Broker]:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    configs = bucket_configs(load(NatsSettings, {"NATS_URL": nats_url}))
-    policies = await ensure_bucket(js, configs[names.POLICIES_BUCKET])
-    leases = await ensure_bucket(js, configs[names.LEASES_BUCKET])
-    try:
-        yield Broker(nc, policies, leases)
-    finally:
-        await nc.close()
 
 
 @dataclass
@@ -264,12 +230,3 @@ class Operators:
         if task in self.tasks:
             self.tasks.remove(task)
 
-
-@pytest.fixture
-async def operators(nats_url: str, emulator: Emulator) -> AsyncIterator[Operators]:
-    ops = Operators(nats_url, str(emulator.url).rstrip("/"))
-    try:
-        yield ops
-    finally:
-        for task in list(ops.tasks):
-            await ops.stop(task)
