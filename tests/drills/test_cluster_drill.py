@@ -106,11 +106,8 @@ class FinalRecords:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "cluster").start()
-    try:
+    with NatsCluster(tmp_path / "cluster") as nodes:
         yield nodes
-    finally:
-        nodes.stop()
 
 
 @pytest.mark.slow
