@@ -1,4 +1,4 @@
-"""Tests that need a traffic of their own: which replica holds a message matters (a killed
+"""Tests that need a broker of their own: which replica holds a message matters (a killed
 replica's lease), or the orchestrator runs another sandbox backend (E2B's stand-in)."""
 
 from __future__ import annotations
