@@ -162,3 +162,11 @@ def test_no_test_side_class_shadows_a_product_class() -> None:
                for node in ast.parse(path.read_text()).body
                if isinstance(node, ast.ClassDef) and node.name in product]
     assert not shadows, f"test-side classes named like the product's: {shadows}"
+
+
+def test_no_module_imports_from_a_conftest() -> None:
+    """A conftest holds fixtures, which pytest finds by name; what tests import sits in a module beside it."""
+    importing = sorted(relative(path) for path in TESTS.rglob("*.py")
+                       if any(module.endswith(".conftest") or module == "conftest"
+                              for module in _imported_modules(ast.parse(path.read_text()))))
+    assert not importing, f"modules importing from a conftest: {importing}"

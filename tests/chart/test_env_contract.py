@@ -16,8 +16,8 @@ from athenic.notifier.settings import NotifierSettings
 from athenic.orchestrator.settings import OrchestratorSettings, QuotaSettings
 from athenic.shared.settings import FileSettings, LogSettings, NatsSettings
 from athenic_operator.settings import OperatorSettings
-from tests.chart.conftest import VALUE_SETS
 from tests.chart.manifests import Manifest, container, env
+from tests.chart.value_sets import VALUE_SETS
 
 pytestmark = pytest.mark.unit
 

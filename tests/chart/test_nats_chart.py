@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.chart.conftest import VALUE_SETS
 from tests.chart.manifests import (
     Manifest,
     container,
@@ -17,6 +16,7 @@ from tests.chart.manifests import (
     of_kind,
     secret_ref,
 )
+from tests.chart.value_sets import VALUE_SETS
 
 pytestmark = pytest.mark.unit
 

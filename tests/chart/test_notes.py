@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.chart.conftest import KUBE_VERSION
+from tests.chart.value_sets import KUBE_VERSION
 from tests.support.helm import CHART_DIR, parse_manifests, template_args
 
 pytestmark = pytest.mark.unit

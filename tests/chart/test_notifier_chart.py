@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import KUBE_VERSION
 from tests.chart.manifests import Manifest, container, env, env_value, named, of_kind
+from tests.chart.value_sets import KUBE_VERSION
 from tests.support.helm import HelmError, template_args
 
 pytestmark = pytest.mark.unit

@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.chart.conftest import VALUE_SETS
 from tests.chart.manifests import (
     Manifest,
     containers,
     pod_specs,
 )
+from tests.chart.value_sets import VALUE_SETS
 
 pytestmark = pytest.mark.unit
 

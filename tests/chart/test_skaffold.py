@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import KUBE_VERSION
 from tests.chart.dockerfile import parse_dockerfile
 from tests.chart.manifests import Manifest, container, env_value, named, of_kind
+from tests.chart.value_sets import KUBE_VERSION
 from tests.support.helm import REPO_ROOT, parse_manifests, template_args
 
 pytestmark = pytest.mark.unit

@@ -4,46 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.api.auth.tokens import JWKS_MAX_AGE, JWKS_REFRESH_FLOOR, RATE_BURST, RATE_PER_MINUTE, SECRET, Tokens
 from tests.support import jwks
-from tests.support.jwks import JwksServer, SigningKey
+from tests.support.jwks import JwksServer
 from tests.support.nats import NatsServer
 from tests.support.services import Api
-
-SECRET = "test-hs256-secret-of-at-least-32-bytes!"
-JWKS_REFRESH_FLOOR = 0.2
-JWKS_MAX_AGE = 2.0
-RATE_PER_MINUTE = 6
-RATE_BURST = 3
-
-
-class Tokens:
-    """Tokens as Supabase would issue them for this project, signed by the test keys."""
-
-    def __init__(self, server: JwksServer, rsa: SigningKey, ec: SigningKey) -> None:
-        self.server = server
-        self.rsa = rsa
-        self.ec = ec
-        self.issuer = f"{server.url}/auth/v1"
-
-    def claims(self, sub: str, **overrides: Any) -> dict[str, Any]:
-        return jwks.claims(sub, iss=self.issuer, **overrides)
-
-    def hs256(self, sub: str, **overrides: Any) -> str:
-        return jwks.hs256(SECRET, self.claims(sub, **overrides))
-
-    def rs256(self, sub: str, **overrides: Any) -> str:
-        return self.rsa.sign(self.claims(sub, **overrides))
-
-    def es256(self, sub: str, **overrides: Any) -> str:
-        return self.ec.sign(self.claims(sub, **overrides))
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.api.auth.conftest import Tokens, bearer
+from tests.api.auth.tokens import Tokens, bearer
 from tests.support.services import Api
 
 pytestmark = pytest.mark.integration

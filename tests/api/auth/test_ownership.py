@@ -14,7 +14,7 @@ import websockets
 
 from athenic.shared import names
 from athenic.shared.conversations import ConversationLog
-from tests.api.auth.conftest import RATE_BURST, RATE_PER_MINUTE, Tokens, bearer
+from tests.api.auth.tokens import RATE_BURST, RATE_PER_MINUTE, Tokens, bearer
 from tests.support.jwks import JwksServer
 from tests.support.nats import NatsServer
 from tests.support.push_client import Records, close_code, open_socket, recv, recv_type, ws_url

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.api.auth.conftest import Tokens, bearer
+from tests.api.auth.tokens import Tokens, bearer
 from tests.support.push_client import close_code, next_sse, open_socket, recv, recv_type, sse_events, ws_url
 from tests.support.services import Api
 

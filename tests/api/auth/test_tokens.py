@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from athenic.shared import names
-from tests.api.auth.conftest import JWKS_MAX_AGE, JWKS_REFRESH_FLOOR, SECRET, Tokens, bearer
+from tests.api.auth.tokens import JWKS_MAX_AGE, JWKS_REFRESH_FLOOR, SECRET, Tokens, bearer
 from tests.support import jwks
 from tests.support.jwks import JwksServer
 from tests.support.nats import NatsServer

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.push.timing import PING_SECONDS
 from tests.support.nats import NatsServer
 from tests.support.services import Api
-
-PING_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from athenic.shared import names
-from tests.api.push.conftest import PING_SECONDS
+from tests.api.push.timing import PING_SECONDS
 from tests.support.nats import NatsServer
 from tests.support.push_client import Records, close_code, nothing_within, open_socket, recv, recv_type, ws_url
 from tests.support.services import Api, Orchestrator

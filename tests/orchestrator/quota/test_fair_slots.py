@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.quota.conftest import QUOTA_ENV, start_all
+from tests.orchestrator.quota.replicas import QUOTA_ENV, start_all
 from tests.orchestrator.quota.traffic import QuotaTraffic, slow_code
 from tests.support.nats import NatsServer
 from tests.support.services import Orchestrator

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.orchestrator.quota.conftest import start_all
+from tests.orchestrator.quota.replicas import start_all
 from tests.orchestrator.quota.traffic import QuotaTraffic, executions, slow_code
 from tests.support.e2b_standin import E2BStandIn
 from tests.support.nats import NatsServer

@@ -22,7 +22,7 @@ import pytest
 from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.shared.messages import Execution
-from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, kernel_backend, wait_until_no_leftovers
+from tests.orchestrator.sandbox.backends import OUTPUT_LIMIT, PYTHON_ENV, kernel_backend, wait_until_no_leftovers
 
 pytestmark = pytest.mark.integration
 

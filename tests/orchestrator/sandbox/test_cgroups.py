@@ -20,7 +20,7 @@ from athenic.orchestrator.sandbox import cgroups
 from athenic.orchestrator.sandbox.budgets import BudgetKeeper
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget
-from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
+from tests.orchestrator.sandbox.backends import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
 from tests.orchestrator.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 from tests.orchestrator.sandbox.test_run_budgets import FOUR_CHILDREN_OF_150_MIB
 

@@ -18,7 +18,7 @@ from athenic.orchestrator.sandbox.base import RunSpec, Stream
 from athenic.orchestrator.sandbox.e2b import E2BSandbox
 from athenic.shared.broker import Broker
 from athenic.shared.messages import ChatRequest
-from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, e2b_backend
+from tests.orchestrator.sandbox.backends import OUTPUT_LIMIT, e2b_backend
 from tests.support.e2b_standin import E2BStandIn, png_bytes
 
 pytestmark = pytest.mark.integration

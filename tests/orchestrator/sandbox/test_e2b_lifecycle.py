@@ -20,7 +20,7 @@ from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.policy import SandboxPolicy
 from athenic.shared.quotas import publish_policy
-from tests.orchestrator.sandbox.conftest import e2b_backend
+from tests.orchestrator.sandbox.backends import e2b_backend
 from tests.support.e2b_standin import E2BStandIn, StandInSandbox
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.kernels import KernelSettings
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.shared.messages import Execution
-from tests.orchestrator.sandbox.conftest import kernel_backend, kernel_leftovers, sandbox_processes
+from tests.orchestrator.sandbox.backends import kernel_backend, kernel_leftovers, sandbox_processes
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import structlog
 from athenic.orchestrator.errors import TerminalError
 from athenic.orchestrator.sandbox.base import RunSpec, Stream
 from athenic.orchestrator.sandbox.local import LocalSandbox
-from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, sandbox_processes, wait_until_no_sandbox_processes
+from tests.orchestrator.sandbox.backends import OUTPUT_LIMIT, sandbox_processes, wait_until_no_sandbox_processes
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from athenic.orchestrator.sandbox.base import RunSpec
 from athenic.orchestrator.sandbox.figures import PNG_SIGNATURE
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.orchestrator.sandbox.python_env import SANDBOX_PATH
-from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV
+from tests.orchestrator.sandbox.backends import OUTPUT_LIMIT, PYTHON_ENV
 from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 from athenic.orchestrator.sandbox import reaping
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, _check, _cpu_seconds
-from tests.orchestrator.sandbox.conftest import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
+from tests.orchestrator.sandbox.backends import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
 from tests.orchestrator.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 
 pytestmark = pytest.mark.integration
