@@ -84,7 +84,15 @@ def dev(args: argparse.Namespace) -> None:
     env.setdefault("LOG_FORMAT", "console")
     procs: list[subprocess.Popen[bytes]] = []
 
+    def stop_now(*_: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+
     def stop_all(*_: object) -> None:
+        # A second Ctrl-C (or a SIGTERM) while stopping kills what is left, never leaves it running.
+        signal.signal(signal.SIGINT, stop_now)
+        signal.signal(signal.SIGTERM, stop_now)
         # In order: the api stops taking messages, the orchestrator drains, then the broker.
         for proc in reversed(procs):
             if proc.poll() is None:

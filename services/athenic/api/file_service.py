@@ -58,7 +58,8 @@ class FileService:
     @property
     def store(self) -> FileStore:
         broker = self.chat.broker
-        return FileStore(broker.object_store(names.FILES_BUCKET), broker.bucket(names.FILE_INDEX_BUCKET))
+        return FileStore(broker.object_store(names.FILES_BUCKET), broker.bucket(names.FILE_INDEX_BUCKET),
+                         broker.js)
 
     def admit(self, client_id: str, who: Identity, declared_length: int | None) -> None:
         """Checks before the body is read: the clientId, the rate, a declared length over the limit."""

@@ -97,7 +97,7 @@ class ConversationFiles:
 
     async def _collect(self, execution: Execution, workspace: Workspace | None, run: int) -> Execution:
         not_kept = list(workspace.not_kept) if workspace is not None else []
-        made = self._out_files(workspace, not_kept) if workspace is not None else []
+        made = self._out_files(workspace, not_kept) if workspace is not None and workspace.made else []
         results = self._result_files(execution.results, run, made, not_kept)
         kept: list[FileRef] = []
         for item in self._within_limits(made, not_kept):

@@ -16,7 +16,8 @@ import msgspec
 
 from athenic.orchestrator.conversation_files import ConversationFiles
 from athenic.orchestrator.events import EventPublisher
-from athenic.orchestrator.sandbox.base import RunSpec, SandboxBackend, Stream
+from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, SandboxBackend, Stream
+from athenic.orchestrator.sandbox.files import Workspace
 from athenic.orchestrator.settings import OrchestratorSettings
 from athenic.shared.files import FileInfo
 from athenic.shared.messages import ChatRequest, Execution, Phase, Turn, iso_timestamp
@@ -29,6 +30,9 @@ class ExecutionGate(Protocol):
 
     def slot(self, tenant: str, policy: SandboxPolicy, request_id: str = "",
              on_queued: Callable[[], Awaitable[None]] | None = None) -> AbstractAsyncContextManager[SandboxPolicy]: ...
+
+    async def settled(self, request_id: str) -> None:
+        """Wait until the slots the runs of ``request_id`` gave back are released."""
 
 
 class Job:
@@ -85,35 +89,47 @@ class Job:
             await self.events.output(stream, chunk)
 
         # the conversation's files for the code (sandbox/files.py); what it makes is kept below
-        workspace = await self._files.workspace() if self._files is not None else None
-        async with self.gate.slot(self.request.tenant, self.policy, self.request.request_id,
-                                  on_queued=queued) as policy:
-            # the policy in force when the quota admitted the run, not when the message arrived
-            self.policy = policy
-            spec = RunSpec(
-                client_id=self.request.client_id,
-                tenant=self.request.tenant,
-                language=language,
-                code=code,
-                timeout_seconds=min(self.settings.athenic_execution_timeout_seconds,
-                                    float(policy.max_execution_seconds)),
-                memory_mib=policy.memory_mib,
-                allow_internet=policy.allow_internet,
-                template=policy.e2b_template or self.settings.e2b_template,
-                idle_seconds=policy.sandbox_idle_seconds,
-                retention_seconds=policy.sandbox_retention_seconds,
-                max_idle_sandboxes=policy.max_idle_sandboxes,
-                max_paused_sandboxes=policy.max_paused_sandboxes,
-                workspace=workspace,
-            )
-            await self.events.phase("running")
-            started_at = iso_timestamp()
-            execution = await self.sandbox.run(spec, on_output=forward)
-        execution = msgspec.structs.replace(execution, started_at=started_at)
+        # (listed while the quota admits the run: both are a broker's answer away)
+        staging = asyncio.ensure_future(self._files.workspace()) if self._files is not None else None
+        try:
+            async with self.gate.slot(self.request.tenant, self.policy, self.request.request_id,
+                                      on_queued=queued) as policy:
+                workspace = await staging if staging is not None else None
+                execution = await self._run(language, code, policy, workspace, forward)
+        finally:
+            if staging is not None:
+                staging.cancel()  # (refused by the quota: no workspace is needed)
+                if staging.done() and not staging.cancelled():
+                    staging.exception()  # (its fault, if any, counts as seen)
         if self._files is not None:
             execution = await self._files.collect(execution, workspace, run=len(self.executions) + 1)
         self.executions.append(execution)
         return execution
+
+    async def _run(self, language: str, code: str, policy: SandboxPolicy, workspace: Workspace | None,
+                   forward: OutputSink) -> Execution:
+        # the policy in force when the quota admitted the run, not when the message arrived
+        self.policy = policy
+        spec = RunSpec(
+            client_id=self.request.client_id,
+            tenant=self.request.tenant,
+            language=language,
+            code=code,
+            timeout_seconds=min(self.settings.athenic_execution_timeout_seconds,
+                                float(policy.max_execution_seconds)),
+            memory_mib=policy.memory_mib,
+            allow_internet=policy.allow_internet,
+            template=policy.e2b_template or self.settings.e2b_template,
+            idle_seconds=policy.sandbox_idle_seconds,
+            retention_seconds=policy.sandbox_retention_seconds,
+            max_idle_sandboxes=policy.max_idle_sandboxes,
+            max_paused_sandboxes=policy.max_paused_sandboxes,
+            workspace=workspace,
+        )
+        await self.events.phase("running")
+        started_at = iso_timestamp()
+        execution = await self.sandbox.run(spec, on_output=forward)
+        return msgspec.structs.replace(execution, started_at=started_at)
 
     def cancel(self, reason: str) -> bool:
         if self.task is None or self.task.done():

@@ -7,7 +7,8 @@ vanish after at most one TTL. The tenant's ``slots.<tenant>`` key lists the ids 
 
 Admission (``LeaseStore.try_acquire``):
 
-1. create the lease key (``kv.create``, a fresh id), so it is live before anyone can see its id;
+1. create the lease key (``kv.create``, a fresh id), so it is live before anyone can see its id
+   (the list is read meanwhile);
 2. read ``slots.<tenant>`` (ids and the key's revision), keep the ids whose lease key is still
    live (read from the stream's leader), and if fewer than the limit remain, write them plus
    my id with compare-and-set on that revision. A lost race reads again. At the limit, the
@@ -113,6 +114,7 @@ class LeaseStore:
         self.stream = names.kv_stream(bucket)
         self.ttl = ttl_seconds
         self.holder = holder or holder_id()
+        self._held: set[str] = set()  # the ids of this store's leases not yet released
 
     async def _read_slots(self, tenant: str) -> tuple[Slots, int]:
         """The tenant's admitted ids and the revision to compare-and-set against."""
@@ -134,15 +136,22 @@ class LeaseStore:
         await write_if_last(self.js, self.bucket, slots_key(tenant), msgspec.json.encode(Slots(ids)), last)
 
     async def try_acquire(self, tenant: str, limit: int, request_id: str = "") -> Lease | None:
-        """An admitted lease, or None when ``limit`` executions of the tenant run now."""
+        """An admitted lease, or None when ``limit`` executions of the tenant run now.
+
+        The lease key is written while the list is read (nobody sees its id before the list is
+        written, step 2); the listed leases are checked all at once, and those this store holds
+        need no check (they are live while their run goes on: ``refresh`` keeps them so)."""
         lease_id = uuid.uuid4().hex
         key = lease_key(tenant, lease_id)
         value = LeaseValue(holder=self.holder, request_id=request_id)
-        revision = await self.kv.create(key, msgspec.json.encode(value), msg_ttl=self.ttl)
+        creating = asyncio.ensure_future(self.kv.create(key, msgspec.json.encode(value), msg_ttl=self.ttl))
         try:
+            listed: tuple[Slots, int] | None = await self._read_slots(tenant)
+            revision = await creating
             for attempt in range(MAX_ROUNDS):
-                slots, last = await self._read_slots(tenant)
-                alive = [i for i in slots.leases if await self._alive(tenant, i)]
+                slots, last = listed or await self._read_slots(tenant)
+                listed = None
+                alive = await self._live(tenant, slots.leases)
                 if len(alive) >= limit:
                     await self.withdraw_key(key)
                     return None
@@ -151,17 +160,25 @@ class LeaseStore:
                 except KeyWrongLastSequenceError:  # another admission or release came first
                     await _back_off(attempt)
                     continue
-                lease = Lease(tenant, lease_id, key, revision, value)
-                await self._mark_admitted(lease)
-                return lease
+                self._held.add(lease_id)
+                return Lease(tenant, lease_id, key, revision, value)
         except BaseException:
+            if not creating.done():
+                creating.cancel()
             await self.withdraw_key(key)
             raise
         await self.withdraw_key(key)
         raise TimeoutError(f"the slots of tenant {tenant!r} are too contended")
 
-    async def _mark_admitted(self, lease: Lease) -> None:
-        # what the operator counts as running (quota_keys.lease_admitted)
+    async def _live(self, tenant: str, ids: list[str]) -> list[str]:
+        """The listed ids whose lease is live, in their order."""
+        asked = [i for i in ids if i not in self._held]
+        answers = dict(zip(asked, await asyncio.gather(*(self._alive(tenant, i) for i in asked)), strict=True))
+        return [i for i in ids if answers.get(i, True)]
+
+    async def mark_admitted(self, lease: Lease) -> None:
+        """Say in the lease that its run goes on: what the operator counts as running
+        (``quota_keys.lease_admitted``). Written while the run starts, not before it."""
         lease.value = msgspec.structs.replace(lease.value, admitted=True)
         await self.refresh(lease)
 
@@ -192,10 +209,13 @@ class LeaseStore:
     async def release(self, lease: Lease) -> None:
         """Delete the lease and take its id off the tenant's list (best effort: the lease
         expires on its own, and the next admission prunes an id without a live lease)."""
-        await self.withdraw_key(lease.key)
+        self._held.discard(lease.lease_id)
         try:
+            listed: tuple[Slots, int] | None
+            _, listed = await asyncio.gather(self.withdraw_key(lease.key), self._read_slots(lease.tenant))
             for attempt in range(MAX_ROUNDS):
-                slots, last = await self._read_slots(lease.tenant)
+                slots, last = listed or await self._read_slots(lease.tenant)
+                listed = None
                 if lease.lease_id not in slots.leases:
                     return
                 try:

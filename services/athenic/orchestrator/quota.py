@@ -13,7 +13,9 @@ to the next admission within the watch's latency, without a restart), then:
   of the tenant's leases (watched) or a periodic re-check, or for the next minute. Waiting
   keeps the message (the worker keeps sending in-progress acks); nothing is lost.
 
-While the run lasts the lease is rewritten every third of its TTL; at the end it is deleted.
+While the run lasts the lease is rewritten every third of its TTL; at the end it is deleted
+while the answer is written (``settled`` waits for that before the message is acked, so the
+conversation's next message never finds its predecessor's slot still taken).
 The policy the gate admitted under is what the run uses (timeout, memory, template...).
 """
 
@@ -79,6 +81,7 @@ class QuotaGate:
         self.settings = settings
         # One attempt at a time per tenant on this replica: local waiters do not race each other.
         self._attempting: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._releasing: defaultdict[str, set[asyncio.Task[None]]] = defaultdict(set)  # by request id
 
     def slot(self, tenant: str, policy: SandboxPolicy, request_id: str = "",
              on_queued: OnQueued | None = None) -> AbstractAsyncContextManager[SandboxPolicy]:
@@ -94,10 +97,30 @@ class QuotaGate:
             yield policy
         finally:
             keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            await self.leases.release(lease)
-            self.signals.notify(tenant)
+            # released while the answer is written: ``settled`` waits for it before the message is acked
+            release = asyncio.create_task(self._release(keeper, lease), name=f"release-{lease.key}")
+            self._releasing[request_id].add(release)
+            release.add_done_callback(lambda done: self._released(request_id, done))
+
+    def _released(self, request_id: str, release: asyncio.Task[None]) -> None:
+        releasing = self._releasing.get(request_id)
+        if releasing is not None:
+            releasing.discard(release)
+            if not releasing:
+                del self._releasing[request_id]
+
+    async def _release(self, keeper: asyncio.Task[None], lease: Lease) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await self.leases.release(lease)
+        self.signals.notify(lease.tenant)
+
+    async def settled(self, request_id: str) -> None:
+        """Wait until the slots the runs of ``request_id`` gave back are released in NATS (its
+        conversation's next message, here or on another replica, counts only what runs)."""
+        releasing = self._releasing.get(request_id)
+        if releasing:
+            await asyncio.gather(*releasing, return_exceptions=True)
 
     async def _admit(self, tenant: str, request_id: str, on_queued: OnQueued | None) -> tuple[Lease, SandboxPolicy]:
         queued = False
@@ -125,11 +148,18 @@ class QuotaGate:
 
     async def _attempt(self, tenant: str, policy: SandboxPolicy, request_id: str) -> Lease | Refusal:
         try:
-            lease = await self.leases.try_acquire(tenant, policy.max_concurrent_executions, request_id)
+            # the minute's counter is read while the lease is taken; it is counted only once admitted
+            reading = asyncio.ensure_future(self.rates.read(tenant))
+            try:
+                lease = await self.leases.try_acquire(tenant, policy.max_concurrent_executions, request_id)
+            finally:
+                if not reading.done():
+                    await asyncio.wait([reading])
             if lease is None:
                 return concurrency_refusal(tenant, policy)
             try:
-                retry_in = await self.rates.take(tenant, policy.max_executions_per_minute)
+                known = reading.result() if reading.exception() is None else None
+                retry_in = await self.rates.take(tenant, policy.max_executions_per_minute, known)
             except BaseException:
                 await self.leases.release(lease)
                 raise
@@ -152,7 +182,13 @@ class QuotaGate:
             await asyncio.wait_for(released.wait(), recheck + jitter)
 
     async def _keep(self, lease: Lease) -> None:
+        """Mark the lease admitted, then rewrite it every third of its TTL while the run lasts."""
         interval = self.leases.ttl / 3
+        try:
+            await self.leases.mark_admitted(lease)
+        except Exception as exc:  # the next round writes it
+            log.warning("could not mark an execution lease admitted; retrying", key=lease.key,
+                        error=str(exc) or type(exc).__name__)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -162,6 +198,8 @@ class QuotaGate:
                             error=str(exc) or type(exc).__name__)
 
     async def aclose(self) -> None:
+        await asyncio.gather(*(task for tasks in list(self._releasing.values()) for task in tasks),
+                             return_exceptions=True)
         await self.signals.aclose()
 
 

@@ -175,13 +175,19 @@ class RecordStore:
                 continue  # someone wrote in between: read again and decide again
         raise RuntimeError(f"could not store the record of {client_id}: too much contention")
 
-    async def append_turn(self, request: ChatRequest, response: ChatResponse) -> int:
-        """Add the finished turn to the log (idempotent per request); its turn number."""
+    async def append_turn(self, request: ChatRequest, response: ChatResponse,
+                          known: tuple[Conversation | None, int] | None = None) -> int:
+        """Add the finished turn to the log (idempotent per request); its turn number.
+
+        ``known``: the conversation key and its revision as read when the message started; the
+        first attempt trusts it (a write since makes the compare-and-set fail, and it is read again).
+        """
         client_id = request.client_id
         turn = encode(Turn(request_id=request.request_id, message=request.message,
                            submitted_at=request.submitted_at, status=response.status, response=response))
         for _ in range(MAX_CAS_ATTEMPTS):
-            conversation, revision = await self.log.conversation(client_id)
+            conversation, revision = known if known is not None else await self.log.conversation(client_id)
+            known = None
             if conversation is not None and conversation.last_request_id == request.request_id:
                 return conversation.turns  # logged by an earlier delivery that crashed before its ack
             current = conversation or Conversation(owner=request.owner, tenant=request.tenant,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats.errors
@@ -22,7 +23,7 @@ from nats.aio.subscription import Subscription
 
 from athenic.shared import names
 from athenic.shared.broker import Broker
-from athenic.shared.conversations import ConversationLog
+from athenic.shared.conversations import ConversationLog, Waiting
 from athenic.shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -32,9 +33,32 @@ POLL_SECONDS = 1.0
 
 @dataclass
 class _Waiters:
+    """The messages of one conversation waiting in this process, and what they share: the wake
+    signal and one reading of the conversation's oldest message per wake (not one per waiter:
+    a conversation with many messages queued would cost a read of each at every turn)."""
+
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     count: int = 0
     subscription: Subscription | None = None
+    epoch: int = 0  # wakes so far
+    reading: asyncio.Future[Waiting | None] | None = None
+    read_epoch: int = -1
+    read_at: float = 0.0
+
+    def woken(self) -> None:
+        self.epoch += 1
+        self.wake.set()
+
+    async def oldest(self, read: Callable[[], Awaitable[Waiting | None]]) -> Waiting | None:
+        """The oldest message as read since the last wake (and within half a poll), read once for all."""
+        now = asyncio.get_running_loop().time()
+        stale = (self.reading is None or self.read_epoch != self.epoch or now - self.read_at >= POLL_SECONDS / 2
+                 or (self.reading.done() and (self.reading.cancelled() or self.reading.exception() is not None)))
+        if stale:
+            self.read_epoch, self.read_at = self.epoch, now
+            self.reading = asyncio.ensure_future(read())
+        assert self.reading is not None
+        return await asyncio.shield(self.reading)
 
 
 class TurnOrder:
@@ -61,11 +85,15 @@ class TurnOrder:
         try:
             while True:
                 waiters.wake.clear()
-                turn = await self.is_next(client_id, seq)
-                if turn is not None and turn:
+                oldest = await waiters.oldest(lambda: self.log.oldest_waiting(client_id))
+                if oldest is not None and oldest.seq == seq:
                     return True
-                if turn is None:
-                    return False
+                if oldest is None or oldest.seq > seq:  # gone, or a stale reading: ask as ``is_next`` does
+                    turn = await self.is_next(client_id, seq)
+                    if turn is None:
+                        return False
+                    if turn:
+                        return True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiters.wake.wait(), POLL_SECONDS)
         finally:
@@ -75,7 +103,7 @@ class TurnOrder:
         """A turn of ``client_id`` is finished and acked: wake its next message, wherever it waits."""
         local = self._waiters.get(client_id)
         if local is not None:
-            local.wake.set()
+            local.woken()
         with contextlib.suppress(nats.errors.Error, OSError):
             await self.broker.nc.publish(names.advanced_subject(client_id), b"")
 
@@ -85,7 +113,7 @@ class TurnOrder:
             waiters = self._waiters[client_id] = _Waiters()
 
             async def wake(_: Msg) -> None:
-                waiters.wake.set()
+                waiters.woken()
 
             try:
                 waiters.subscription = await self.broker.nc.subscribe(names.advanced_subject(client_id), cb=wake)

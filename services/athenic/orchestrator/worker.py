@@ -312,7 +312,7 @@ class Worker:
     async def _answer(self, msg: Msg, request: ChatRequest, seq: int, delivered: int,
                       on_queued: Callable[[], None] | None) -> None:
         client_id = request.client_id
-        (current, revision), (conversation, _) = await asyncio.gather(
+        (current, revision), (conversation, conversation_revision) = await asyncio.gather(
             self.records.current(client_id), self.log.conversation(client_id))
         owner = (conversation.owner if conversation is not None else None) or (current.owner if current else None)
         if owner is not None and request.owner != owner:
@@ -350,19 +350,22 @@ class Worker:
             (log.warning if size > self.records.max_bytes else log.info)(
                 "answer cut to the record budget", seq=seq, size=size, budget=self.records.max_bytes,
                 dropped=response.dropped)
-        refused = (await self._store_final(request, seq, response, stored)).status != response.status
+        refused = (await self._store_final(request, seq, response, stored,
+                                           (conversation, conversation_revision))).status != response.status
         status = "failed" if refused else outcome.status
         await events.phase(status)
+        await self.gate.settled(request.request_id)  # the run's quota slot is given back before the next message
         await self._finish(msg, client_id, terminate=status == "failed" and (outcome.message is None or refused))
         MESSAGES.labels(status).inc()
         log.info("answered", seq=seq, status=status, executions=len(job.executions))
 
     def _conversation_files(self, request: ChatRequest) -> ConversationFiles:
-        store = FileStore(self.broker.object_store(names.FILES_BUCKET), self.broker.bucket(names.FILE_INDEX_BUCKET))
+        store = FileStore(self.broker.object_store(names.FILES_BUCKET), self.broker.bucket(names.FILE_INDEX_BUCKET),
+                          self.broker.js)
         return ConversationFiles(store, self.file_settings, request.client_id, request.request_id)
 
-    async def _store_final(self, request: ChatRequest, seq: int, response: ChatResponse,
-                           stored: Stored) -> ChatResponse:
+    async def _store_final(self, request: ChatRequest, seq: int, response: ChatResponse, stored: Stored,
+                           conversation: tuple[Conversation | None, int] | None = None) -> ChatResponse:
         """Write the final record and the turn; an answer NATS refuses for its size becomes a
         terminal ``failed`` one saying why (never a retry: it would be refused again)."""
         size = stored_size(request, seq, response)
@@ -380,7 +383,7 @@ class Worker:
             await self._log_earlier_answer(request)
             return response
         try:
-            await self.records.append_turn(request, response)
+            await self.records.append_turn(request, response, conversation)
         except Exception as exc:
             if not refused_as_too_large(exc):
                 raise

@@ -20,6 +20,7 @@ from typing import IO, Final
 
 import msgspec
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.api import ObjectInfo, ObjectMeta
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -114,16 +115,24 @@ class FileStore:
 
     The Object Store lists only a whole bucket (its objects' names are base64 in the subjects,
     which no filter narrows to one conversation); the index lists one conversation with a KV
-    watch of ``<clientId>.*``. A file is indexed after its bytes are stored, so a listed file can
-    always be read; one whose indexing failed is readable but not listed until written again.
+    watch of ``<clientId>.*``, after one question to the index's stream (which of its subjects
+    hold messages) tells whether there is anything to watch: most conversations have no files,
+    and that answer costs one request instead of a consumer made and removed. A file is indexed
+    after its bytes are stored, so a listed file can always be read; one whose indexing failed
+    is readable but not listed until written again.
     """
 
-    def __init__(self, store: ObjectStore, index: KeyValue) -> None:
+    def __init__(self, store: ObjectStore, index: KeyValue, js: JetStreamContext,
+                 index_bucket: str = names.FILE_INDEX_BUCKET) -> None:
         self.store = store
         self.index = index
+        self.js = js
+        self.index_bucket = index_bucket
 
     async def list(self, client_id: str) -> list[FileInfo]:
         """The conversation's files, by name."""
+        if not await self._indexed(client_id):
+            return []
         watcher = await self.index.watch(f"{client_id}.*", ignore_deletes=True)
         found: list[FileInfo] = []
         try:
@@ -135,6 +144,12 @@ class FileStore:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         return sorted(found, key=lambda item: item.name)
+
+    async def _indexed(self, client_id: str) -> bool:
+        """Whether the index holds any message (a file, or a removal's marker) for ``client_id``."""
+        info = await self.js.stream_info(names.kv_stream(self.index_bucket),
+                                         subjects_filter=names.kv_subject(self.index_bucket, f"{client_id}.*"))
+        return bool(info.state.subjects)
 
     async def info(self, client_id: str, name: str) -> FileInfo | None:
         try:

@@ -81,21 +81,21 @@ async def test_racing_counters_take_exactly_the_limit(nats_server: NatsServer) -
 
 
 async def test_a_lease_lost_while_its_run_went_on_counts_again_once_rewritten(nats_server: NatsServer) -> None:
-    connections, [store] = await _stores(nats_server.url, 1)
-    store.ttl = 1  # the shortest per-message TTL NATS takes
+    connections, [cut_off, other_replica] = await _stores(nats_server.url, 2)
+    cut_off.ttl = 1  # the shortest per-message TTL NATS takes
     try:
-        stalled = await store.try_acquire("stall", 1)
+        stalled = await cut_off.try_acquire("stall", 1)
         assert stalled is not None
         await asyncio.sleep(2.5)  # no rewrite: the lease expires, as when a replica is cut off
-        other = await store.try_acquire("stall", 1)
+        other = await other_replica.try_acquire("stall", 1)
         assert other is not None, "an expired lease no longer holds the slot"
-        store.ttl = 10
-        await store.refresh(stalled)  # the cut-off replica is back and its run still goes on
-        assert await store.try_acquire("stall", 1) is None, "both running executions count again"
-        await store.release(other)
-        assert await store.try_acquire("stall", 1) is None, "the recovered one still holds the slot"
-        await store.release(stalled)
-        assert await store.try_acquire("stall", 1) is not None
+        cut_off.ttl = 10
+        await cut_off.refresh(stalled)  # the cut-off replica is back and its run still goes on
+        assert await other_replica.try_acquire("stall", 1) is None, "both running executions count again"
+        await other_replica.release(other)
+        assert await other_replica.try_acquire("stall", 1) is None, "the recovered one still holds the slot"
+        await cut_off.release(stalled)
+        assert await other_replica.try_acquire("stall", 1) is not None
     finally:
         for nc in connections:
             await nc.close()

@@ -44,15 +44,26 @@ class Workspace:
     fetch: Fetch  # writes the named input's bytes to the file given
     max_file_bytes: int  # a backend copying results down skips larger ones (and says so)
     max_files: int  # ... and stops after this many
-    root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="athenic-files-"))
     # results a backend could not bring back, in words (name and why)
     not_kept: list[str] = field(default_factory=list)
     _materialized: bool = False
+    _root: str | None = field(default=None, init=False, repr=False)
+    _remove: weakref.finalize | None = field(default=None, init=False, repr=False)  # type: ignore[type-arg]
 
-    def __post_init__(self) -> None:
-        os.makedirs(self.out_dir, exist_ok=True)
-        # removed with the object at the latest (a cancelled run's workspace too)
-        self._remove = weakref.finalize(self, shutil.rmtree, self.root, True)
+    @property
+    def made(self) -> bool:
+        """Whether the host directory exists (a run with no files in and none out makes none)."""
+        return self._root is not None
+
+    @property
+    def root(self) -> str:
+        """The host directory, made on first use."""
+        if self._root is None:
+            self._root = tempfile.mkdtemp(prefix="athenic-files-")
+            os.makedirs(os.path.join(self._root, "files", "out"))
+            # removed with the object at the latest (a cancelled run's workspace too)
+            self._remove = weakref.finalize(self, shutil.rmtree, self._root, True)
+        return self._root
 
     @property
     def inputs_dir(self) -> str:
@@ -96,7 +107,8 @@ class Workspace:
             return handle.read()
 
     def cleanup(self) -> None:
-        self._remove()
+        if self._remove is not None:
+            self._remove()
 
 
 class KernelFiles:
@@ -121,7 +133,7 @@ class KernelFiles:
                 os.unlink(entry.path)
         for entry in os.scandir(self.out):
             shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
-        if workspace is None:
+        if workspace is None or not workspace.inputs:
             return
         source = await workspace.files_dir()
         for item in workspace.inputs:

@@ -132,6 +132,7 @@ class Kernel:
         self.files: KernelFiles | None = None
         self.python_pid = 0
         self._init_pid = 0
+        self._resident: frozenset[str] | None = None  # the sandbox's own processes, once ready
         self._members: set[int] = set()
         self.started_at = time.monotonic()
         self.used_at = self.started_at
@@ -178,6 +179,7 @@ class Kernel:
         self.python_pid = await asyncio.to_thread(self._find_interpreter)
         if self.python_pid:
             self._init_pid = reaping.processes().get(self.python_pid, reaping.ProcInfo(0, 0, "")).ppid
+            self._resident = self._own_view()
             return
         self.kill()
         raise KernelFailed("the kernel's interpreter is not among its processes")
@@ -405,9 +407,22 @@ class Kernel:
         self.kill()
         self._frames.put_nowait(None)
 
+    def _own_view(self) -> frozenset[str] | None:
+        """The processes the sandbox's own /proc lists (its PID namespace's numbers), read through
+        the interpreter's root; None where this process may not look (not root). The sandboxed
+        code cannot hide one there: it has no capability to mount or chroot."""
+        try:
+            return frozenset(entry for entry in os.listdir(f"/proc/{self.python_pid}/root/proc") if entry.isdigit())
+        except OSError:
+            return None
+
     def _kill_children(self) -> None:
         """Kill what the run started (bubblewrap, its init and the interpreter stay); a kernel
-        whose leftovers keep coming back (a fork bomb outrunning the kill) is killed whole."""
+        whose leftovers keep coming back (a fork bomb outrunning the kill) is killed whole.
+        When the sandbox's namespace holds just what it held when the kernel was ready, nothing
+        was left: no scan of every process on the machine."""
+        if self._resident is not None and self._own_view() == self._resident:
+            return
         deadline = time.monotonic() + _KILL_CHILDREN_SECONDS
         keep = {self.proc.pid, self.python_pid, self._init_pid}
         while time.monotonic() < deadline:

@@ -612,6 +612,8 @@ async def _finish(pumps: list[asyncio.Task[None]]) -> None:
     _, pending = await asyncio.wait(pumps, timeout=_DRAIN_SECONDS)
     for task in pending:
         task.cancel()
+    if pending:  # (``wait``, not awaiting each: a cancel of the run itself must not be swallowed here)
+        await asyncio.wait(pending)
     for task in pumps:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not task.cancelled():
+            task.result()  # a pump's own fault is the run's

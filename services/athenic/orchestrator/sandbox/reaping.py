@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
 SWEEP_SECONDS = 0.5
+IDLE_SWEEP_SECONDS = 10.0
 
 # pids of children that their own waiter (asyncio's child watcher, subprocess) will reap
 OWNED: set[int] = set()
@@ -142,11 +143,15 @@ def reap(pid: int) -> bool:
 
 
 class Reaper:
-    """Reaps zombie children that no waiter of ours owns, every ``SWEEP_SECONDS``."""
+    """Reaps zombie children that no waiter of ours owns: after a child's exit is signalled
+    (SIGCHLD, where this loop may handle signals), and every ``SWEEP_SECONDS`` where it may not,
+    at the latest every ``IDLE_SWEEP_SECONDS``. A sweep reads every process in /proc: on a busy
+    machine that is worth doing only when a child did exit."""
 
     def __init__(self) -> None:
         self._seen: set[int] = set()
         self.reaped = 0
+        self._exited = asyncio.Event()
 
     def sweep(self) -> None:
         me = os.getpid()
@@ -158,9 +163,23 @@ class Reaper:
         self._seen = zombies
 
     async def run(self) -> None:
-        while True:
-            self.sweep()
-            await asyncio.sleep(SWEEP_SECONDS)
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGCHLD, self._exited.set)
+            interval = IDLE_SWEEP_SECONDS
+        except (RuntimeError, ValueError):  # not the main thread's loop: sweep on a timer
+            interval = SWEEP_SECONDS
+        try:
+            while True:
+                self._exited.clear()
+                self.sweep()
+                await asyncio.sleep(SWEEP_SECONDS)  # at most two sweeps a second
+                if not self._seen:  # (a zombie is reaped at its second sighting: then look again now)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._exited.wait(), interval - SWEEP_SECONDS)
+        finally:
+            if interval == IDLE_SWEEP_SECONDS and not loop.is_closed():
+                loop.remove_signal_handler(signal.SIGCHLD)
 
 
 _reapers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
