@@ -45,7 +45,7 @@ bubblewrap:
 
 tools: $(STAMP) bubblewrap
 	$(BIN)/python -m tests.support.helm >/dev/null
-	$(BIN)/python -m tests.support.checkov >/dev/null || echo "WARNING: checkov could not be installed: tests/helm/test_checkov.py will skip, saying why"
+	$(BIN)/python -m tests.support.checkov >/dev/null || echo "WARNING: checkov could not be installed: tests/chart/test_checkov.py will skip, saying why"
 
 lint: $(STAMP)
 	$(BIN)/ruff check services operator tests bench scripts
@@ -55,6 +55,10 @@ typecheck: $(STAMP)
 
 test: tools lint typecheck sandbox-python
 	$(BIN)/pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
+
+# the quick kind only (no broker, service or sandbox started): seconds, see docs/testing.md
+unit: tools
+	$(BIN)/pytest -q -rs -p no:cacheprovider -m unit $(PYTEST_ARGS)
 
 # the chart README's values table and the schema's descriptions, from the comments in values.yaml
 chart-docs: $(STAMP)

@@ -25,9 +25,11 @@ import nats
 import pytest
 
 from athenic.shared import names
-from tests.drills.load import Load, read_answers
 from tests.support.cluster import NatsCluster
+from tests.support.load import Load, read_answers
 from tests.support.services import Api, Orchestrator
+
+pytestmark = pytest.mark.drill
 
 MESSAGES = 1000
 REPLICAS = "3"
@@ -104,11 +106,8 @@ class FinalRecords:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "cluster").start()
-    try:
+    with NatsCluster(tmp_path / "cluster") as nodes:
         yield nodes
-    finally:
-        nodes.stop()
 
 
 @pytest.mark.slow

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.drills.load import Load, allow_executions, read_answers
+from tests.support.load import Load, allow_executions, read_answers
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator
+
+pytestmark = pytest.mark.drill
 
 MESSAGES = 2000
 CODE_EVERY = 20  # one message in 20 runs code in the local sandbox

@@ -16,11 +16,13 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.drills.load import allow_executions
 from tests.support.e2b_standin import E2BStandIn
 from tests.support.e2b_thread import serving
+from tests.support.load import allow_executions
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, wait_for_status
+
+pytestmark = pytest.mark.drill
 
 MESSAGES = 16
 MAX_DELIVER = 5

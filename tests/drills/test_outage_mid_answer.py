@@ -16,6 +16,8 @@ import pytest
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, wait_for_status
 
+pytestmark = pytest.mark.drill
+
 FINAL = {"completed", "failed", "cancelled"}
 
 

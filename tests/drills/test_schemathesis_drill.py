@@ -31,6 +31,8 @@ from schemathesis.core.result import Err
 from tests.support.nats import NatsServer
 from tests.support.services import Api
 
+pytestmark = pytest.mark.drill
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION_AND_MODE = 100

@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.nats import free_port
+from tests.support.paths import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 
@@ -24,7 +29,7 @@ def _start_dev(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Pa
             [str(BIN / "athenic"), "dev", "--port", str(api_port), "--nats-port", str(nats_port),
              "--health-port", str(health_port), "--notifier-health-port", str(free_port()),
              "--data-dir", str(tmp_path / "state"), *extra],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[2],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
         )
     deadline = time.monotonic() + 60
     while "api listening" not in log.read_text() and time.monotonic() < deadline:

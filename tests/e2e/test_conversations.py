@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.realtime.helpers import open_socket, recv_type
 from tests.support.nats import NatsServer
+from tests.support.push_client import open_socket, recv_type
 from tests.support.services import Api, Orchestrator, Service, wait_for_status
+
+pytestmark = pytest.mark.e2e
 
 FINAL = {"completed", "failed", "cancelled"}
 

@@ -17,11 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.drills.load import allow_executions
 from tests.support.e2b_standin import E2BStandIn
 from tests.support.e2b_thread import serving
+from tests.support.load import allow_executions
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, Service, wait_for_status
+
+pytestmark = pytest.mark.e2e
 
 CLIENT = "conversation-across-replicas"
 

@@ -14,6 +14,8 @@ from athenic.orchestrator.sandbox.figures import PNG_SIGNATURE
 from tests.support.nats import NatsServer
 from tests.support.services import Orchestrator, wait_for_status
 
+pytestmark = pytest.mark.e2e
+
 FINAL = {"completed", "failed", "cancelled"}
 CODE = (
     "import numpy as np\n"

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support.e2b_standin import E2BStandIn, png_bytes
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator
+
+pytestmark = pytest.mark.e2e
 
 FINAL = {"completed", "failed", "cancelled"}
 PNG = base64.b64encode(png_bytes()).decode()

@@ -18,6 +18,8 @@ from athenic.orchestrator.sandbox.figures import PNG_SIGNATURE
 from tests.support.nats import NatsServer
 from tests.support.services import Orchestrator, wait_for_status
 
+pytestmark = pytest.mark.e2e
+
 FINAL = {"completed", "failed", "cancelled"}
 CSV = "x,y\n1,2\n2,4\n3,9\n"
 CODE = (

@@ -14,6 +14,8 @@ import pytest
 from tests.support.nats import NatsServer, free_port
 from tests.support.services import Api, Orchestrator, Service, wait_for_status
 
+pytestmark = pytest.mark.e2e
+
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 FINAL = {"completed", "failed", "cancelled"}
 

@@ -24,6 +24,8 @@ from athenic.shared import names
 from tests.support.nats import NatsServer
 from tests.support.services import Api, Orchestrator, Service, wait_for_status
 
+pytestmark = pytest.mark.e2e
+
 FINAL = {"completed", "failed", "cancelled"}
 BUDGET = 128 * 1024
 # 50 MB on stdout, then 30 figures

@@ -18,10 +18,13 @@ import httpx
 import pytest
 
 from tests.support.nats import NatsServer, free_port
+from tests.support.paths import REPO_ROOT
 from tests.support.services import Orchestrator, Service, base_env
 
+pytestmark = pytest.mark.e2e
+
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).parents[2]
+REPO = REPO_ROOT
 
 
 def non_loopback_ipv4() -> str | None:
@@ -87,11 +90,8 @@ def test_dev_is_not_reachable_on_a_non_loopback_address(dev_system: tuple[int, i
 
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats").start()
-    try:
+    with NatsServer(tmp_path / "nats") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_a_second_orchestrator_names_the_taken_health_port(nats: NatsServer, tmp_path: Path) -> None:

@@ -10,14 +10,18 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from tests.operator.conftest import Broker, Cluster, eventually, quota_body
+from tests.support.kubernetes import Cluster, PolicyBuckets, quota_body
 from tests.support.nats import free_port
+from tests.support.waits import eventually
+
+pytestmark = pytest.mark.integration
 
 SCRIPT = Path(sys.executable).parent / "athenic-operator"
 
 
-async def test_console_script_publishes_and_stops_on_sigterm(cluster: Cluster, broker: Broker, nats_url: str,
+async def test_console_script_publishes_and_stops_on_sigterm(cluster: Cluster, buckets: PolicyBuckets, nats_url: str,
                                                               tmp_path: Path) -> None:
     port = free_port()
     env = {
@@ -40,7 +44,7 @@ async def test_console_script_publishes_and_stops_on_sigterm(cluster: Cluster, b
         await cluster.create(quota_body("acme", {"tenant": "acme"}))
 
         async def published() -> bool:
-            return "tenant.acme" in await broker.policy_keys()
+            return "tenant.acme" in await buckets.policy_keys()
 
         await eventually(published, timeout=20, what="policy published by the process")
         await eventually(lambda: cluster.status("acme").get("phase") == "Active", what="status written")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from athenic.shared.policy import policy_decoder
-from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
+from tests.support.kubernetes import Cluster, Operators, PolicyBuckets, quota_body
+from tests.support.waits import eventually
+
+pytestmark = pytest.mark.integration
 
 
-async def test_invalid_object_is_marked_and_publishes_nothing(cluster: Cluster, broker: Broker,
+async def test_invalid_object_is_marked_and_publishes_nothing(cluster: Cluster, buckets: PolicyBuckets,
                                                                operators: Operators) -> None:
     # The API server's schema refuses this; an object stored before the schema tightened
     # (or written around it) still must not become a policy.
@@ -21,16 +26,16 @@ async def test_invalid_object_is_marked_and_publishes_nothing(cluster: Cluster, 
     assert "spec.onExceed" in ready["message"]
     assert "hard" not in cluster.status("broken")
     await eventually(lambda: "SchemaViolation" in cluster.event_reasons("broken"), what="warning event")
-    assert await broker.policy_keys() == {}
+    assert await buckets.policy_keys() == {}
 
     # Fixing it makes it Active and publishes it.
     await cluster.update_spec("broken", {"maxConcurrentExecutions": 3, "onExceed": "Queue"})
     await eventually(lambda: cluster.status("broken").get("phase") == "Active", what="fixed")
-    value = (await broker.policy_keys())["tenant.acme"]
+    value = (await buckets.policy_keys())["tenant.acme"]
     assert policy_decoder.decode(value).max_concurrent_executions == 3
 
 
-async def test_newer_duplicate_is_invalid_until_the_older_goes(cluster: Cluster, broker: Broker,
+async def test_newer_duplicate_is_invalid_until_the_older_goes(cluster: Cluster, buckets: PolicyBuckets,
                                                                 operators: Operators) -> None:
     await operators.start()
     await cluster.create(quota_body("acme-old", {"tenant": "acme", "maxConcurrentExecutions": 2}, age_rank=0))
@@ -43,13 +48,13 @@ async def test_newer_duplicate_is_invalid_until_the_older_goes(cluster: Cluster,
     assert "athenic/acme-old" in ready["message"]
     await eventually(lambda: "DuplicateTenant" in cluster.event_reasons("acme-new"), what="warning event")
     assert cluster.status("acme-old")["phase"] == "Active"
-    value = (await broker.policy_keys())["tenant.acme"]
+    value = (await buckets.policy_keys())["tenant.acme"]
     assert policy_decoder.decode(value).max_concurrent_executions == 2  # the older one governs
 
     await cluster.delete("acme-old")
 
     async def handed_over() -> bool:
-        stored = (await broker.policy_keys()).get("tenant.acme")
+        stored = (await buckets.policy_keys()).get("tenant.acme")
         return stored is not None and policy_decoder.decode(stored).max_concurrent_executions == 9
 
     await eventually(handed_over, what="the newer quota's policy published")
@@ -57,7 +62,7 @@ async def test_newer_duplicate_is_invalid_until_the_older_goes(cluster: Cluster,
     assert cluster.ready("acme-new")["reason"] == "Published"
 
 
-async def test_same_tenant_in_two_namespaces_is_one_tenant(cluster: Cluster, broker: Broker,
+async def test_same_tenant_in_two_namespaces_is_one_tenant(cluster: Cluster, buckets: PolicyBuckets,
                                                             operators: Operators) -> None:
     # One policy per tenant in NATS: the rule spans every namespace the operator watches.
     cluster.emulator.objects["v1/namespaces", None, "other"] = {"metadata": {"name": "other"}}

@@ -10,8 +10,11 @@ import aiohttp
 import kmock
 import pytest
 
-from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
+from tests.support.kubernetes import Cluster, Operators, PolicyBuckets, quota_body
 from tests.support.nats import free_port
+from tests.support.waits import eventually
+
+pytestmark = pytest.mark.integration
 
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
 
@@ -48,7 +51,7 @@ async def _set_peer(cluster: Cluster, identity: str, priority: int, lifetime: in
                           headers={"Content-Type": "application/merge-patch+json"})
 
 
-async def test_replica_stays_idle_while_a_higher_priority_peer_lives(cluster: Cluster, broker: Broker,
+async def test_replica_stays_idle_while_a_higher_priority_peer_lives(cluster: Cluster, buckets: PolicyBuckets,
                                                                       operators: Operators) -> None:
     _declare_peering(cluster)
     # Another replica (seen only through the peering object, as replicas see each other).
@@ -59,12 +62,12 @@ async def test_replica_stays_idle_while_a_higher_priority_peer_lives(cluster: Cl
     await asyncio.sleep(1.5)  # ample time for an active operator (it acts within ~0.1 s here)
     assert not cluster.status("acme")
     assert not cluster.body("acme")["metadata"].get("finalizers")
-    assert await broker.policy_keys() == {}
+    assert await buckets.policy_keys() == {}
 
     # The other replica leaves (lifetime 0 = gone): this one takes over.
     await _set_peer(cluster, "replica-a", priority=1000, lifetime=0)
     await eventually(lambda: cluster.status("acme").get("phase") == "Active", what="took over")
-    assert "tenant.acme" in await broker.policy_keys()
+    assert "tenant.acme" in await buckets.policy_keys()
 
 
 async def test_two_replicas_never_both_act(cluster: Cluster, operators: Operators,

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from athenic.shared.quota_keys import encode_counter, epoch_minute, lease_key, rate_key
-from tests.operator.conftest import Broker, Cluster, Operators, eventually, quota_body
+from tests.support.kubernetes import Cluster, Operators, PolicyBuckets, quota_body
+from tests.support.waits import eventually
+
+pytestmark = pytest.mark.integration
 
 
-async def test_status_reports_usage_per_tenant_and_for_the_default(cluster: Cluster, broker: Broker,
+async def test_status_reports_usage_per_tenant_and_for_the_default(cluster: Cluster, buckets: PolicyBuckets,
                                                                     operators: Operators) -> None:
     await operators.start()
     await cluster.create(quota_body("acme", {"tenant": "acme", "maxConcurrentExecutions": 5}))
     await cluster.create(quota_body("default", {"tenant": "*"}, age_rank=1))
     minute = epoch_minute(time.time())
     running = b'{"holder":"orchestrator-0","admitted":true}'
-    await broker.leases.create(lease_key("acme", "run1"), running)
-    await broker.leases.create(lease_key("acme", "run2"), running)
-    await broker.leases.create(lease_key("acme", "run9"), b'{"holder":"orchestrator-1"}')  # still deciding
-    await broker.leases.create(lease_key("bob", "run3"), running)
-    await broker.leases.create(lease_key("carol", "run4"), running)
+    await buckets.leases.create(lease_key("acme", "run1"), running)
+    await buckets.leases.create(lease_key("acme", "run2"), running)
+    await buckets.leases.create(lease_key("acme", "run9"), b'{"holder":"orchestrator-1"}')  # still deciding
+    await buckets.leases.create(lease_key("bob", "run3"), running)
+    await buckets.leases.create(lease_key("carol", "run4"), running)
     for current in (minute, minute + 1):  # the same in the next minute, should the test straddle one
-        await broker.leases.put(rate_key("acme", current), encode_counter(7))
-        await broker.leases.put(rate_key("bob", current), encode_counter(2))
-    await broker.leases.put(rate_key("bob", minute - 1), encode_counter(40))  # an older minute
+        await buckets.leases.put(rate_key("acme", current), encode_counter(7))
+        await buckets.leases.put(rate_key("bob", current), encode_counter(2))
+    await buckets.leases.put(rate_key("bob", minute - 1), encode_counter(40))  # an older minute
 
     def used(name: str) -> dict[str, int]:
         result: dict[str, int] = cluster.status(name).get("used") or {}
@@ -35,5 +40,5 @@ async def test_status_reports_usage_per_tenant_and_for_the_default(cluster: Clus
     await eventually(lambda: used("default") == {"concurrentExecutions": 2, "executionsThisMinute": 2},
                      what="the default's usage", timeout=15)
 
-    await broker.leases.delete(lease_key("acme", "run1"))
+    await buckets.leases.delete(lease_key("acme", "run1"))
     await eventually(lambda: used("acme").get("concurrentExecutions") == 1, what="a finished run", timeout=15)

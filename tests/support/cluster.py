@@ -3,12 +3,15 @@
 Each node is a ``NatsServer`` with its own store dir, client port, cluster port and
 monitoring port; routes join every node to the others. A node keeps its ports and store
 across ``kill``/``start``, so it rejoins as itself (same server name) and catches up.
+``with NatsCluster(root) as cluster:`` starts every node, waits until JetStream is healthy,
+and stops them all on the way out.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
@@ -90,3 +93,10 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()

@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO_ROOT
+
 CHART_DIR = REPO_ROOT / "charts" / "athenic"
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
 HELM_PATH = TOOLS_BIN / "helm"

