@@ -23,13 +23,13 @@ from athenic.api.chat import ChatController
 from athenic.api.chat_service import ChatService, UserChat
 from athenic.api.devices import DeviceController
 from athenic.api.errors import ApiError, to_problem
+from athenic.api.fanout import Feeds
 from athenic.api.fast_paths import Route
 from athenic.api.file_service import FileService, UserFiles
 from athenic.api.files import FilesController
 from athenic.api.health import HealthController
 from athenic.api.metrics import MetricsController
-from athenic.api.push import PushController
-from athenic.api.realtime import Feeds
+from athenic.api.push import SocketController, StreamController
 from athenic.api.request_metrics import request_metrics
 from athenic.api.settings import ApiSettings
 from athenic.shared.broker import Broker
@@ -99,8 +99,8 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
         Exception: _unexpected_problem,
     }
     app = Litestar(
-        route_handlers=[HealthController, ChatController, FilesController, PushController, DeviceController,
-                        MetricsController],
+        route_handlers=[HealthController, ChatController, FilesController, SocketController, StreamController,
+                        DeviceController, MetricsController],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "chat_service": Provide(lambda: chat_service, sync_to_thread=False),

@@ -12,10 +12,8 @@ from athenic.api import problems
 from athenic.api.chat_service import UserChat
 from athenic.api.fast_paths import fast_accept, fast_response
 from athenic.api.history import HistoryPage
-from athenic.api.schemas import Cancelled, ChatAccepted, ChatIn, Session
+from athenic.api.schemas import ACCEPTED_TEXT, Cancelled, ChatAccepted, ChatIn, Session
 from athenic.shared.messages import ChatState
-
-ACCEPTED_TEXT = "Chat message received and is being processed"
 
 
 class ChatController(Controller):

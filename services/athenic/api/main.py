@@ -7,7 +7,7 @@ import socket
 import uvicorn
 
 from athenic.api.app import create_app
-from athenic.api.realtime import Feeds
+from athenic.api.fanout import Feeds
 from athenic.api.settings import ApiSettings
 from athenic.shared.logging import configure_logging, get_logger
 from athenic.shared.settings import FileSettings, LogSettings, NatsSettings, exit_on_bad_settings, load
