@@ -17,6 +17,7 @@ import httpx
 import jwt
 from jwt import PyJWK, PyJWKSet
 from litestar import Request
+from litestar.di import NamedDependency
 
 from athenic.api.errors import ApiError, Unauthorized
 from athenic.api.identity import ANONYMOUS, Identity
@@ -201,7 +202,7 @@ class Authenticator:
             await self.jwks.close()
 
 
-async def provide_identity(request: Request[Any, Any, Any], authenticator: Authenticator) -> Identity:
+async def provide_identity(request: Request[Any, Any, Any], authenticator: NamedDependency[Authenticator]) -> Identity:
     """The Litestar dependency of every route that reads or writes conversations."""
     address = request.client.host if request.client else None
     return await authenticator.identify(request.headers.get("authorization"), address)

@@ -6,7 +6,8 @@ import uuid
 from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from athenic.api import problems
 from athenic.api.chat_service import UserChat
@@ -35,17 +36,17 @@ class ChatController(Controller):
     )
     async def post_chat(
         self,
-        data: ChatIn,
-        chat: UserChat,
+        data: JSONBody[ChatIn],
+        chat: NamedDependency[UserChat],
         x_client_id: Annotated[
-            str | None, Parameter(header="x-client-id", description="Conversation id; a UUID4 when absent")
+            str | None, HeaderParameter(name="x-client-id", description="Conversation id; a UUID4 when absent")
         ] = None,
-        x_on_busy: Annotated[str | None, Parameter(
-            header="x-on-busy", description="While an earlier message of the conversation is answered: `enqueue` "
+        x_on_busy: Annotated[str | None, HeaderParameter(
+            name="x-on-busy", description="While an earlier message of the conversation is answered: `enqueue` "
             "(default: wait its turn), `interrupt` (cancel the earlier turns, answer this next) or `reject` (409)",
         )] = None,
-        idempotency_key: Annotated[str | None, Parameter(
-            header="idempotency-key", description="1-128 characters of A-Z a-z 0-9 _ - . : ; a retried POST with "
+        idempotency_key: Annotated[str | None, HeaderParameter(
+            name="idempotency-key", description="1-128 characters of A-Z a-z 0-9 _ - . : ; a retried POST with "
             "the same key answers as the first did and stores nothing new",
         )] = None,
     ) -> Response[ChatAccepted]:
@@ -67,10 +68,10 @@ class ChatController(Controller):
     )
     async def get_messages(
         self,
-        client_id: str,
-        chat: UserChat,
-        limit: Annotated[int, Parameter(ge=1, le=100, description="Turns per page")] = 20,
-        before: Annotated[int | None, Parameter(ge=1, description="A page's `nextBefore`")] = None,
+        client_id: FromPath[str],
+        chat: NamedDependency[UserChat],
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Turns per page")] = 20,
+        before: Annotated[int | None, QueryParameter(ge=1, description="A page's `nextBefore`")] = None,
     ) -> HistoryPage:
         return await chat.service.history(client_id, chat.identity, limit, before)
 
@@ -82,7 +83,7 @@ class ChatController(Controller):
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    503: problems.UNAVAILABLE},
     )
-    async def get_session(self, client_id: str, chat: UserChat) -> Session:
+    async def get_session(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> Session:
         state = await chat.service.state(client_id, chat.identity)
         response = state.last_response
         answered = response is not None and response.request_id == state.request_id
@@ -101,7 +102,7 @@ class ChatController(Controller):
                    503: problems.UNAVAILABLE},
         middleware=[fast_response],  # the same answer at the cost of its two reads
     )
-    async def get_response(self, client_id: str, chat: UserChat) -> ChatState:
+    async def get_response(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> ChatState:
         return await chat.service.state(client_id, chat.identity)
 
     @delete(
@@ -113,6 +114,6 @@ class ChatController(Controller):
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    409: problems.NOTHING_RUNNING, 503: problems.UNAVAILABLE},
     )
-    async def cancel_run(self, client_id: str, chat: UserChat) -> Cancelled:
+    async def cancel_run(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> Cancelled:
         await chat.service.cancel(client_id, chat.identity)
         return Cancelled(cancelled=True, client_id=client_id)

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from athenic.api import problems
@@ -43,13 +44,13 @@ class StreamController(Controller):
     )
     async def chat_stream(
         self,
-        client_id: str,
-        chat_service: ChatService,
-        feeds: Feeds,
-        identity: Identity,
-        api_settings: ApiSettings,
-        after: Annotated[int | None, Parameter(ge=0, description="The revision the client saw last")] = None,
-        last_event_id: Annotated[str | None, Parameter(header="last-event-id")] = None,
+        client_id: FromPath[str],
+        chat_service: NamedDependency[ChatService],
+        feeds: NamedDependency[Feeds],
+        identity: NamedDependency[Identity],
+        api_settings: NamedDependency[ApiSettings],
+        after: Annotated[int | None, QueryParameter(ge=0, description="The revision the client saw last")] = None,
+        last_event_id: Annotated[str | None, HeaderParameter(name="last-event-id")] = None,
     ) -> ServerSentEvent:
         check_client_id(client_id, "clientId")
         if after is None and last_event_id is not None and last_event_id.isdigit():

@@ -13,7 +13,9 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, WebSocket, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath, FromQuery
 
 from athenic.api.auth import Authenticator
 from athenic.api.chat_service import ChatService, check_client_id
@@ -187,8 +189,9 @@ class SocketController(Controller):
     tags = ["chat"]
 
     @websocket("/ws/{client_id:str}")
-    async def chat_socket(self, socket: WebSocket[Any, Any, Any], client_id: str, chat_service: ChatService,
-                          feeds: Feeds, authenticator: Authenticator, api_settings: ApiSettings,
-                          after: str | None = None) -> None:
+    async def chat_socket(self, socket: WebSocket[Any, Any, Any], client_id: FromPath[str],
+                          chat_service: NamedDependency[ChatService], feeds: NamedDependency[Feeds],
+                          authenticator: NamedDependency[Authenticator], api_settings: NamedDependency[ApiSettings],
+                          after: FromQuery[str | None] = None) -> None:
         conversation = SocketConversation(socket, client_id, chat_service, feeds, authenticator, api_settings)
         await conversation.run(after)
