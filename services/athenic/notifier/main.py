@@ -7,13 +7,13 @@ import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
+from athenic.health_server import bind_health_socket, health_then_broker
 from athenic.notifier.consumer import consume
 from athenic.notifier.deliver import Deliverer
 from athenic.notifier.fanout import Fanout
 from athenic.notifier.senders import make_senders
 from athenic.notifier.settings import NotifierSettings
 from athenic.notifier.webhook_targets import WebhookTargets, load_targets
-from athenic.orchestrator.health import bind_health_socket, health_then_broker
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.devices import DeviceRegistry
@@ -28,7 +28,8 @@ STALLED_AFTER_SECONDS = 120.0
 async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: asyncio.Event,
                 targets: WebhookTargets) -> None:
     senders = make_senders(settings, targets)
-    sock = bind_health_socket(settings.athenic_health_host, settings.athenic_notifier_health_port)
+    sock = bind_health_socket(settings.athenic_health_host, settings.athenic_notifier_health_port,
+                              "ATHENIC_NOTIFIER_HEALTH_PORT")
     log.info("health server listening", port=sock.getsockname()[1], senders=sorted(senders))
     async with AsyncExitStack() as stack:
         stack.callback(sock.close)

@@ -6,7 +6,7 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 
-from athenic.orchestrator.health import bind_health_socket, health_then_broker
+from athenic.health_server import bind_health_socket, health_then_broker
 from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.quota import make_gate
@@ -27,7 +27,8 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
                 quota_settings: QuotaSettings | None = None, file_settings: FileSettings | None = None) -> None:
     quota_settings = quota_settings or QuotaSettings()
     file_settings = file_settings or load(FileSettings)
-    health_socket = bind_health_socket(settings.athenic_health_host, settings.athenic_health_port)
+    health_socket = bind_health_socket(settings.athenic_health_host, settings.athenic_health_port,
+                                       "ATHENIC_HEALTH_PORT")
     log.info("health server listening", host=settings.athenic_health_host,
              port=health_socket.getsockname()[1])
     async with AsyncExitStack() as stack:
