@@ -112,58 +112,34 @@ def notify_consumer_configs(settings: NatsSettings) -> list[ConsumerConfig]:
 
 
 def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
-    ttl = float(settings.athenic_response_ttl_seconds)
-    replicas = settings.nats_replicas
-    return {
-        names.RESPONSES_BUCKET: KeyValueConfig(
-            bucket=names.RESPONSES_BUCKET, history=1, ttl=ttl, replicas=replicas,
-            storage=StorageType.FILE, description="Latest response record per clientId",
-            republish=records_republish(),
-        ),
-        names.CONVERSATIONS_BUCKET: KeyValueConfig(
-            bucket=names.CONVERSATIONS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Owner and turn count per clientId",
-        ),
-        names.TURNS_BUCKET: KeyValueConfig(
-            bucket=names.TURNS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Finished turns: <clientId>.<number>",
-        ),
-        names.FILE_INDEX_BUCKET: KeyValueConfig(
-            bucket=names.FILE_INDEX_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE,
-            description="Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)",
-        ),
-        names.IDEMPOTENCY_BUCKET: KeyValueConfig(
-            bucket=names.IDEMPOTENCY_BUCKET, history=1, ttl=float(settings.athenic_idempotency_window_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Idempotency-Key -> its first request",
-        ),
-        names.POLICIES_BUCKET: KeyValueConfig(
-            bucket=names.POLICIES_BUCKET, history=1, replicas=replicas,
-            storage=StorageType.FILE, description="Effective sandbox policy per tenant",
-        ),
-        names.SANDBOXES_BUCKET: KeyValueConfig(
-            bucket=names.SANDBOXES_BUCKET, history=1, replicas=replicas, storage=StorageType.FILE,
-            description="E2B sandbox per conversation and the warm pool (no TTL: the retention sweep removes keys)",
-        ),
-        names.KERNELS_BUCKET: KeyValueConfig(
-            bucket=names.KERNELS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE,
-            description="The orchestrator holding each conversation's local kernel",
-        ),
-        names.LEASES_BUCKET: KeyValueConfig(
-            bucket=names.LEASES_BUCKET, history=1, replicas=replicas,
-            storage=StorageType.FILE, description="Execution leases and rate counters (per-message TTL)",
-        ),
-        names.DEVICES_BUCKET: KeyValueConfig(
-            bucket=names.DEVICES_BUCKET, history=1, ttl=float(settings.athenic_device_ttl_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Push devices: <user hash>.<token hash>",
-        ),
-        names.PRESENCE_BUCKET: KeyValueConfig(
-            bucket=names.PRESENCE_BUCKET, history=1, ttl=float(settings.athenic_presence_ttl_seconds),
-            replicas=replicas, storage=StorageType.MEMORY,
-            description="Open push streams: <clientId>.<session>, refreshed while open",
-        ),
-    }
+    turn_age = float(settings.athenic_turn_max_age_seconds)
+
+    def bucket(name: str, description: str, ttl: float | None = None, storage: StorageType = StorageType.FILE,
+               republish: RePublish | None = None) -> KeyValueConfig:
+        # every bucket keeps one value per key, on as many replicas as the cluster's streams
+        return KeyValueConfig(bucket=name, history=1, ttl=ttl, replicas=settings.nats_replicas, storage=storage,
+                              description=description, republish=republish)
+
+    configs = [
+        bucket(names.RESPONSES_BUCKET, "Latest response record per clientId",
+               float(settings.athenic_response_ttl_seconds), republish=records_republish()),
+        bucket(names.CONVERSATIONS_BUCKET, "Owner and turn count per clientId", turn_age),
+        bucket(names.TURNS_BUCKET, "Finished turns: <clientId>.<number>", turn_age),
+        bucket(names.FILE_INDEX_BUCKET,
+               "Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)", turn_age),
+        bucket(names.IDEMPOTENCY_BUCKET, "Idempotency-Key -> its first request",
+               float(settings.athenic_idempotency_window_seconds)),
+        bucket(names.POLICIES_BUCKET, "Effective sandbox policy per tenant"),
+        bucket(names.SANDBOXES_BUCKET,
+               "E2B sandbox per conversation and the warm pool (no TTL: the retention sweep removes keys)"),
+        bucket(names.KERNELS_BUCKET, "The orchestrator holding each conversation's local kernel", turn_age),
+        bucket(names.LEASES_BUCKET, "Execution leases and rate counters (per-message TTL)"),
+        bucket(names.DEVICES_BUCKET, "Push devices: <user hash>.<token hash>",
+               float(settings.athenic_device_ttl_seconds)),
+        bucket(names.PRESENCE_BUCKET, "Open push streams: <clientId>.<session>, refreshed while open",
+               float(settings.athenic_presence_ttl_seconds), StorageType.MEMORY),
+    ]
+    return {config.bucket: config for config in configs}
 
 
 def object_store_configs(settings: NatsSettings) -> dict[str, ObjectStoreConfig]:

@@ -29,6 +29,7 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from athenic.shared.kv import follow, write_after
 from athenic.shared.logging import get_logger
 from athenic.shared.quotas import Stored
 
@@ -107,20 +108,7 @@ class SandboxDirectory:
                 await self._watch_task
 
     async def _watch(self) -> None:
-        while True:
-            try:
-                watcher = await self.kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # the end of the initial values
-                        self._loaded.set()
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE") or not entry.value
-                    self._note(entry.key, entry.revision or 0, None if deleted else entry.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("sandboxes bucket watch interrupted; resuming", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1)
+        await follow(self.kv, self._note, what="sandboxes bucket", loaded=self._loaded)
 
     def _note(self, key: str, revision: int, value: bytes | None) -> None:
         """Remember a key's newest state (our own writes may be noted before the watch sees them)."""
@@ -152,18 +140,18 @@ class SandboxDirectory:
         except msgspec.ValidationError:
             return None
 
+    async def _write(self, key: str, value: bytes, last: int) -> int:
+        """The one compare-and-set of this bucket: ``key`` only over revision ``last`` (0: a new key)."""
+        try:
+            written = await write_after(self.kv, key, value, last)
+        except KeyWrongLastSequenceError as exc:
+            raise Conflict(key) from exc
+        self._note(key, written, value)
+        return written
+
     async def put(self, client_id: str, record: SandboxRecord, *, revision: int | None) -> int:
         """Write ``record``: a new key when ``revision`` is None, else only over that revision."""
-        value = msgspec.json.encode(record)
-        try:
-            if revision is None:
-                written = await self.kv.create(client_id, value)
-            else:
-                written = await self.kv.update(client_id, value, last=revision)
-        except KeyWrongLastSequenceError as exc:
-            raise Conflict(client_id) from exc
-        self._note(client_id, written, value)
-        return written
+        return await self._write(client_id, msgspec.json.encode(record), revision or 0)
 
     async def force(self, client_id: str, record: SandboxRecord) -> int:
         """Write ``record`` whatever is there (the conversation's own run owns its key)."""
@@ -194,22 +182,13 @@ class SandboxDirectory:
 
     async def take_slot(self, key: str, slot: PoolSlot) -> int | None:
         """Take an empty slot for creating (atomic across replicas); None when taken."""
-        value = msgspec.json.encode(slot)
         try:
-            written = await self.kv.create(key, value)
-        except KeyWrongLastSequenceError:
+            return await self._write(key, msgspec.json.encode(slot), 0)
+        except Conflict:
             return None
-        self._note(key, written, value)
-        return written
 
     async def fill_slot(self, key: str, slot: PoolSlot, *, revision: int) -> int:
-        value = msgspec.json.encode(slot)
-        try:
-            written = await self.kv.update(key, value, last=revision)
-        except KeyWrongLastSequenceError as exc:
-            raise Conflict(key) from exc
-        self._note(key, written, value)
-        return written
+        return await self._write(key, msgspec.json.encode(slot), revision)
 
 
 def _decoded(items: Iterable[tuple[str, Stored]]) -> Iterator[Entry]:
