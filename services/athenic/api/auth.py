@@ -32,9 +32,8 @@ JWKS_PATH: Final = "/auth/v1/.well-known/jwks.json"
 REALM: Final = 'Bearer realm="athenic"'
 
 
-class KeysUnavailable(ApiError):
-    status = 503
-    title = "Service unavailable"
+class KeysUnavailable(ApiError, status=503, title="Service unavailable"):
+    """The signing keys (JWKS) cannot be fetched: the token can be checked later."""
 
 
 def unauthorized(detail: str, *, token_given: bool = True) -> Unauthorized:
