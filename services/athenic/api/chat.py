@@ -63,8 +63,7 @@ class ChatController(Controller):
         summary="The conversation's turns, newest first",
         description="Each item is one message and its answer (`response`, null until it is answered). "
         "Pass `nextBefore` as `before` for the next page; it is null on the last page.",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
     )
     async def get_messages(
         self,
@@ -80,8 +79,7 @@ class ChatController(Controller):
         summary="The conversation's state, as the app's later generation reads it",
         description="Compatibility route: `processingState` is submitted, processing, completed, failed or "
         "cancelled; `lastResponse` is the answer's text to `lastMessage`, absent until it is answered.",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
     )
     async def get_session(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> Session:
         state = await chat.service.state(client_id, chat.identity)
@@ -98,8 +96,7 @@ class ChatController(Controller):
     @get(
         "/response/{client_id:str}",
         summary="The latest response of a conversation",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
         middleware=[fast_response],  # the same answer at the cost of its two reads
     )
     async def get_response(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> ChatState:

@@ -104,8 +104,7 @@ class FilesController(Controller):
         "/",
         summary="The conversation's files",
         description="Uploaded files and the files its runs made, by name.",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
     )
     async def list_files(self, client_id: FromPath[str], files: NamedDependency[UserFiles]) -> FileList:
         return FileList(client_id=client_id, files=await files.service.list(client_id, files.identity))

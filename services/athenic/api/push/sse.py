@@ -39,8 +39,7 @@ class StreamController(Controller):
         "object, `id:` the record's revision on response events, so `Last-Event-ID` resumes without missing an answer. "
         "The same objects as the WebSocket (see docs/api.md).",
         media_type="text/event-stream",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
     )
     async def chat_stream(
         self,

@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -37,6 +37,8 @@ log = get_logger(__name__)
 
 _LOAD_TIMEOUT_SECONDS = 10.0
 State = Literal["running", "paused"]
+V = TypeVar("V")
+E = TypeVar("E")
 POOL_PREFIX = "pool."
 # A run marked busy longer ago than this is treated as over (its replica died mid-run).
 STALE_BUSY_SECONDS = 3600 + 300
@@ -169,16 +171,16 @@ class SandboxDirectory:
 
     async def records(self) -> list[Entry]:
         """Every conversation record, as the mirror has them."""
-        return list(_decoded(await self._listed(lambda key: not key.startswith(POOL_PREFIX))))
+        return _decoded(await self._listed(lambda key: not key.startswith(POOL_PREFIX)), _records, Entry)
 
     # -- warm pool slots --------------------------------------------------------------------
 
     async def slots(self, shape: str) -> list[SlotEntry]:
         prefix = f"{POOL_PREFIX}{shape}."
-        return list(_decoded_slots(await self._listed(lambda key: key.startswith(prefix))))
+        return _decoded(await self._listed(lambda key: key.startswith(prefix)), _slots, SlotEntry)
 
     async def all_slots(self) -> list[SlotEntry]:
-        return list(_decoded_slots(await self._listed(lambda key: key.startswith(POOL_PREFIX))))
+        return _decoded(await self._listed(lambda key: key.startswith(POOL_PREFIX)), _slots, SlotEntry)
 
     async def take_slot(self, key: str, slot: PoolSlot) -> int | None:
         """Take an empty slot for creating (atomic across replicas); None when taken."""
@@ -191,20 +193,16 @@ class SandboxDirectory:
         return await self._write(key, msgspec.json.encode(slot), revision)
 
 
-def _decoded(items: Iterable[tuple[str, Stored]]) -> Iterator[Entry]:
+def _decoded(items: Iterable[tuple[str, Stored]], decoder: msgspec.json.Decoder[V],
+             entry: Callable[[str, int, V], E]) -> list[E]:
+    """The listed keys whose values decode (records and pool slots alike); others are skipped."""
+    found = []
     for key, stored in items:
         try:
-            yield Entry(key, stored.revision, _records.decode(stored.value))
+            found.append(entry(key, stored.revision, decoder.decode(stored.value)))
         except msgspec.ValidationError:
             continue
-
-
-def _decoded_slots(items: Iterable[tuple[str, Stored]]) -> Iterator[SlotEntry]:
-    for key, stored in items:
-        try:
-            yield SlotEntry(key, stored.revision, _slots.decode(stored.value))
-        except msgspec.ValidationError:
-            continue
+    return found
 
 
 def now() -> float:
