@@ -210,3 +210,8 @@ def presence_key(client_id: str, session: str) -> str:
 def kv_stream(bucket: str) -> str:
     """The JetStream stream that holds a KV bucket (as NATS names it)."""
     return f"KV_{bucket}"
+
+
+def object_store_stream(bucket: str) -> str:
+    """The JetStream stream that holds an Object Store bucket (as NATS names it)."""
+    return f"OBJ_{bucket}"

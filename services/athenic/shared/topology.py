@@ -7,7 +7,9 @@ updated where NATS allows it; otherwise ``TopologyError`` says what conflicts.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -27,6 +29,8 @@ from nats.js.object_store import ObjectStore
 
 from athenic.shared import names
 from athenic.shared.settings import NatsSettings
+
+T = TypeVar("T")
 
 STREAM_NAME_IN_USE = 10058  # "stream name already in use with a different configuration"
 
@@ -153,22 +157,32 @@ def object_store_configs(settings: NatsSettings) -> dict[str, ObjectStoreConfig]
     }
 
 
-async def ensure_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
-    assert config.bucket is not None
+async def _create_or_move(js: JetStreamContext, create: Callable[[], Awaitable[T]], reopen: Callable[[], Awaitable[T]],
+                          stream: str, ours: Callable[[StreamConfig], StreamConfig], what: str) -> T:
+    """Create a bucket (``create``); when it exists with other settings, move its stream to ours
+    (TTL, replicas...) and open it again."""
     try:
-        return await js.create_object_store(config.bucket, config)
+        return await create()
     except BadRequestError as exc:
         if exc.err_code != STREAM_NAME_IN_USE:
             raise
-    # The bucket exists with other settings: move its stream to ours (TTL, replicas).
-    stream = f"OBJ_{config.bucket}"
     info = await js.stream_info(stream)
-    wanted = replace(info.config, max_age=config.ttl, num_replicas=config.replicas, description=config.description)
     try:
-        await js.update_stream(wanted)
+        await js.update_stream(ours(info.config))
     except APIError as exc:
-        raise TopologyError(f"Object Store bucket {config.bucket} conflicts: {exc.description}") from exc
-    return await js.object_store(config.bucket)
+        raise TopologyError(f"{what} conflicts: {exc.description}") from exc
+    return await reopen()
+
+
+async def ensure_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
+    bucket = config.bucket
+    assert bucket is not None
+    return await _create_or_move(
+        js, lambda: js.create_object_store(bucket, config), lambda: js.object_store(bucket),
+        names.object_store_stream(bucket),
+        lambda found: replace(found, max_age=config.ttl, num_replicas=config.replicas,
+                              description=config.description),
+        f"Object Store bucket {bucket}")
 
 
 async def ensure_object_stores(js: JetStreamContext, settings: NatsSettings) -> dict[str, ObjectStore]:
@@ -191,28 +205,14 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError as exc:
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise
-    # The bucket exists with other settings: move its stream to ours (TTL, replicas).
-    stream = names.kv_stream(config.bucket)
-    info = await js.stream_info(stream)
-    wanted = replace(
-        info.config,
-        max_age=config.ttl,
-        num_replicas=config.replicas,
-        max_msgs_per_subject=config.history,
-        description=config.description,
-        duplicate_window=min(info.config.duplicate_window or 120.0, config.ttl or 120.0),
-        republish=config.republish,
-    )
-    try:
-        await js.update_stream(wanted)
-    except APIError as exc:
-        raise TopologyError(f"KV bucket {config.bucket} conflicts: {exc.description}") from exc
-    return await js.key_value(config.bucket)
+    def ours(found: StreamConfig) -> StreamConfig:
+        return replace(found, max_age=config.ttl, num_replicas=config.replicas,
+                       max_msgs_per_subject=config.history, description=config.description,
+                       duplicate_window=min(found.duplicate_window or 120.0, config.ttl or 120.0),
+                       republish=config.republish)
+
+    return await _create_or_move(js, lambda: js.create_key_value(config), lambda: js.key_value(config.bucket),
+                                 names.kv_stream(config.bucket), ours, f"KV bucket {config.bucket}")
 
 
 async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> dict[str, KeyValue]:
