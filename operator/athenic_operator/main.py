@@ -13,9 +13,9 @@ from typing import Any
 
 import kopf
 
-from athenic.shared.logging import configure_logging
 from athenic.shared.quotas import Quota
-from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
+from athenic.shared.settings import NatsSettings, load
+from athenic.shared.startup import start
 from athenic_operator.handlers.accept import accept
 from athenic_operator.handlers.cleanup import cleanup
 from athenic_operator.handlers.login import login
@@ -126,11 +126,8 @@ async def run(
 
 
 def main() -> None:
-    with exit_on_bad_settings("athenic-operator"):
-        log_settings = load(LogSettings)
-        nats_settings = load(NatsSettings)
-        operator_settings = load(OperatorSettings)
-    configure_logging(log_settings, "operator")
+    nats_settings, operator_settings = start("athenic-operator", "operator",
+                                             lambda: (load(NatsSettings), load(OperatorSettings)))
     asyncio.run(run(operator_settings, nats_settings))
 
 

@@ -1,4 +1,4 @@
-"""The ``status`` the operator writes on a SandboxQuota."""
+"""The ``status`` the operator writes on a SandboxQuota, and the event that tells of a new verdict."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+import kopf
 import msgspec
 
 from athenic.shared.policy import SandboxPolicy
@@ -18,6 +19,14 @@ INVALID = "Invalid"
 
 def phase_of(standing: Standing) -> str:
     return ACTIVE if standing.active else INVALID
+
+
+def announce(body: kopf.Body, standing: Standing) -> None:
+    """The Kubernetes event of a verdict: Normal when the quota governs its tenant, Warning when not."""
+    if standing.active:
+        kopf.info(body, reason=standing.reason, message=standing.message)
+    else:
+        kopf.warn(body, reason=standing.reason, message=standing.message)
 
 
 def hard_of(policy: SandboxPolicy) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from athenic.shared.quotas import Quota, quota_of
 from athenic_operator.publishing import sync_tenants
 from athenic_operator.quota_index import resolve_with
 from athenic_operator.state import state_of
-from athenic_operator.status import build_status, phase_of
+from athenic_operator.status import announce, build_status, phase_of
 
 
 async def accept(
@@ -43,8 +43,5 @@ async def accept(
     # One event per accepted or refused change; a restart (resume) is not a change unless
     # the verdict moved meanwhile.
     if cause != "resume" or previous_phase != phase_of(standing):
-        if standing.active:
-            kopf.info(body, reason=standing.reason, message=standing.message)
-        else:
-            kopf.warn(body, reason=standing.reason, message=standing.message)
+        announce(body, standing)
     logger.info(f"{cause}: {phase_of(standing)} ({standing.reason}): {standing.message}")

@@ -18,7 +18,7 @@ from athenic.shared.quotas import Quota, quota_of
 from athenic_operator.publishing import sweep
 from athenic_operator.quota_index import indexed, resolve_with
 from athenic_operator.state import state_of
-from athenic_operator.status import build_status, differs, phase_of
+from athenic_operator.status import announce, build_status, differs, phase_of
 
 
 async def report_usage(
@@ -57,7 +57,4 @@ async def report_usage(
         return
     patch.status.update(fresh)
     if status.get("phase") != phase_of(standing):
-        if standing.active:
-            kopf.info(body, reason=standing.reason, message=standing.message)
-        else:
-            kopf.warn(body, reason=standing.reason, message=standing.message)
+        announce(body, standing)

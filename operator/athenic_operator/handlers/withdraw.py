@@ -7,6 +7,7 @@ from typing import Any
 
 import kopf
 
+from athenic.shared.names import WILDCARD_TENANT
 from athenic.shared.quotas import Quota, quota_of
 from athenic_operator.publishing import sync_tenants
 from athenic_operator.quota_index import resolve_with
@@ -28,7 +29,7 @@ async def withdraw(
     successor = resolution.winners.get(quota.tenant)
     if successor is not None:
         message = f"tenant {quota.tenant!r} is now governed by SandboxQuota {successor.ref}"
-    elif quota.tenant == "*":
+    elif quota.tenant == WILDCARD_TENANT:
         message = "default policy withdrawn; tenants without their own quota get the built-in defaults"
     else:
         message = f"policy of tenant {quota.tenant!r} withdrawn; the default quota applies to it"

@@ -8,61 +8,27 @@ from typing import Any
 
 from litestar import Litestar, Request
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.plugins.problem_details import (
-    ProblemDetailsConfig,
-    ProblemDetailsException,
-    ProblemDetailsPlugin,
-)
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
 
 from athenic.api.audit import AUDIT
 from athenic.api.auth import Authenticator, provide_identity
 from athenic.api.chat import ChatController
 from athenic.api.chat_service import ChatService, UserChat
 from athenic.api.devices import DeviceController
-from athenic.api.errors import ApiError, to_problem
+from athenic.api.errors import PROBLEM_MAP
+from athenic.api.fanout import Feeds
 from athenic.api.fast_paths import Route
 from athenic.api.file_service import FileService, UserFiles
 from athenic.api.files import FilesController
 from athenic.api.health import HealthController
 from athenic.api.metrics import MetricsController
-from athenic.api.push import PushController
-from athenic.api.realtime import Feeds
+from athenic.api.push import SocketController, StreamController
 from athenic.api.request_metrics import request_metrics
 from athenic.api.settings import ApiSettings
 from athenic.shared.broker import Broker
-from athenic.shared.logging import get_logger
 from athenic.shared.settings import FileSettings, NatsSettings, load
-
-log = get_logger(__name__)
-
-
-def _validation_problem(exc: ValidationException) -> ProblemDetailsException:
-    """Litestar's body/parameter validation failures, said plainly."""
-    items = [item for item in exc.extra if isinstance(item, dict)] if isinstance(exc.extra, list) else []
-    reasons = "; ".join(str(item.get("message")) for item in items) or str(exc.detail)
-    if any(item.get("source") == "body" or item.get("key") == "data" for item in items) or not items:
-        if "decode" in reasons.lower() or "json" in reasons.lower() or "malformed" in reasons.lower():
-            detail = f"the body is not valid JSON ({reasons})"
-        else:
-            detail = f'the body must be a JSON object {{"message": "<non-empty string>"}} ({reasons})'
-    else:
-        detail = "; ".join(f"{item.get('key')}: {item.get('message')}" for item in items)
-    return ProblemDetailsException(status_code=400, title="Invalid request", detail=detail)
-
-
-def _http_problem(exc: HTTPException) -> ProblemDetailsException:
-    return ProblemDetailsException(
-        status_code=exc.status_code, title=exc.detail, detail=exc.detail, headers=exc.headers
-    )
-
-
-def _unexpected_problem(exc: Exception) -> ProblemDetailsException:
-    log.exception("unhandled error", exc_info=exc)
-    return ProblemDetailsException(status_code=500, title="Internal error",
-                                   detail="an unexpected error occurred; it has been logged")
 
 
 def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broker | None = None,
@@ -92,15 +58,9 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
     async def provide_user_files(request: Request[Any, Any, Any]) -> UserFiles:
         return UserFiles(file_service, await provide_identity(request, authenticator))
 
-    problem_map: dict[type[Any], Any] = {
-        ApiError: to_problem,
-        ValidationException: _validation_problem,
-        HTTPException: _http_problem,
-        Exception: _unexpected_problem,
-    }
     app = Litestar(
-        route_handlers=[HealthController, ChatController, FilesController, PushController, DeviceController,
-                        MetricsController],
+        route_handlers=[HealthController, ChatController, FilesController, SocketController, StreamController,
+                        DeviceController, MetricsController],
         dependencies={
             "broker": Provide(lambda: broker, sync_to_thread=False),
             "chat_service": Provide(lambda: chat_service, sync_to_thread=False),
@@ -111,7 +71,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
             "chat": Provide(provide_user_chat),
             "files": Provide(provide_user_files),
         },
-        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=problem_map))],
+        plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=PROBLEM_MAP))],
         middleware=[request_metrics],
         lifespan=[broker_lifespan],
         request_max_body_size=settings.max_body_bytes,

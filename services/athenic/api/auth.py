@@ -17,6 +17,7 @@ import httpx
 import jwt
 from jwt import PyJWK, PyJWKSet
 from litestar import Request
+from litestar.di import NamedDependency
 
 from athenic.api.errors import ApiError, Unauthorized
 from athenic.api.identity import ANONYMOUS, Identity
@@ -31,9 +32,8 @@ JWKS_PATH: Final = "/auth/v1/.well-known/jwks.json"
 REALM: Final = 'Bearer realm="athenic"'
 
 
-class KeysUnavailable(ApiError):
-    status = 503
-    title = "Service unavailable"
+class KeysUnavailable(ApiError, status=503, title="Service unavailable"):
+    """The signing keys (JWKS) cannot be fetched: the token can be checked later."""
 
 
 def unauthorized(detail: str, *, token_given: bool = True) -> Unauthorized:
@@ -201,7 +201,7 @@ class Authenticator:
             await self.jwks.close()
 
 
-async def provide_identity(request: Request[Any, Any, Any], authenticator: Authenticator) -> Identity:
+async def provide_identity(request: Request[Any, Any, Any], authenticator: NamedDependency[Authenticator]) -> Identity:
     """The Litestar dependency of every route that reads or writes conversations."""
     address = request.client.host if request.client else None
     return await authenticator.identify(request.headers.get("authorization"), address)

@@ -6,16 +6,15 @@ import uuid
 from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from athenic.api import problems
 from athenic.api.chat_service import UserChat
 from athenic.api.fast_paths import fast_accept, fast_response
 from athenic.api.history import HistoryPage
-from athenic.api.schemas import Cancelled, ChatAccepted, ChatIn, Session
+from athenic.api.schemas import ACCEPTED_TEXT, Cancelled, ChatAccepted, ChatIn, Session
 from athenic.shared.messages import ChatState
-
-ACCEPTED_TEXT = "Chat message received and is being processed"
 
 
 class ChatController(Controller):
@@ -37,17 +36,17 @@ class ChatController(Controller):
     )
     async def post_chat(
         self,
-        data: ChatIn,
-        chat: UserChat,
+        data: JSONBody[ChatIn],
+        chat: NamedDependency[UserChat],
         x_client_id: Annotated[
-            str | None, Parameter(header="x-client-id", description="Conversation id; a UUID4 when absent")
+            str | None, HeaderParameter(name="x-client-id", description="Conversation id; a UUID4 when absent")
         ] = None,
-        x_on_busy: Annotated[str | None, Parameter(
-            header="x-on-busy", description="While an earlier message of the conversation is answered: `enqueue` "
+        x_on_busy: Annotated[str | None, HeaderParameter(
+            name="x-on-busy", description="While an earlier message of the conversation is answered: `enqueue` "
             "(default: wait its turn), `interrupt` (cancel the earlier turns, answer this next) or `reject` (409)",
         )] = None,
-        idempotency_key: Annotated[str | None, Parameter(
-            header="idempotency-key", description="1-128 characters of A-Z a-z 0-9 _ - . : ; a retried POST with "
+        idempotency_key: Annotated[str | None, HeaderParameter(
+            name="idempotency-key", description="1-128 characters of A-Z a-z 0-9 _ - . : ; a retried POST with "
             "the same key answers as the first did and stores nothing new",
         )] = None,
     ) -> Response[ChatAccepted]:
@@ -64,15 +63,14 @@ class ChatController(Controller):
         summary="The conversation's turns, newest first",
         description="Each item is one message and its answer (`response`, null until it is answered). "
         "Pass `nextBefore` as `before` for the next page; it is null on the last page.",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
     )
     async def get_messages(
         self,
-        client_id: str,
-        chat: UserChat,
-        limit: Annotated[int, Parameter(ge=1, le=100, description="Turns per page")] = 20,
-        before: Annotated[int | None, Parameter(ge=1, description="A page's `nextBefore`")] = None,
+        client_id: FromPath[str],
+        chat: NamedDependency[UserChat],
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="Turns per page")] = 20,
+        before: Annotated[int | None, QueryParameter(ge=1, description="A page's `nextBefore`")] = None,
     ) -> HistoryPage:
         return await chat.service.history(client_id, chat.identity, limit, before)
 
@@ -81,10 +79,9 @@ class ChatController(Controller):
         summary="The conversation's state, as the app's later generation reads it",
         description="Compatibility route: `processingState` is submitted, processing, completed, failed or "
         "cancelled; `lastResponse` is the answer's text to `lastMessage`, absent until it is answered.",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
     )
-    async def get_session(self, client_id: str, chat: UserChat) -> Session:
+    async def get_session(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> Session:
         state = await chat.service.state(client_id, chat.identity)
         response = state.last_response
         answered = response is not None and response.request_id == state.request_id
@@ -99,11 +96,10 @@ class ChatController(Controller):
     @get(
         "/response/{client_id:str}",
         summary="The latest response of a conversation",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
         middleware=[fast_response],  # the same answer at the cost of its two reads
     )
-    async def get_response(self, client_id: str, chat: UserChat) -> ChatState:
+    async def get_response(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> ChatState:
         return await chat.service.state(client_id, chat.identity)
 
     @delete(
@@ -115,6 +111,6 @@ class ChatController(Controller):
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    409: problems.NOTHING_RUNNING, 503: problems.UNAVAILABLE},
     )
-    async def cancel_run(self, client_id: str, chat: UserChat) -> Cancelled:
+    async def cancel_run(self, client_id: FromPath[str], chat: NamedDependency[UserChat]) -> Cancelled:
         await chat.service.cancel(client_id, chat.identity)
         return Cancelled(cancelled=True, client_id=client_id)

@@ -14,7 +14,9 @@ from typing import Literal
 import msgspec
 import nats.errors
 from litestar import Controller, Response, delete, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody
 
 from athenic.api import problems
 from athenic.api.errors import BrokerUnavailable, InvalidRequest, NotFound
@@ -82,7 +84,8 @@ class DeviceController(Controller):
         responses={200: ResponseSpec(data_container=DeviceOut, description="It was registered already"),
                    400: BAD_DEVICE, 401: problems.UNAUTHORIZED, 503: problems.UNAVAILABLE},
     )
-    async def register(self, data: DeviceIn, identity: Identity, broker: Broker) -> Response[DeviceOut]:
+    async def register(self, data: JSONBody[DeviceIn], identity: NamedDependency[Identity],
+                       broker: NamedDependency[Broker]) -> Response[DeviceOut]:
         try:
             check_device(data.platform, data.token)
         except InvalidDevice as exc:
@@ -101,7 +104,8 @@ class DeviceController(Controller):
         description="Stops notifications to this device. 404 when the calling user has no device with this token.",
         responses={401: problems.UNAUTHORIZED, 404: NO_DEVICE, 503: problems.UNAVAILABLE},
     )
-    async def unregister(self, token: str, identity: Identity, broker: Broker) -> None:
+    async def unregister(self, token: FromPath[str], identity: NamedDependency[Identity],
+                         broker: NamedDependency[Broker]) -> None:
         async with _broker_errors():
             found = await _registry(broker).unregister(identity.user, token)
         if not found:

@@ -26,9 +26,8 @@ from athenic.api.auth import Authenticator
 from athenic.api.chat_service import ChatService
 from athenic.api.identity import Identity
 from athenic.api.ids import new_request_id
-from athenic.api.schemas import ChatAccepted, ChatIn
+from athenic.api.schemas import ACCEPTED_TEXT, ChatAccepted, ChatIn
 
-ACCEPTED_TEXT: Final = "Chat message received and is being processed"
 JSON: Final = b"application/json"
 WANTED: Final = frozenset({b"x-client-id", b"x-on-busy", b"idempotency-key", b"authorization",
                            b"content-type", b"content-length"})

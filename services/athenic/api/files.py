@@ -8,10 +8,11 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 
 from athenic.api import problems
 from athenic.api.errors import InvalidRequest
@@ -54,7 +55,7 @@ def _declared_length(request: Request[Any, Any, Any]) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-NAME_PARAMETER = Parameter(description="The file's name (required for a raw body; overrides the "
+NAME_PARAMETER = QueryParameter(description="The file's name (required for a raw body; overrides the "
                            "form part's filename). No path separators, not `.`, `..` or `out`, no control "
                            "characters, at most 255 bytes.")
 
@@ -76,7 +77,7 @@ class FilesController(Controller):
         responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
                    413: problems.FILE_TOO_LARGE, 429: problems.RATE_LIMITED, 503: problems.UNAVAILABLE},
     )
-    async def upload(self, client_id: str, request: Request[Any, Any, Any], files: UserFiles,
+    async def upload(self, client_id: FromPath[str], request: Request[Any, Any, Any], files: NamedDependency[UserFiles],
                      name: Annotated[str | None, NAME_PARAMETER] = None) -> FileInfo:
         service, who = files.service, files.identity
         service.admit(client_id, who, _declared_length(request))
@@ -103,10 +104,9 @@ class FilesController(Controller):
         "/",
         summary="The conversation's files",
         description="Uploaded files and the files its runs made, by name.",
-        responses={400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
-                   503: problems.UNAVAILABLE},
+        responses=problems.CONVERSATION_READ,
     )
-    async def list_files(self, client_id: str, files: UserFiles) -> FileList:
+    async def list_files(self, client_id: FromPath[str], files: NamedDependency[UserFiles]) -> FileList:
         return FileList(client_id=client_id, files=await files.service.list(client_id, files.identity))
 
     @get(
@@ -121,7 +121,8 @@ class FilesController(Controller):
             400: problems.BAD_REQUEST, 401: problems.UNAUTHORIZED, 404: problems.NOT_FOUND,
             503: problems.UNAVAILABLE},
     )
-    async def download(self, client_id: str, name: str, files: UserFiles) -> Response[bytes]:
+    async def download(self, client_id: FromPath[str], name: FromPath[str],
+                       files: NamedDependency[UserFiles]) -> Response[bytes]:
         info, data = await files.service.read(client_id, name, files.identity)
         return Response(data, media_type=info.content_type, headers={
             "Content-Disposition": content_disposition(info.name, info.content_type),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 
 from athenic.api import problems
 from athenic.api.schemas import Health, Ready
@@ -19,7 +20,7 @@ class HealthController(Controller):
 
     @get("/ready", summary="Readiness: the broker is connected and provisioned",
          responses={503: problems.NOT_READY})
-    async def ready(self, broker: Broker) -> Response[Ready]:
+    async def ready(self, broker: NamedDependency[Broker]) -> Response[Ready]:
         if broker.ready:
             return Response(Ready(status="ready", broker="connected"))
         return Response(Ready(status="not ready", broker="disconnected"), status_code=503)

@@ -7,10 +7,11 @@ import socket
 import uvicorn
 
 from athenic.api.app import create_app
-from athenic.api.realtime import Feeds
+from athenic.api.fanout import Feeds
 from athenic.api.settings import ApiSettings
-from athenic.shared.logging import configure_logging, get_logger
-from athenic.shared.settings import FileSettings, LogSettings, NatsSettings, exit_on_bad_settings, load
+from athenic.shared.logging import get_logger
+from athenic.shared.settings import FileSettings, NatsSettings, load
+from athenic.shared.startup import start
 
 
 class ApiServer(uvicorn.Server):
@@ -26,12 +27,8 @@ class ApiServer(uvicorn.Server):
 
 
 def main() -> None:
-    with exit_on_bad_settings("athenic-api"):
-        log_settings = load(LogSettings)
-        settings = load(ApiSettings).check()
-        nats_settings = load(NatsSettings)
-        file_settings = load(FileSettings)
-    configure_logging(log_settings, service="api")
+    settings, nats_settings, file_settings = start(
+        "athenic-api", "api", lambda: (load(ApiSettings).check(), load(NatsSettings), load(FileSettings)))
     get_logger(__name__).info("api starting", host=settings.api_host, port=settings.api_server_port,
                               nats=nats_settings.servers)
     app = create_app(settings, nats_settings, file_settings=file_settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from litestar.openapi.datastructures import ResponseSpec
 
 from athenic.api.schemas import Problem, Ready
@@ -28,3 +30,7 @@ KEY_REUSED = problem("The Idempotency-Key was used for another message")
 NOTHING_RUNNING = problem("Nothing is running for this clientId")
 UNAVAILABLE = problem("The broker cannot take the message: it was NOT accepted; retry later")
 NOT_READY = ResponseSpec(data_container=Ready, description="The broker is not connected yet")
+
+# What a route that reads one conversation may answer besides its success: its errors, once.
+CONVERSATION_READ: Final[dict[int, ResponseSpec]] = {400: BAD_REQUEST, 401: UNAUTHORIZED, 404: NOT_FOUND,
+                                                     503: UNAVAILABLE}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -14,6 +14,10 @@ class ChatIn(msgspec.Struct, frozen=True, rename="camel"):
 
     message: str
     client_id: str | None = None
+
+
+# What every accepted message is answered with (POST /api/chat and the WebSocket's "accepted" frame).
+ACCEPTED_TEXT: Final = "Chat message received and is being processed"
 
 
 class ChatAccepted(msgspec.Struct, frozen=True, rename="camel"):

@@ -9,6 +9,7 @@ permanent refusal; a token the push service says is dead removes its device.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -22,6 +23,7 @@ from athenic.shared.logging import bind_request, get_logger
 from athenic.shared.messages import Delivery, delivery_decoder, turn_finished_decoder
 
 log = get_logger(__name__)
+T = TypeVar("T")
 DELIVERIES = Counter("athenic_notifier_deliveries_total", "Delivery attempts by kind and outcome",
                      ["kind", "outcome"])
 EVENTS = Counter("athenic_notifier_events_total", "Finished-turn events handled", ["outcome"])
@@ -43,11 +45,8 @@ class Deliverer:
 
     async def on_event(self, msg: Msg) -> None:
         attempt = msg.metadata.num_delivered or 1
-        try:
-            event = turn_finished_decoder.decode(msg.data)
-        except msgspec.DecodeError:
-            log.error("a finished-turn event that is not one; dropped", subject=msg.subject)
-            await msg.term()
+        event = await _decoded_or_dropped(msg, turn_finished_decoder, "a finished-turn event")
+        if event is None:
             return
         with bind_request(request_id=event.request_id):
             try:
@@ -62,11 +61,8 @@ class Deliverer:
             EVENTS.labels("queued").inc()
 
     async def on_delivery(self, msg: Msg) -> None:
-        try:
-            delivery = delivery_decoder.decode(msg.data)
-        except msgspec.DecodeError:
-            log.error("a delivery item that is not one; dropped", subject=msg.subject)
-            await msg.term()
+        delivery = await _decoded_or_dropped(msg, delivery_decoder, "a delivery item")
+        if delivery is None:
             return
         with bind_request(request_id=delivery.event.request_id):
             await self._deliver(msg, delivery, msg.metadata.num_delivered or 1)
@@ -103,3 +99,14 @@ class Deliverer:
                                                             self.settings.athenic_notify_retry_max_seconds))
             log.warning("delivery failed; retrying later", reason=result.reason, retry_in=delay, **where)
             await msg.nak(delay=delay)
+
+
+async def _decoded_or_dropped(msg: Msg, decoder: msgspec.json.Decoder[T], what: str) -> T | None:
+    """The message's body, or None when it is not ``what`` (logged and terminated: a redelivery
+    could not make it one)."""
+    try:
+        return decoder.decode(msg.data)
+    except msgspec.DecodeError:
+        log.error(f"{what} that is not one; dropped", subject=msg.subject)
+        await msg.term()
+        return None

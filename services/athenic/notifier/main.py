@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
+from athenic.health_server import bind_health_socket, health_then_broker
 from athenic.notifier.consumer import consume
 from athenic.notifier.deliver import Deliverer
 from athenic.notifier.fanout import Fanout
 from athenic.notifier.senders import make_senders
 from athenic.notifier.settings import NotifierSettings
 from athenic.notifier.webhook_targets import WebhookTargets, load_targets
-from athenic.orchestrator.health import bind_health_socket, health_then_broker
 from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.devices import DeviceRegistry
-from athenic.shared.logging import configure_logging, get_logger
-from athenic.shared.settings import LogSettings, NatsSettings, exit_on_bad_settings, load
+from athenic.shared.logging import get_logger
+from athenic.shared.settings import NatsSettings, load
+from athenic.shared.startup import run_until_signalled, start
 
 log = get_logger(__name__)
 # a consume loop that has not come round for this long is stuck: the liveness probe restarts the pod
@@ -28,7 +28,8 @@ STALLED_AFTER_SECONDS = 120.0
 async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: asyncio.Event,
                 targets: WebhookTargets) -> None:
     senders = make_senders(settings, targets)
-    sock = bind_health_socket(settings.athenic_health_host, settings.athenic_notifier_health_port)
+    sock = bind_health_socket(settings.athenic_health_host, settings.athenic_notifier_health_port,
+                              "ATHENIC_NOTIFIER_HEALTH_PORT")
     log.info("health server listening", port=sock.getsockname()[1], senders=sorted(senders))
     async with AsyncExitStack() as stack:
         stack.callback(sock.close)
@@ -62,23 +63,17 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
 
 
 def main() -> None:
-    with exit_on_bad_settings("athenic-notifier"):
-        log_settings = load(LogSettings)
-        settings = load(NotifierSettings).check()
-        nats_settings = load(NatsSettings)
-        targets = load_targets(settings)
-    configure_logging(log_settings, service="notifier")
+    def settings() -> tuple[NotifierSettings, NatsSettings, WebhookTargets]:
+        notifier = load(NotifierSettings).check()
+        return notifier, load(NatsSettings), load_targets(notifier)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, nats_settings, stop, targets)
+    notifier_settings, nats_settings, targets = start("athenic-notifier", "notifier", settings)
+
+    async def run(stop: asyncio.Event) -> None:
+        await serve(notifier_settings, nats_settings, stop, targets)
         log.info("notifier stopped")
 
-    with exit_on_bad_settings("athenic-notifier"):
-        asyncio.run(run())
+    run_until_signalled("athenic-notifier", run)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from contextlib import AsyncExitStack
 
-from athenic.orchestrator.health import bind_health_socket, health_then_broker
+from athenic.health_server import bind_health_socket, health_then_broker
 from athenic.orchestrator.planners.factory import make_planner
 from athenic.orchestrator.policies import PolicyCache
 from athenic.orchestrator.quota import make_gate
@@ -16,8 +15,9 @@ from athenic.orchestrator.settings import OrchestratorSettings, QuotaSettings
 from athenic.orchestrator.worker import Worker
 from athenic.shared import names
 from athenic.shared.broker import Broker
-from athenic.shared.logging import configure_logging, get_logger
-from athenic.shared.settings import FileSettings, LogSettings, NatsSettings, exit_on_bad_settings, load
+from athenic.shared.logging import get_logger
+from athenic.shared.settings import FileSettings, NatsSettings, load
+from athenic.shared.startup import run_until_signalled, start
 
 log = get_logger(__name__)
 STALLED_AFTER_SECONDS = 120.0
@@ -27,7 +27,8 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
                 quota_settings: QuotaSettings | None = None, file_settings: FileSettings | None = None) -> None:
     quota_settings = quota_settings or QuotaSettings()
     file_settings = file_settings or load(FileSettings)
-    health_socket = bind_health_socket(settings.athenic_health_host, settings.athenic_health_port)
+    health_socket = bind_health_socket(settings.athenic_health_host, settings.athenic_health_port,
+                                       "ATHENIC_HEALTH_PORT")
     log.info("health server listening", host=settings.athenic_health_host,
              port=health_socket.getsockname()[1])
     async with AsyncExitStack() as stack:
@@ -58,27 +59,17 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
 
 
 def main() -> None:
-    with exit_on_bad_settings("athenic-orchestrator"):
-        log_settings = load(LogSettings)
-        settings = load(OrchestratorSettings)
-        nats_settings = load(NatsSettings)
-        quota_settings = load(QuotaSettings)
-        file_settings = load(FileSettings)
-    configure_logging(log_settings, service="orchestrator")
+    settings, nats_settings, quota_settings, file_settings = start(
+        "athenic-orchestrator", "orchestrator",
+        lambda: (load(OrchestratorSettings), load(NatsSettings), load(QuotaSettings), load(FileSettings)))
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def run(stop: asyncio.Event) -> None:
         log.info("orchestrator starting", nats=nats_settings.servers, sandbox=settings.sandbox_backend,
                  planner=settings.planner, health_port=settings.athenic_health_port)
         await serve(settings, nats_settings, stop, quota_settings, file_settings)
         log.info("orchestrator stopped")
 
-    # a setting found bad only when used (the health port taken...) ends it the same way
-    with exit_on_bad_settings("athenic-orchestrator"):
-        asyncio.run(run())
+    run_until_signalled("athenic-orchestrator", run)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import contextlib
 import msgspec
 from nats.js.kv import KeyValue
 
+from athenic.shared.kv import follow
 from athenic.shared.logging import get_logger
 from athenic.shared.names import WILDCARD_TENANT
 from athenic.shared.policy import (
@@ -44,23 +45,11 @@ class PolicyCache:
         await asyncio.wait_for(self._loaded.wait(), 10)
 
     async def _watch(self) -> None:
-        while True:
-            try:
-                watcher = await self.kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # the end of the initial values
-                        self._loaded.set()
-                        continue
-                    self._apply(entry.key, entry.value, entry.operation)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("policy watch interrupted; resuming", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1)
+        await follow(self.kv, self._apply, what="policy", loaded=self._loaded)
 
-    def _apply(self, key: str, value: bytes | None, operation: str | None) -> None:
+    def _apply(self, key: str, _revision: int, value: bytes | None) -> None:
         tenant = tenant_of_key(key)
-        if operation in ("DEL", "PURGE") or not value:
+        if value is None:
             self._policies.pop(tenant, None)
             log.info("sandbox policy removed", tenant=tenant)
             return

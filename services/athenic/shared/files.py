@@ -80,9 +80,7 @@ def content_type_of(name: str, declared: str | None) -> str:
 
 
 def object_name(client_id: str, name: str) -> str:
-    if not names.valid_client_id(client_id):
-        raise ValueError(f"invalid clientId {client_id!r}")
-    return f"{client_id}/{check_name(name)}"
+    return f"{names.checked(client_id)}/{check_name(name)}"
 
 
 def sha256_hex(info: ObjectInfo) -> str:

@@ -1,7 +1,11 @@
 """Small NATS KV helpers every service shares: read a key with its revision, write on a revision
-(also with a per-message TTL, which nats-py's ``kv.update`` cannot set)."""
+(also with a per-message TTL, which nats-py's ``kv.update`` cannot set), follow a bucket's changes."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -10,6 +14,9 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from athenic.shared import names
+from athenic.shared.logging import get_logger
+
+log = get_logger(__name__)
 
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequence(Constant)Err
 
@@ -72,3 +79,31 @@ async def write_if_last(js: JetStreamContext, bucket: str, key: str, value: byte
             raise KeyWrongLastSequenceError(description=exc.description) from exc
         raise
     return int(ack.seq)
+
+
+async def follow(kv: KeyValue, apply: Callable[[str, int, bytes | None], None], *, what: str,
+                 loaded: asyncio.Event | None = None, keys: str = ">") -> None:
+    """Apply every change of the keys of ``kv`` matching ``keys``, for ever: ``apply(key, revision,
+    value)``, the value ``None`` for a deleted, purged or emptied key. ``loaded`` is set once the
+    values present at the start are applied. A broken watch is logged (as ``what``), its consumer
+    stopped, and watched afresh a second later (the values are then applied again)."""
+    while True:
+        watcher = None
+        try:
+            watcher = await kv.watch(keys)
+            async for entry in watcher:
+                if entry is None:  # the end of the initial values
+                    if loaded is not None:
+                        loaded.set()
+                    continue
+                gone = entry.operation in ("DEL", "PURGE") or not entry.value
+                apply(entry.key, entry.revision or 0, None if gone else entry.value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(f"{what} watch interrupted; resuming", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(1)
+        finally:
+            if watcher is not None:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()  # type: ignore[no-untyped-call]

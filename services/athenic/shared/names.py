@@ -106,30 +106,32 @@ def _hashed(text: str) -> str:
 
 
 def _tenant_token(tenant: str) -> str:
-    return tenant if re.fullmatch(r"[A-Za-z0-9_-]{1,128}", tenant) else f"h{_hashed(tenant)}"
+    return tenant if NAME_RE.fullmatch(tenant) else f"h{_hashed(tenant)}"
 
 
 def valid_client_id(client_id: str) -> bool:
     return CLIENT_ID_RE.fullmatch(client_id) is not None
 
 
-def _checked(client_id: str) -> str:
-    if not valid_client_id(client_id):
-        raise ValueError(f"invalid clientId {client_id!r}")
-    return client_id
+def checked(value: str, kind: str = "clientId") -> str:
+    """``value`` when it may stand in a subject or a key (``NAME``: a clientId, a tenant, a lease
+    id, a host), else ``ValueError`` naming what it was meant to be."""
+    if NAME_RE.fullmatch(value) is None:
+        raise ValueError(f"invalid {kind} {value!r}")
+    return value
 
 
 def request_subject(client_id: str) -> str:
-    return f"{REQUEST_SUBJECT_PREFIX}.{_checked(client_id)}"
+    return f"{REQUEST_SUBJECT_PREFIX}.{checked(client_id)}"
 
 
 def event_subject(client_id: str) -> str:
-    return f"{EVENT_SUBJECT_PREFIX}.{_checked(client_id)}"
+    return f"{EVENT_SUBJECT_PREFIX}.{checked(client_id)}"
 
 
 def record_subject(client_id: str) -> str:
     """Where the changes of ``client_id``'s response record are republished."""
-    return f"{RECORD_SUBJECT_PREFIX}.{_checked(client_id)}"
+    return f"{RECORD_SUBJECT_PREFIX}.{checked(client_id)}"
 
 
 def kv_subject(bucket: str, key: str) -> str:
@@ -138,38 +140,38 @@ def kv_subject(bucket: str, key: str) -> str:
 
 
 def cancel_subject(client_id: str) -> str:
-    return f"{CANCEL_SUBJECT_PREFIX}.{_checked(client_id)}"
+    return f"{CANCEL_SUBJECT_PREFIX}.{checked(client_id)}"
 
 
 def advanced_subject(client_id: str) -> str:
-    return f"{ADVANCED_SUBJECT_PREFIX}.{_checked(client_id)}"
+    return f"{ADVANCED_SUBJECT_PREFIX}.{checked(client_id)}"
 
 
 def kernel_run_subject(host: str) -> str:
-    return f"{KERNEL_SUBJECT_PREFIX}.{_checked(host)}.run"
+    return f"{KERNEL_SUBJECT_PREFIX}.{checked(host, 'host')}.run"
 
 
 def kernel_cancel_subject(host: str) -> str:
-    return f"{KERNEL_SUBJECT_PREFIX}.{_checked(host)}.cancel"
+    return f"{KERNEL_SUBJECT_PREFIX}.{checked(host, 'host')}.cancel"
 
 
 def kernel_key(tenant: str, client_id: str) -> str:
     """The key of a conversation's kernel in ``KERNELS_BUCKET`` (the default tenant ``*`` is ``default``)."""
-    return f"{'default' if tenant == '*' else _checked(tenant)}.{_checked(client_id)}"
+    return f"{'default' if tenant == '*' else checked(tenant, 'tenant')}.{checked(client_id)}"
 
 
 def turn_key(client_id: str, number: int) -> str:
     """The key of turn ``number`` (1, 2, ...) of a conversation in ``TURNS_BUCKET``."""
-    return f"{_checked(client_id)}.{number}"
+    return f"{checked(client_id)}.{number}"
 
 
 def file_url(client_id: str, name: str) -> str:
     """The api route that serves a conversation file."""
-    return f"{FILES_ROUTE_PREFIX}/{_checked(client_id)}/files/{quote(name, safe='')}"
+    return f"{FILES_ROUTE_PREFIX}/{checked(client_id)}/files/{quote(name, safe='')}"
 
 
 def file_index_key(client_id: str, name: str) -> str:
-    return f"{_checked(client_id)}.{hashlib.sha256(name.encode()).hexdigest()[:40]}"
+    return f"{checked(client_id)}.{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
 def client_id_of_subject(subject: str) -> str:
@@ -179,7 +181,7 @@ def client_id_of_subject(subject: str) -> str:
 
 def finished_subject(tenant: str, client_id: str) -> str:
     """Where "a turn of this conversation is finished" is published (tenant made key-safe)."""
-    return f"{FINISHED_SUBJECT_PREFIX}.{_tenant_token(tenant)}.{_checked(client_id)}"
+    return f"{FINISHED_SUBJECT_PREFIX}.{_tenant_token(tenant)}.{checked(client_id)}"
 
 
 def delivery_subject(kind: str) -> str:
@@ -202,9 +204,14 @@ def device_key(user: str | None, token: str) -> str:
 
 
 def presence_key(client_id: str, session: str) -> str:
-    return f"{_checked(client_id)}.{_hashed(session)}"
+    return f"{checked(client_id)}.{_hashed(session)}"
 
 
 def kv_stream(bucket: str) -> str:
     """The JetStream stream that holds a KV bucket (as NATS names it)."""
     return f"KV_{bucket}"
+
+
+def object_store_stream(bucket: str) -> str:
+    """The JetStream stream that holds an Object Store bucket (as NATS names it)."""
+    return f"OBJ_{bucket}"

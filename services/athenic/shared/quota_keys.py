@@ -45,16 +45,9 @@ ALL_LEASES: Final = f"{LEASE_PREFIX}.>"
 """The subject filter matching every lease key (watch/keys filter)."""
 
 
-
-def _token(kind: str, value: str) -> str:
-    if not names.NAME_RE.fullmatch(value):
-        raise ValueError(f"invalid {kind} {value!r} for a leases-bucket key")
-    return value
-
-
 def lease_prefix(tenant: str) -> str:
     """``lease.<tenant>.``: every lease key of the tenant starts with it."""
-    return f"{LEASE_PREFIX}.{_token('tenant', tenant)}."
+    return f"{LEASE_PREFIX}.{names.checked(tenant, 'tenant')}."
 
 
 def lease_filter(tenant: str) -> str:
@@ -63,7 +56,7 @@ def lease_filter(tenant: str) -> str:
 
 
 def lease_key(tenant: str, lease_id: str) -> str:
-    return f"{lease_prefix(tenant)}{_token('lease id', lease_id)}"
+    return f"{lease_prefix(tenant)}{names.checked(lease_id, 'lease id')}"
 
 
 def tenant_of_lease_key(key: str) -> str | None:
@@ -92,7 +85,7 @@ def lease_admitted(value: bytes | None) -> bool:
 
 
 def slots_key(tenant: str) -> str:
-    return f"{SLOTS_PREFIX}.{_token('tenant', tenant)}"
+    return f"{SLOTS_PREFIX}.{names.checked(tenant, 'tenant')}"
 
 
 def tenant_of_slots_key(key: str) -> str | None:
@@ -105,7 +98,7 @@ def epoch_minute(unix_seconds: float) -> int:
 
 
 def rate_key(tenant: str, minute: int) -> str:
-    return f"{RATE_PREFIX}.{_token('tenant', tenant)}.{minute}"
+    return f"{RATE_PREFIX}.{names.checked(tenant, 'tenant')}.{minute}"
 
 
 def parse_counter(value: bytes | None) -> int:

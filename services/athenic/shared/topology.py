@@ -7,7 +7,9 @@ updated where NATS allows it; otherwise ``TopologyError`` says what conflicts.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -27,6 +29,8 @@ from nats.js.object_store import ObjectStore
 
 from athenic.shared import names
 from athenic.shared.settings import NatsSettings
+
+T = TypeVar("T")
 
 STREAM_NAME_IN_USE = 10058  # "stream name already in use with a different configuration"
 
@@ -112,58 +116,34 @@ def notify_consumer_configs(settings: NatsSettings) -> list[ConsumerConfig]:
 
 
 def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
-    ttl = float(settings.athenic_response_ttl_seconds)
-    replicas = settings.nats_replicas
-    return {
-        names.RESPONSES_BUCKET: KeyValueConfig(
-            bucket=names.RESPONSES_BUCKET, history=1, ttl=ttl, replicas=replicas,
-            storage=StorageType.FILE, description="Latest response record per clientId",
-            republish=records_republish(),
-        ),
-        names.CONVERSATIONS_BUCKET: KeyValueConfig(
-            bucket=names.CONVERSATIONS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Owner and turn count per clientId",
-        ),
-        names.TURNS_BUCKET: KeyValueConfig(
-            bucket=names.TURNS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Finished turns: <clientId>.<number>",
-        ),
-        names.FILE_INDEX_BUCKET: KeyValueConfig(
-            bucket=names.FILE_INDEX_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE,
-            description="Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)",
-        ),
-        names.IDEMPOTENCY_BUCKET: KeyValueConfig(
-            bucket=names.IDEMPOTENCY_BUCKET, history=1, ttl=float(settings.athenic_idempotency_window_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Idempotency-Key -> its first request",
-        ),
-        names.POLICIES_BUCKET: KeyValueConfig(
-            bucket=names.POLICIES_BUCKET, history=1, replicas=replicas,
-            storage=StorageType.FILE, description="Effective sandbox policy per tenant",
-        ),
-        names.SANDBOXES_BUCKET: KeyValueConfig(
-            bucket=names.SANDBOXES_BUCKET, history=1, replicas=replicas, storage=StorageType.FILE,
-            description="E2B sandbox per conversation and the warm pool (no TTL: the retention sweep removes keys)",
-        ),
-        names.KERNELS_BUCKET: KeyValueConfig(
-            bucket=names.KERNELS_BUCKET, history=1, ttl=float(settings.athenic_turn_max_age_seconds),
-            replicas=replicas, storage=StorageType.FILE,
-            description="The orchestrator holding each conversation's local kernel",
-        ),
-        names.LEASES_BUCKET: KeyValueConfig(
-            bucket=names.LEASES_BUCKET, history=1, replicas=replicas,
-            storage=StorageType.FILE, description="Execution leases and rate counters (per-message TTL)",
-        ),
-        names.DEVICES_BUCKET: KeyValueConfig(
-            bucket=names.DEVICES_BUCKET, history=1, ttl=float(settings.athenic_device_ttl_seconds),
-            replicas=replicas, storage=StorageType.FILE, description="Push devices: <user hash>.<token hash>",
-        ),
-        names.PRESENCE_BUCKET: KeyValueConfig(
-            bucket=names.PRESENCE_BUCKET, history=1, ttl=float(settings.athenic_presence_ttl_seconds),
-            replicas=replicas, storage=StorageType.MEMORY,
-            description="Open push streams: <clientId>.<session>, refreshed while open",
-        ),
-    }
+    turn_age = float(settings.athenic_turn_max_age_seconds)
+
+    def bucket(name: str, description: str, ttl: float | None = None, storage: StorageType = StorageType.FILE,
+               republish: RePublish | None = None) -> KeyValueConfig:
+        # every bucket keeps one value per key, on as many replicas as the cluster's streams
+        return KeyValueConfig(bucket=name, history=1, ttl=ttl, replicas=settings.nats_replicas, storage=storage,
+                              description=description, republish=republish)
+
+    configs = [
+        bucket(names.RESPONSES_BUCKET, "Latest response record per clientId",
+               float(settings.athenic_response_ttl_seconds), republish=records_republish()),
+        bucket(names.CONVERSATIONS_BUCKET, "Owner and turn count per clientId", turn_age),
+        bucket(names.TURNS_BUCKET, "Finished turns: <clientId>.<number>", turn_age),
+        bucket(names.FILE_INDEX_BUCKET,
+               "Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)", turn_age),
+        bucket(names.IDEMPOTENCY_BUCKET, "Idempotency-Key -> its first request",
+               float(settings.athenic_idempotency_window_seconds)),
+        bucket(names.POLICIES_BUCKET, "Effective sandbox policy per tenant"),
+        bucket(names.SANDBOXES_BUCKET,
+               "E2B sandbox per conversation and the warm pool (no TTL: the retention sweep removes keys)"),
+        bucket(names.KERNELS_BUCKET, "The orchestrator holding each conversation's local kernel", turn_age),
+        bucket(names.LEASES_BUCKET, "Execution leases and rate counters (per-message TTL)"),
+        bucket(names.DEVICES_BUCKET, "Push devices: <user hash>.<token hash>",
+               float(settings.athenic_device_ttl_seconds)),
+        bucket(names.PRESENCE_BUCKET, "Open push streams: <clientId>.<session>, refreshed while open",
+               float(settings.athenic_presence_ttl_seconds), StorageType.MEMORY),
+    ]
+    return {config.bucket: config for config in configs}
 
 
 def object_store_configs(settings: NatsSettings) -> dict[str, ObjectStoreConfig]:
@@ -177,22 +157,32 @@ def object_store_configs(settings: NatsSettings) -> dict[str, ObjectStoreConfig]
     }
 
 
-async def ensure_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
-    assert config.bucket is not None
+async def _create_or_move(js: JetStreamContext, create: Callable[[], Awaitable[T]], reopen: Callable[[], Awaitable[T]],
+                          stream: str, ours: Callable[[StreamConfig], StreamConfig], what: str) -> T:
+    """Create a bucket (``create``); when it exists with other settings, move its stream to ours
+    (TTL, replicas...) and open it again."""
     try:
-        return await js.create_object_store(config.bucket, config)
+        return await create()
     except BadRequestError as exc:
         if exc.err_code != STREAM_NAME_IN_USE:
             raise
-    # The bucket exists with other settings: move its stream to ours (TTL, replicas).
-    stream = f"OBJ_{config.bucket}"
     info = await js.stream_info(stream)
-    wanted = replace(info.config, max_age=config.ttl, num_replicas=config.replicas, description=config.description)
     try:
-        await js.update_stream(wanted)
+        await js.update_stream(ours(info.config))
     except APIError as exc:
-        raise TopologyError(f"Object Store bucket {config.bucket} conflicts: {exc.description}") from exc
-    return await js.object_store(config.bucket)
+        raise TopologyError(f"{what} conflicts: {exc.description}") from exc
+    return await reopen()
+
+
+async def ensure_object_store(js: JetStreamContext, config: ObjectStoreConfig) -> ObjectStore:
+    bucket = config.bucket
+    assert bucket is not None
+    return await _create_or_move(
+        js, lambda: js.create_object_store(bucket, config), lambda: js.object_store(bucket),
+        names.object_store_stream(bucket),
+        lambda found: replace(found, max_age=config.ttl, num_replicas=config.replicas,
+                              description=config.description),
+        f"Object Store bucket {bucket}")
 
 
 async def ensure_object_stores(js: JetStreamContext, settings: NatsSettings) -> dict[str, ObjectStore]:
@@ -215,28 +205,14 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 
 
 async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError as exc:
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise
-    # The bucket exists with other settings: move its stream to ours (TTL, replicas).
-    stream = names.kv_stream(config.bucket)
-    info = await js.stream_info(stream)
-    wanted = replace(
-        info.config,
-        max_age=config.ttl,
-        num_replicas=config.replicas,
-        max_msgs_per_subject=config.history,
-        description=config.description,
-        duplicate_window=min(info.config.duplicate_window or 120.0, config.ttl or 120.0),
-        republish=config.republish,
-    )
-    try:
-        await js.update_stream(wanted)
-    except APIError as exc:
-        raise TopologyError(f"KV bucket {config.bucket} conflicts: {exc.description}") from exc
-    return await js.key_value(config.bucket)
+    def ours(found: StreamConfig) -> StreamConfig:
+        return replace(found, max_age=config.ttl, num_replicas=config.replicas,
+                       max_msgs_per_subject=config.history, description=config.description,
+                       duplicate_window=min(found.duplicate_window or 120.0, config.ttl or 120.0),
+                       republish=config.republish)
+
+    return await _create_or_move(js, lambda: js.create_key_value(config), lambda: js.key_value(config.bucket),
+                                 names.kv_stream(config.bucket), ours, f"KV bucket {config.bucket}")
 
 
 async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> dict[str, KeyValue]:

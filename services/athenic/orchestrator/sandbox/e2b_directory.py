@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from athenic.shared.kv import follow, write_after
 from athenic.shared.logging import get_logger
 from athenic.shared.quotas import Stored
 
@@ -36,6 +37,8 @@ log = get_logger(__name__)
 
 _LOAD_TIMEOUT_SECONDS = 10.0
 State = Literal["running", "paused"]
+V = TypeVar("V")
+E = TypeVar("E")
 POOL_PREFIX = "pool."
 # A run marked busy longer ago than this is treated as over (its replica died mid-run).
 STALE_BUSY_SECONDS = 3600 + 300
@@ -107,20 +110,7 @@ class SandboxDirectory:
                 await self._watch_task
 
     async def _watch(self) -> None:
-        while True:
-            try:
-                watcher = await self.kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # the end of the initial values
-                        self._loaded.set()
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE") or not entry.value
-                    self._note(entry.key, entry.revision or 0, None if deleted else entry.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("sandboxes bucket watch interrupted; resuming", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1)
+        await follow(self.kv, self._note, what="sandboxes bucket", loaded=self._loaded)
 
     def _note(self, key: str, revision: int, value: bytes | None) -> None:
         """Remember a key's newest state (our own writes may be noted before the watch sees them)."""
@@ -152,18 +142,18 @@ class SandboxDirectory:
         except msgspec.ValidationError:
             return None
 
+    async def _write(self, key: str, value: bytes, last: int) -> int:
+        """The one compare-and-set of this bucket: ``key`` only over revision ``last`` (0: a new key)."""
+        try:
+            written = await write_after(self.kv, key, value, last)
+        except KeyWrongLastSequenceError as exc:
+            raise Conflict(key) from exc
+        self._note(key, written, value)
+        return written
+
     async def put(self, client_id: str, record: SandboxRecord, *, revision: int | None) -> int:
         """Write ``record``: a new key when ``revision`` is None, else only over that revision."""
-        value = msgspec.json.encode(record)
-        try:
-            if revision is None:
-                written = await self.kv.create(client_id, value)
-            else:
-                written = await self.kv.update(client_id, value, last=revision)
-        except KeyWrongLastSequenceError as exc:
-            raise Conflict(client_id) from exc
-        self._note(client_id, written, value)
-        return written
+        return await self._write(client_id, msgspec.json.encode(record), revision or 0)
 
     async def force(self, client_id: str, record: SandboxRecord) -> int:
         """Write ``record`` whatever is there (the conversation's own run owns its key)."""
@@ -181,51 +171,38 @@ class SandboxDirectory:
 
     async def records(self) -> list[Entry]:
         """Every conversation record, as the mirror has them."""
-        return list(_decoded(await self._listed(lambda key: not key.startswith(POOL_PREFIX))))
+        return _decoded(await self._listed(lambda key: not key.startswith(POOL_PREFIX)), _records, Entry)
 
     # -- warm pool slots --------------------------------------------------------------------
 
     async def slots(self, shape: str) -> list[SlotEntry]:
         prefix = f"{POOL_PREFIX}{shape}."
-        return list(_decoded_slots(await self._listed(lambda key: key.startswith(prefix))))
+        return _decoded(await self._listed(lambda key: key.startswith(prefix)), _slots, SlotEntry)
 
     async def all_slots(self) -> list[SlotEntry]:
-        return list(_decoded_slots(await self._listed(lambda key: key.startswith(POOL_PREFIX))))
+        return _decoded(await self._listed(lambda key: key.startswith(POOL_PREFIX)), _slots, SlotEntry)
 
     async def take_slot(self, key: str, slot: PoolSlot) -> int | None:
         """Take an empty slot for creating (atomic across replicas); None when taken."""
-        value = msgspec.json.encode(slot)
         try:
-            written = await self.kv.create(key, value)
-        except KeyWrongLastSequenceError:
+            return await self._write(key, msgspec.json.encode(slot), 0)
+        except Conflict:
             return None
-        self._note(key, written, value)
-        return written
 
     async def fill_slot(self, key: str, slot: PoolSlot, *, revision: int) -> int:
-        value = msgspec.json.encode(slot)
-        try:
-            written = await self.kv.update(key, value, last=revision)
-        except KeyWrongLastSequenceError as exc:
-            raise Conflict(key) from exc
-        self._note(key, written, value)
-        return written
+        return await self._write(key, msgspec.json.encode(slot), revision)
 
 
-def _decoded(items: Iterable[tuple[str, Stored]]) -> Iterator[Entry]:
+def _decoded(items: Iterable[tuple[str, Stored]], decoder: msgspec.json.Decoder[V],
+             entry: Callable[[str, int, V], E]) -> list[E]:
+    """The listed keys whose values decode (records and pool slots alike); others are skipped."""
+    found = []
     for key, stored in items:
         try:
-            yield Entry(key, stored.revision, _records.decode(stored.value))
+            found.append(entry(key, stored.revision, decoder.decode(stored.value)))
         except msgspec.ValidationError:
             continue
-
-
-def _decoded_slots(items: Iterable[tuple[str, Stored]]) -> Iterator[SlotEntry]:
-    for key, stored in items:
-        try:
-            yield SlotEntry(key, stored.revision, _slots.decode(stored.value))
-        except msgspec.ValidationError:
-            continue
+    return found
 
 
 def now() -> float:

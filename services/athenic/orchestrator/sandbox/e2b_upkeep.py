@@ -14,6 +14,8 @@ while a run is using it (the record says ``busy``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import msgspec
 
 from athenic.orchestrator.sandbox.e2b_control import E2BControl
@@ -22,6 +24,11 @@ from athenic.orchestrator.sandbox.e2b_metrics import SANDBOX_EVENTS
 from athenic.shared.logging import get_logger
 
 log = get_logger(__name__)
+
+
+def _beyond(least_recent_first: list[Entry], bound: int) -> list[Entry]:
+    """The entries past ``bound``: the least recently used go first."""
+    return least_recent_first[: max(0, len(least_recent_first) - bound)]
 
 
 class Upkeep:
@@ -48,11 +55,11 @@ class Upkeep:
                       key=lambda entry: entry.record.last_used)
         idle = [entry for entry in mine if entry.record.state == "running" and not entry.record.busy_now(moment)]
         paused = [entry for entry in mine if entry.record.state == "paused"]
-        for entry in idle[: max(0, len(idle) - max_idle)]:
+        for entry in _beyond(idle, max_idle):
             if await self.pause(entry, reason="tenant idle bound"):
                 paused.append(entry)
         paused.sort(key=lambda entry: entry.record.last_used)
-        for entry in paused[: max(0, len(paused) - max_paused)]:
+        for entry in _beyond(paused, max_paused):
             await self.kill(entry, reason="tenant paused bound")
 
     async def pause(self, entry: Entry, *, reason: str) -> bool:
@@ -62,16 +69,9 @@ class Upkeep:
             await self.directory.put(entry.key, paused, revision=entry.revision)
         except Conflict:
             return False
-        try:
-            await self.control.pause(entry.record.sandbox_id)
-        except Exception as exc:
-            # the record says paused: a connect resumes it either way, and E2B pauses it when its
-            # lifetime runs out (our sandboxes are created with on_timeout=pause)
-            log.warning("e2b sandbox pause failed", client_id=entry.key, sandbox_id=entry.record.sandbox_id,
-                        reason=reason, error=f"{type(exc).__name__}: {exc}")
-            return True
-        SANDBOX_EVENTS.labels("paused", reason).inc()
-        log.info("e2b sandbox paused", client_id=entry.key, sandbox_id=entry.record.sandbox_id, reason=reason)
+        # the record says paused: a connect resumes it either way, and E2B pauses it when its
+        # lifetime runs out (our sandboxes are created with on_timeout=pause)
+        await self._act(entry, "pause", "paused", self.control.pause, reason)
         return True
 
     async def kill(self, entry: Entry, *, reason: str) -> bool:
@@ -80,12 +80,20 @@ class Upkeep:
             await self.directory.remove(entry.key, revision=entry.revision)
         except Conflict:
             return False
-        try:
-            await self.control.kill(entry.record.sandbox_id)
-        except Exception as exc:
-            log.warning("e2b sandbox kill failed", client_id=entry.key, sandbox_id=entry.record.sandbox_id,
-                        reason=reason, error=f"{type(exc).__name__}: {exc}")
-            return True
-        SANDBOX_EVENTS.labels("killed", reason).inc()
-        log.info("e2b sandbox killed", client_id=entry.key, sandbox_id=entry.record.sandbox_id, reason=reason)
+        await self._act(entry, "kill", "killed", self.control.kill, reason)
         return True
+
+    @staticmethod
+    async def _act(entry: Entry, verb: str, done: str, action: Callable[[str], Awaitable[object]],
+                   reason: str) -> None:
+        """Once the record is changed (this replica won it), do the same to the sandbox; a failure
+        is logged, not raised: the record already says what the sandbox is to be."""
+        sandbox_id = entry.record.sandbox_id
+        try:
+            await action(sandbox_id)
+        except Exception as exc:
+            log.warning(f"e2b sandbox {verb} failed", client_id=entry.key, sandbox_id=sandbox_id, reason=reason,
+                        error=f"{type(exc).__name__}: {exc}")
+            return
+        SANDBOX_EVENTS.labels(done, reason).inc()
+        log.info(f"e2b sandbox {done}", client_id=entry.key, sandbox_id=sandbox_id, reason=reason)

@@ -1,4 +1,10 @@
-"""The orchestrator's only inbound HTTP: liveness, readiness and Prometheus metrics."""
+"""A worker's only inbound HTTP: liveness, readiness and Prometheus metrics (the orchestrator's and
+the notifier's, served alike).
+
+It sits beside ``shared/`` rather than in it: ``shared/`` holds the contracts every service imports
+with the base install alone (the operator's too), and this server needs litestar and uvicorn,
+which only the extras of the services that serve it carry (tests/unit/test_packaging.py).
+"""
 
 from __future__ import annotations
 
@@ -37,16 +43,17 @@ def health_app(broker: Broker, alive: Callable[[], bool]) -> Litestar:
 
 
 class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server inside our event loop; the orchestrator's main owns the signals."""
+    """A uvicorn server inside our event loop; the service's main owns the signals."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
 
-def bind_health_socket(host: str, port: int) -> socket.socket:
+def bind_health_socket(host: str, port: int, port_setting: str,
+                       host_setting: str = "ATHENIC_HEALTH_HOST") -> socket.socket:
     """The health server's listening socket, bound before anything else starts: a port taken by
-    another orchestrator on this machine is a setting to change, said in one line (uvicorn would
+    another service on this machine is a setting to change, named in one line (uvicorn would
     exit from inside its task with a page of asyncio noise). Port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -58,10 +65,10 @@ def bind_health_socket(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise SettingsError(
-                f"bad setting ATHENIC_HEALTH_PORT: port {port} is already in use on {host} (another "
-                f"orchestrator on this machine?); set ATHENIC_HEALTH_PORT to a free port, or 0 to pick one"
+                f"bad setting {port_setting}: port {port} is already in use on {host} (another "
+                f"service on this machine?); set {port_setting} to a free port, or 0 to pick one"
             ) from None
-        raise SettingsError(f"bad setting ATHENIC_HEALTH_HOST/ATHENIC_HEALTH_PORT: cannot listen on "
+        raise SettingsError(f"bad setting {host_setting}/{port_setting}: cannot listen on "
                             f"{host}:{port} ({exc.strerror})") from None
     sock.setblocking(False)
     return sock
