@@ -3,7 +3,7 @@ the notifier's, served alike).
 
 It sits beside ``shared/`` rather than in it: ``shared/`` holds the contracts every service imports
 with the base install alone (the operator's too), and this server needs litestar and uvicorn,
-which only the extras of the services that serve it carry (tests/unit/test_packaging.py).
+which only the extras of the services that serve it carry (tests/test_packaging.py).
 """
 
 from __future__ import annotations

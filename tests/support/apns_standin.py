@@ -22,6 +22,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Litestar, Request, Response, post
+from litestar.params import FromPath
 
 from tests.support.asgi_thread import ThreadedServer
 
@@ -105,7 +106,7 @@ class ApnsStandIn:
 
     def _app(self) -> Litestar:
         @post("/3/device/{token:str}", status_code=200)
-        async def push(token: str, request: Request[Any, Any, Any]) -> Response[Any]:
+        async def push(token: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
             apns_id = str(uuid.uuid4())
             refusal = self._check(request)
             if refusal is not None:

@@ -21,6 +21,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from litestar import Litestar, Request, Response, post
+from litestar.params import FromPath
 
 from tests.support.asgi_thread import ThreadedServer
 
@@ -131,7 +132,7 @@ class FcmStandIn:
             return self._exchange(str(form.get("assertion", "")), str(form.get("grant_type", "")))
 
         @post("/v1/projects/{project:str}/messages:send", status_code=200)
-        async def send(project: str, request: Request[Any, Any, Any]) -> Response[Any]:
+        async def send(project: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
             return self._send(project, request.headers.get("authorization", ""), await request.json())
 
         return Litestar([token, send], openapi_config=None, logging_config=None)

@@ -45,7 +45,7 @@ LISTENER_CAPACITY: Final = 256
 RESYNC_CONCURRENCY: Final = 64  # records re-read at once after a reconnect
 
 # What this replica received from the broker for its listeners: a replica following none of the
-# busy conversations receives none of their updates (tests/realtime/test_interest.py reads these).
+# busy conversations receives none of their updates (tests/api/push/test_interest.py reads these).
 UPDATES_RECEIVED: Final = Counter("athenic_api_push_updates_received", "Record changes and progress events "
                                   "received from the broker for this replica's push listeners", ["kind"])
 RECORDS_RECEIVED: Final = UPDATES_RECEIVED.labels("record")

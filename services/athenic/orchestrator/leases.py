@@ -47,7 +47,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from athenic.shared import names
-from athenic.shared.kv import write_if_last
+from athenic.shared.kv import follow, write_if_last
 from athenic.shared.logging import get_logger
 from athenic.shared.quota_keys import SLOTS_PREFIX, lease_key, slots_key, tenant_of_slots_key
 
@@ -259,28 +259,13 @@ class ReleaseSignals:
         self._task = asyncio.create_task(self._watch(), name="slots-watch")
 
     async def _watch(self) -> None:
-        while True:
-            watcher = None
-            try:
-                watcher = await self.kv.watch(f"{SLOTS_PREFIX}.*")
-                async for entry in watcher:
-                    if entry is not None:
-                        self._seen(entry.key, entry.value, entry.operation)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("slots watch interrupted; resuming", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(1)
-            finally:
-                if watcher is not None:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()  # type: ignore[no-untyped-call]
+        await follow(self.kv, self._seen, what="slots", keys=f"{SLOTS_PREFIX}.*")
 
-    def _seen(self, key: str, value: bytes | None, operation: str | None) -> None:
+    def _seen(self, key: str, _revision: int, value: bytes | None) -> None:
         tenant = tenant_of_slots_key(key)
         if tenant is None:
             return
-        size = 0 if operation in (KV_DEL, KV_PURGE) else len(decode_slots(value).leases)
+        size = len(decode_slots(value).leases)  # (a deleted list is empty)
         if size < self._sizes.get(tenant, 0):
             self.notify(tenant)
         self._sizes[tenant] = size
