@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the process wrappers live in tests/support
 
-from tests.drills.load import allow_executions  # noqa: E402
+from tests.support.load import allow_executions  # noqa: E402
 from tests.support.nats import NatsServer, free_port, nats_server_binary, wait_for_port  # noqa: E402
 from tests.support.services import Api, Orchestrator  # noqa: E402
 
