@@ -92,10 +92,14 @@ class QuotaGate:
     @asynccontextmanager
     async def _slot(self, tenant: str, request_id: str, on_queued: OnQueued | None) -> AsyncIterator[SandboxPolicy]:
         lease, policy = await self._admit(tenant, request_id, on_queued)
-        keeper = asyncio.create_task(self._keep(lease), name=f"lease-{lease.key}")
+        # (ended by the event, not by a cancel alone: Python 3.11's wait_for, under every nats-py
+        # request, returns a reply that lands with the cancel and drops the cancel)
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep(lease, done), name=f"lease-{lease.key}")
         try:
             yield policy
         finally:
+            done.set()
             keeper.cancel()
             # released while the answer is written: ``settled`` waits for it before the message is acked
             release = asyncio.create_task(self._release(keeper, lease), name=f"release-{lease.key}")
@@ -181,16 +185,18 @@ class QuotaGate:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(released.wait(), recheck + jitter)
 
-    async def _keep(self, lease: Lease) -> None:
-        """Mark the lease admitted, then rewrite it every third of its TTL while the run lasts."""
+    async def _keep(self, lease: Lease, done: asyncio.Event) -> None:
+        """Mark the lease admitted, then rewrite it every third of its TTL until ``done``."""
         interval = self.leases.ttl / 3
         try:
             await self.leases.mark_admitted(lease)
         except Exception as exc:  # the next round writes it
             log.warning("could not mark an execution lease admitted; retrying", key=lease.key,
                         error=str(exc) or type(exc).__name__)
-        while True:
-            await asyncio.sleep(interval)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), interval)
+                return
             try:
                 await self.leases.refresh(lease)
             except Exception as exc:  # NATS unreachable for now: the next round tries again

@@ -430,6 +430,10 @@ class Worker:
             job.cancel("interrupted by a newer message")  # the interrupt came before the job was listed
         try:
             answer = await task
+            if job.cancelled_because is not None:
+                # cancelled, but the cancel was dropped on the way (Python 3.11's wait_for, under
+                # nats-py's requests, can return a reply that lands with it): still cancelled
+                return Outcome("cancelled", error=job.cancelled_because)
             return Outcome("completed", message=answer.message, requires_e2b=answer.requires_e2b)
         except asyncio.CancelledError:
             if job.cancelled_because is None:
