@@ -159,10 +159,11 @@ class QuotaGate:
             finally:
                 if not reading.done():
                     await asyncio.wait([reading])
+            # (a failed reading is read again by ``take``)
+            known = reading.result() if not reading.cancelled() and reading.exception() is None else None
             if lease is None:
                 return concurrency_refusal(tenant, policy)
             try:
-                known = reading.result() if reading.exception() is None else None
                 retry_in = await self.rates.take(tenant, policy.max_executions_per_minute, known)
             except BaseException:
                 await self.leases.release(lease)
