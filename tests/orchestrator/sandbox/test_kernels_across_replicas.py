@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -92,20 +91,10 @@ def kernel_processes(tmp_mib: int) -> list[int]:
     return found
 
 
-@pytest.fixture
-def spawned_replicas() -> Iterator[list[Service]]:
-    services: list[Service] = []
-    try:
-        yield services
-    finally:
-        for service in reversed(services):
-            service.kill()
-
-
 def test_twenty_messages_on_two_replicas_see_one_kernel(
-    system_nats: NatsServer, tmp_path: Path, client: httpx.Client, spawned_replicas: list[Service]
+    system_nats: NatsServer, tmp_path: Path, client: httpx.Client, spawned: list[Service]
 ) -> None:
-    replicas = start_replicas(system_nats.url, tmp_path, spawned_replicas, 2)
+    replicas = start_replicas(system_nats.url, tmp_path, spawned, 2)
     client_id = f"kernel-{uuid.uuid4().hex[:8]}"
     for number in range(1, 21):
         execution = ask(client, client_id, COUNT)
@@ -119,9 +108,9 @@ def test_twenty_messages_on_two_replicas_see_one_kernel(
 
 
 def test_a_rollout_of_the_kernels_host_is_said_and_the_conversation_goes_on(
-    system_nats: NatsServer, tmp_path: Path, client: httpx.Client, spawned_replicas: list[Service]
+    system_nats: NatsServer, tmp_path: Path, client: httpx.Client, spawned: list[Service]
 ) -> None:
-    replicas = start_replicas(system_nats.url, tmp_path, spawned_replicas, 3)
+    replicas = start_replicas(system_nats.url, tmp_path, spawned, 3)
     client_id = f"rollout-{uuid.uuid4().hex[:8]}"
     for number in range(1, 11):
         assert ask(client, client_id, COUNT)["stdout"] == f"{number}\n"
