@@ -17,11 +17,12 @@ from nats.js.kv import KeyValue
 from athenic.shared.names import WILDCARD_TENANT
 from athenic.shared.quota_keys import (
     ALL_LEASES,
-    RATE_PREFIX,
+    ALL_SLOTS,
+    decode_slots,
     epoch_minute,
     lease_admitted,
-    parse_counter,
     tenant_of_lease_key,
+    tenant_of_slots_key,
 )
 from athenic.shared.quotas import read_bucket
 
@@ -50,8 +51,12 @@ async def read_usage(kv: KeyValue, now: float | None = None, timeout: float = 5.
         tenant for key, stored in leases.items()
         if (tenant := tenant_of_lease_key(key)) is not None and lease_admitted(stored.value)
     )
-    counters = await read_bucket(kv, f"{RATE_PREFIX}.*.{minute}", timeout=timeout)
-    this_minute = {key.split(".")[1]: parse_counter(stored.value) for key, stored in counters.items()}
+    slots = await read_bucket(kv, ALL_SLOTS, timeout=timeout)
+    this_minute = {
+        tenant: started for key, stored in slots.items()
+        if (tenant := tenant_of_slots_key(key)) is not None
+        and (started := decode_slots(stored.value).started_in(minute))
+    }
     return Usage(dict(concurrent), this_minute)
 
 

@@ -1,12 +1,13 @@
-"""``status.used`` follows the leases and rate counters the orchestrators keep in NATS."""
+"""``status.used`` follows the leases and minute counts the orchestrators keep in NATS."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
-from athenic.shared.quota_keys import encode_counter, epoch_minute, lease_key, rate_key
+from athenic.shared.quota_keys import Slots, encode_slots, epoch_minute, lease_key, slots_key
 from tests.support.kubernetes import Cluster, Operators, PolicyBuckets, quota_body
 from tests.support.waits import eventually
 
@@ -25,10 +26,12 @@ async def test_status_reports_usage_per_tenant_and_for_the_default(cluster: Clus
     await buckets.leases.create(lease_key("acme", "run9"), b'{"holder":"orchestrator-1"}')  # still deciding
     await buckets.leases.create(lease_key("bob", "run3"), running)
     await buckets.leases.create(lease_key("carol", "run4"), running)
-    for current in (minute, minute + 1):  # the same in the next minute, should the test straddle one
-        await buckets.leases.put(rate_key("acme", current), encode_counter(7))
-        await buckets.leases.put(rate_key("bob", current), encode_counter(2))
-    await buckets.leases.put(rate_key("bob", minute - 1), encode_counter(40))  # an older minute
+    if time.time() % 60 > 50:  # the counts are of this minute: not one about to end
+        await asyncio.sleep(61 - time.time() % 60)
+        minute = epoch_minute(time.time())
+    await buckets.leases.put(slots_key("acme"), encode_slots(Slots(["run1", "run2"], minute, 7)))
+    await buckets.leases.put(slots_key("bob"), encode_slots(Slots(["run3"], minute, 2)))
+    await buckets.leases.put(slots_key("carol"), encode_slots(Slots(["run4"], minute - 1, 40)))  # an older minute
 
     def used(name: str) -> dict[str, int]:
         result: dict[str, int] = cluster.status(name).get("used") or {}

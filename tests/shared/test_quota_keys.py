@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 
 from athenic.shared.quota_keys import (
-    encode_counter,
+    Slots,
+    decode_slots,
+    encode_slots,
     epoch_minute,
     lease_admitted,
     lease_filter,
     lease_key,
-    parse_counter,
-    rate_key,
+    slots_key,
     tenant_of_lease_key,
+    tenant_of_slots_key,
 )
 
 pytestmark = pytest.mark.unit
@@ -23,8 +25,10 @@ def test_keys_round_trip() -> None:
     assert key == "lease.acme.3f2a"
     assert tenant_of_lease_key(key) == "acme"
     assert lease_filter("acme") == "lease.acme.*"
-    assert rate_key("acme", epoch_minute(120.5)) == "rate.acme.2"
-    assert tenant_of_lease_key("rate.acme.2") is None
+    assert slots_key("acme") == "slots.acme"
+    assert tenant_of_slots_key("slots.acme") == "acme"
+    assert tenant_of_lease_key("slots.acme") is None
+    assert tenant_of_slots_key("lease.acme.3f2a") is None
 
 
 @pytest.mark.parametrize(("tenant", "lease_id"), [("*", "x"), ("a.b", "x"), ("acme", "x>y"), ("", "x")])
@@ -40,7 +44,13 @@ def test_only_admitted_leases_count_as_running() -> None:
     assert not lease_admitted(b"not json")
 
 
-def test_counters() -> None:
-    assert parse_counter(encode_counter(41)) == 41
-    assert parse_counter(None) == 0
-    assert parse_counter(b"garbage") == 0
+def test_the_minute_count_lives_with_the_list() -> None:
+    minute = epoch_minute(120.5)
+    assert minute == 2
+    slots = decode_slots(encode_slots(Slots(["a", "b"], minute=minute, started=41)))
+    assert slots == Slots(["a", "b"], 2, 41)
+    assert slots.started_in(2) == 41
+    assert slots.started_in(3) == 0  # a new minute starts from nothing
+    assert decode_slots(None) == Slots()
+    assert decode_slots(b"garbage") == Slots()
+    assert decode_slots(b'{"leases":["x"]}') == Slots(["x"])  # a list written before minutes were kept

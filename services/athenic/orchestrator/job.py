@@ -89,8 +89,10 @@ class Job:
             await self.events.output(stream, chunk)
 
         # the conversation's files for the code (sandbox/files.py); what it makes is kept below
-        # (listed while the quota admits the run: both are a broker's answer away)
+        # (listed, like what the sandbox looks up ahead, while the quota admits the run: each is
+        # a broker's answer away)
         staging = asyncio.ensure_future(self._files.workspace()) if self._files is not None else None
+        self.sandbox.prepare(self.request.tenant, self.request.client_id, language)
         try:
             async with self.gate.slot(self.request.tenant, self.policy, self.request.request_id,
                                       on_queued=queued) as policy:

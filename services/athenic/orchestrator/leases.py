@@ -1,26 +1,31 @@
-"""Leases of running executions in NATS KV: how ``maxConcurrentExecutions`` holds across replicas.
+"""Leases of running executions in NATS KV: how a tenant's quota holds across replicas.
 
 Keys follow ``athenic.shared.quota_keys``. Each execution holds a ``lease.<tenant>.<id>``
 key with a per-message TTL (``ATHENIC_LEASE_TTL_SECONDS``), rewritten every third of it while
 the run lasts and purged when it ends: a replica that dies stops rewriting, so its leases
-vanish after at most one TTL. The tenant's ``slots.<tenant>`` key lists the ids admitted.
+vanish after at most one TTL. The tenant's ``slots.<tenant>`` key lists the ids admitted and
+counts the executions admitted in the current minute.
 
 Admission (``LeaseStore.try_acquire``):
 
-1. create the lease key (``kv.create``, a fresh id), so it is live before anyone can see its id
-   (the list is read meanwhile);
-2. read ``slots.<tenant>`` (ids and the key's revision), keep the ids whose lease key is still
-   live (read from the stream's leader), and if fewer than the limit remain, write them plus
-   my id with compare-and-set on that revision. A lost race reads again. At the limit, the
-   attempt withdraws its lease key.
+1. have a lease key (``kv.create``, a fresh id) before anyone can see its id: each replica
+   keeps one created ahead per active tenant (a candidate, not yet admitted: the operator does
+   not count it), so a run does not wait for it;
+2. take ``slots.<tenant>`` (ids, minute count and the key's revision) as this replica last saw
+   it (its own writes and a watch of every ``slots`` key), keep the ids whose lease key is
+   still live (read from the stream's leader), and if fewer than ``maxConcurrentExecutions``
+   remain and fewer than ``maxExecutionsPerMinute`` started this minute, write them plus my id
+   and the count plus one with compare-and-set on that revision. A lost race (or a stale view)
+   reads the key again; a refusal is only given on a fresh read.
 
-Why no race exceeds the limit: every admission is one compare-and-set of the same key, so
-admissions are totally ordered and each sees the list the previous one wrote. An execution
-that runs was admitted by an earlier write and its id stays listed until it is released (or
-until its lease is gone, which a live holder prevents by rewriting it), and its lease is live
-when the next admission checks it. So each admission counts every execution running at that
-moment, and adds itself only when they are fewer than the limit. Reading the lease keys
-through the stream's leader (not a direct get that a follower may serve) keeps "live" exact.
+Why no race exceeds a limit: every admission is one compare-and-set of the same key, so
+admissions are totally ordered and each sees the list and count the previous one wrote. An
+execution that runs was admitted by an earlier write and its id stays listed until it is
+released (or until its lease is gone, which a live holder prevents by rewriting it), and its
+lease is live when the next admission checks it. So each admission counts every execution
+running at that moment, and adds itself only when they are fewer than the limit. Reading the
+lease keys through the stream's leader (not a direct get that a follower may serve) keeps
+"live" exact.
 
 The price of leases: a replica cut off from NATS for longer than a TTL while its code still
 runs loses its slot, so another replica may start one more execution meanwhile; when it
@@ -38,8 +43,11 @@ import contextlib
 import os
 import random
 import socket
+import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import msgspec
 from nats.js import JetStreamContext
@@ -49,7 +57,16 @@ from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 from athenic.shared import names
 from athenic.shared.kv import follow, write_if_last
 from athenic.shared.logging import get_logger
-from athenic.shared.quota_keys import SLOTS_PREFIX, lease_key, slots_key, tenant_of_slots_key
+from athenic.shared.quota_keys import (
+    SLOTS_PREFIX,
+    Slots,
+    decode_slots,
+    encode_slots,
+    epoch_minute,
+    lease_key,
+    slots_key,
+    tenant_of_slots_key,
+)
 
 log = get_logger(__name__)
 
@@ -67,24 +84,6 @@ class LeaseValue(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, 
     admitted: bool = False
 
 
-class Slots(msgspec.Struct, frozen=True):
-    """The value of ``slots.<tenant>``: the ids of the tenant's admitted leases."""
-
-    leases: list[str] = msgspec.field(default_factory=list)
-
-
-_decode_slots = msgspec.json.Decoder(Slots).decode
-
-
-def decode_slots(value: bytes | None) -> Slots:
-    if not value:
-        return Slots()
-    try:
-        return _decode_slots(value)
-    except msgspec.DecodeError:  # unreadable: treated as empty, the next admission rewrites it
-        return Slots()
-
-
 @dataclass
 class Lease:
     tenant: str
@@ -92,6 +91,23 @@ class Lease:
     key: str
     revision: int
     value: LeaseValue
+
+
+class Full(NamedTuple):
+    """A refused admission: ``retry_in`` is None at the concurrency limit, else the seconds
+    until the next minute (the minute's executions are used up)."""
+
+    retry_in: float | None = None
+
+
+@dataclass
+class _Candidate:
+    """A lease key created and not yet listed: the next admission of its tenant takes it."""
+
+    lease_id: str
+    key: str
+    revision: int
+    created_at: float  # monotonic
 
 
 async def _back_off(attempt: int) -> None:
@@ -115,14 +131,27 @@ class LeaseStore:
         self.ttl = ttl_seconds
         self.holder = holder or holder_id()
         self._held: set[str] = set()  # the ids of this store's leases not yet released
+        self._seen: dict[str, tuple[Slots, int]] = {}  # each tenant's slots as last seen, with their revision
+        self._spares: dict[str, _Candidate] = {}  # a lease key created ahead, per tenant
+        self._making: set[str] = set()  # tenants whose next lease key is being created
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def saw(self, tenant: str, revision: int, slots: Slots) -> None:
+        """What ``slots.<tenant>`` holds at ``revision`` (a write here, or the watch's news)."""
+        known = self._seen.get(tenant)
+        if known is None or revision > known[1]:
+            self._seen[tenant] = (slots, revision)
 
     async def _read_slots(self, tenant: str) -> tuple[Slots, int]:
-        """The tenant's admitted ids and the revision to compare-and-set against."""
+        """The tenant's slots and the revision to compare-and-set against, read now."""
         try:
             entry = await self.kv.get(slots_key(tenant))
         except KeyNotFoundError as exc:  # absent, or deleted (then write after the marker)
-            return Slots(), (exc.entry.revision or 0) if exc.entry is not None else 0
-        return decode_slots(entry.value), entry.revision or 0
+            read = Slots(), (exc.entry.revision or 0) if exc.entry is not None else 0
+        else:
+            read = decode_slots(entry.value), entry.revision or 0
+        self.saw(tenant, read[1], read[0])
+        return read
 
     async def _alive(self, tenant: str, lease_id: str) -> bool:
         """Whether the lease key exists and is not deleted, asked of the stream's leader."""
@@ -132,47 +161,106 @@ class LeaseStore:
             return False
         return not (msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE))
 
-    async def _write_slots(self, tenant: str, ids: list[str], last: int) -> None:
-        await write_if_last(self.js, self.bucket, slots_key(tenant), msgspec.json.encode(Slots(ids)), last)
+    async def _write_slots(self, tenant: str, slots: Slots, last: int) -> None:
+        revision = await write_if_last(self.js, self.bucket, slots_key(tenant), encode_slots(slots), last)
+        self.saw(tenant, revision, slots)
 
-    async def try_acquire(self, tenant: str, limit: int, request_id: str = "") -> Lease | None:
-        """An admitted lease, or None when ``limit`` executions of the tenant run now.
-
-        The lease key is written while the list is read (nobody sees its id before the list is
-        written, step 2); the listed leases are checked all at once, and those this store holds
-        need no check (they are live while their run goes on: ``refresh`` keeps them so)."""
+    async def _create(self, tenant: str) -> _Candidate:
         lease_id = uuid.uuid4().hex
         key = lease_key(tenant, lease_id)
-        value = LeaseValue(holder=self.holder, request_id=request_id)
-        creating = asyncio.ensure_future(self.kv.create(key, msgspec.json.encode(value), msg_ttl=self.ttl))
+        revision = await self.kv.create(key, msgspec.json.encode(LeaseValue(holder=self.holder)), msg_ttl=self.ttl)
+        return _Candidate(lease_id, key, revision, time.monotonic())
+
+    def _spare(self, tenant: str) -> _Candidate | None:
+        """The tenant's lease key created ahead, if it is young enough to outlast an admission."""
+        spare = self._spares.pop(tenant, None)
+        if spare is not None and time.monotonic() - spare.created_at < self.ttl / 2:
+            return spare
+        return None  # (an old one expires on its own)
+
+    def _keep_spare(self, tenant: str, candidate: _Candidate) -> None:
+        if tenant in self._spares or time.monotonic() - candidate.created_at >= self.ttl / 2:
+            self._background(self.withdraw_key(candidate.key), f"lease-withdraw-{tenant}")
+        else:
+            self._spares[tenant] = candidate
+
+    def _make_spare(self, tenant: str) -> None:
+        """Create the tenant's next lease key in the background."""
+        if tenant in self._spares or tenant in self._making:
+            return
+
+        async def make() -> None:
+            try:
+                self._keep_spare(tenant, await self._create(tenant))
+            except Exception as exc:  # the next admission creates its own
+                log.debug("could not create a lease key ahead", tenant=tenant, error=str(exc) or type(exc).__name__)
+            finally:
+                self._making.discard(tenant)
+
+        self._making.add(tenant)
+        self._background(make(), f"lease-ahead-{tenant}")
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def try_acquire(self, tenant: str, limit: int, per_minute: int | None = None,
+                          request_id: str = "") -> Lease | Full:
+        """An admitted lease, or why not: ``limit`` executions of the tenant run now, or
+        ``per_minute`` (None: no such limit) were admitted this minute.
+
+        The list is taken as last seen while the lease key is made (when none was made
+        ahead); the listed leases are checked all at once, and those this store holds need no
+        check (they are live while their run goes on: ``refresh`` keeps them so)."""
+        candidate = self._spare(tenant)
+        creating = asyncio.ensure_future(self._create(tenant)) if candidate is None else None
         try:
-            listed: tuple[Slots, int] | None = await self._read_slots(tenant)
-            revision = await creating
+            listed, fresh = self._seen.get(tenant), False
+            if listed is None:
+                listed, fresh = await self._read_slots(tenant), True
+            if candidate is None:
+                assert creating is not None
+                candidate = await creating
             for attempt in range(MAX_ROUNDS):
-                slots, last = listed or await self._read_slots(tenant)
-                listed = None
+                slots, last = listed
                 alive = await self._live(tenant, slots.leases)
-                if len(alive) >= limit:
-                    await self.withdraw_key(key)
-                    return None
+                now = time.time()
+                minute = epoch_minute(now)
+                started = slots.started_in(minute)
+                full = (Full() if len(alive) >= limit
+                        else Full((minute + 1) * 60 - now) if per_minute is not None and started >= per_minute
+                        else None)
+                if full is not None:
+                    if not fresh:  # decided on what this replica saw last: refused only on what is there now
+                        listed, fresh = await self._read_slots(tenant), True
+                        continue
+                    self._keep_spare(tenant, candidate)
+                    return full
                 try:
-                    await self._write_slots(tenant, [*alive, lease_id], last)
+                    await self._write_slots(tenant, Slots([*alive, candidate.lease_id], minute, started + 1), last)
                 except KeyWrongLastSequenceError:  # another admission or release came first
                     await _back_off(attempt)
+                    listed, fresh = await self._read_slots(tenant), True
                     continue
-                self._held.add(lease_id)
-                return Lease(tenant, lease_id, key, revision, value)
+                self._held.add(candidate.lease_id)
+                self._make_spare(tenant)
+                return Lease(tenant, candidate.lease_id, candidate.key, candidate.revision,
+                             LeaseValue(holder=self.holder, request_id=request_id))
         except BaseException:
-            if not creating.done():
+            if creating is not None and not creating.done():
                 creating.cancel()
-            await self.withdraw_key(key)
+            if candidate is not None:
+                await self.withdraw_key(candidate.key)
             raise
-        await self.withdraw_key(key)
+        await self.withdraw_key(candidate.key)
         raise TimeoutError(f"the slots of tenant {tenant!r} are too contended")
 
     async def _live(self, tenant: str, ids: list[str]) -> list[str]:
         """The listed ids whose lease is live, in their order."""
         asked = [i for i in ids if i not in self._held]
+        if not asked:
+            return list(ids)
         answers = dict(zip(asked, await asyncio.gather(*(self._alive(tenant, i) for i in asked)), strict=True))
         return [i for i in ids if answers.get(i, True)]
 
@@ -201,7 +289,8 @@ class LeaseStore:
             if lease.lease_id in slots.leases:
                 return
             try:
-                await self._write_slots(lease.tenant, [*slots.leases, lease.lease_id], last)
+                await self._write_slots(lease.tenant, msgspec.structs.replace(
+                    slots, leases=[*slots.leases, lease.lease_id]), last)
                 return
             except KeyWrongLastSequenceError:
                 await _back_off(attempt)
@@ -210,22 +299,25 @@ class LeaseStore:
         """Delete the lease and take its id off the tenant's list (best effort: the lease
         expires on its own, and the next admission prunes an id without a live lease)."""
         self._held.discard(lease.lease_id)
+        withdrawing = asyncio.ensure_future(self.withdraw_key(lease.key))
         try:
-            listed: tuple[Slots, int] | None
-            _, listed = await asyncio.gather(self.withdraw_key(lease.key), self._read_slots(lease.tenant))
+            listed = self._seen.get(lease.tenant) or await self._read_slots(lease.tenant)
             for attempt in range(MAX_ROUNDS):
-                slots, last = listed or await self._read_slots(lease.tenant)
-                listed = None
-                if lease.lease_id not in slots.leases:
+                slots, last = listed
+                if lease.lease_id not in slots.leases:  # (the newest list seen: pruned already)
                     return
                 try:
-                    await self._write_slots(lease.tenant, [i for i in slots.leases if i != lease.lease_id], last)
+                    await self._write_slots(lease.tenant, msgspec.structs.replace(
+                        slots, leases=[i for i in slots.leases if i != lease.lease_id]), last)
                     return
                 except KeyWrongLastSequenceError:
                     await _back_off(attempt)
+                    listed = await self._read_slots(lease.tenant)
         except Exception as exc:
             log.warning("could not release an execution slot; the next admission prunes it",
                         key=lease.key, error=str(exc) or type(exc).__name__)
+        finally:
+            await withdrawing
 
     async def withdraw_key(self, key: str) -> None:
         try:
@@ -234,13 +326,20 @@ class LeaseStore:
             log.warning("could not delete an execution lease; it expires on its own", key=key,
                         error=str(exc) or type(exc).__name__)
 
+    async def aclose(self) -> None:
+        """Withdraw the lease keys made ahead (else they expire after a TTL)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        spares, self._spares = list(self._spares.values()), {}
+        await asyncio.gather(*(self.withdraw_key(spare.key) for spare in spares))
+
 
 class ReleaseSignals:
     """Wakes the executions queued for a tenant when its list of admitted leases shrinks, on
     this replica or another (a watch of every ``slots.<tenant>`` key)."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, observer: Callable[[str, int, Slots], None] | None = None) -> None:
         self.kv = kv
+        self.observer = observer  # told every list seen (``LeaseStore.saw``)
         self._events: dict[str, asyncio.Event] = {}
         self._sizes: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -261,11 +360,14 @@ class ReleaseSignals:
     async def _watch(self) -> None:
         await follow(self.kv, self._seen, what="slots", keys=f"{SLOTS_PREFIX}.*")
 
-    def _seen(self, key: str, _revision: int, value: bytes | None) -> None:
+    def _seen(self, key: str, revision: int, value: bytes | None) -> None:
         tenant = tenant_of_slots_key(key)
         if tenant is None:
             return
-        size = len(decode_slots(value).leases)  # (a deleted list is empty)
+        slots = decode_slots(value)  # (a deleted list is empty)
+        if self.observer is not None:
+            self.observer(tenant, revision, slots)
+        size = len(slots.leases)
         if size < self._sizes.get(tenant, 0):
             self.notify(tenant)
         self._sizes[tenant] = size

@@ -5,9 +5,9 @@ policy in force *now* (the ``PolicyCache`` follows the policies bucket, so a cha
 to the next admission within the watch's latency, without a restart), then:
 
 - takes a lease (``leases.py``): at most ``maxConcurrentExecutions`` leases of a tenant are
-  admitted at once over all replicas, and a dead replica's leases expire;
-- counts the execution in the tenant's minute (``rate.py``): at most
-  ``maxExecutionsPerMinute`` start per UTC minute. Only admitted executions are counted;
+  admitted at once over all replicas, and a dead replica's leases expire; the same write
+  counts the execution in the tenant's minute: at most ``maxExecutionsPerMinute`` start per
+  UTC minute (only admitted executions are counted);
 - when either limit is reached, ``onExceed: Reject`` raises ``QuotaExceeded`` (the app gets
   a ``failed`` answer naming the limit) and ``onExceed: Queue`` waits: for a release of one
   of the tenant's leases (watched) or a periodic re-check, or for the next minute. Waiting
@@ -35,7 +35,6 @@ from prometheus_client import Counter, Gauge
 from athenic.orchestrator.errors import QuotaExceeded, RetryableError, TerminalError
 from athenic.orchestrator.leases import Lease, LeaseStore, ReleaseSignals
 from athenic.orchestrator.policies import PolicyCache
-from athenic.orchestrator.rate import RateCounter
 from athenic.orchestrator.settings import QuotaSettings
 from athenic.shared import names
 from athenic.shared.broker import Broker
@@ -72,10 +71,9 @@ def rate_refusal(tenant: str, policy: SandboxPolicy, retry_in: float) -> Refusal
 
 
 class QuotaGate:
-    def __init__(self, leases: LeaseStore, rates: RateCounter, signals: ReleaseSignals, policies: PolicyCache,
+    def __init__(self, leases: LeaseStore, signals: ReleaseSignals, policies: PolicyCache,
                  settings: QuotaSettings) -> None:
         self.leases = leases
-        self.rates = rates
         self.signals = signals
         self.policies = policies
         self.settings = settings
@@ -152,30 +150,17 @@ class QuotaGate:
 
     async def _attempt(self, tenant: str, policy: SandboxPolicy, request_id: str) -> Lease | Refusal:
         try:
-            # the minute's counter is read while the lease is taken; it is counted only once admitted
-            reading = asyncio.ensure_future(self.rates.read(tenant))
-            try:
-                lease = await self.leases.try_acquire(tenant, policy.max_concurrent_executions, request_id)
-            finally:
-                if not reading.done():
-                    await asyncio.wait([reading])
-            # (a failed reading is read again by ``take``)
-            known = reading.result() if not reading.cancelled() and reading.exception() is None else None
-            if lease is None:
-                return concurrency_refusal(tenant, policy)
-            try:
-                retry_in = await self.rates.take(tenant, policy.max_executions_per_minute, known)
-            except BaseException:
-                await self.leases.release(lease)
-                raise
-            if retry_in is None:
-                return lease
-            await self.leases.release(lease)
-            return rate_refusal(tenant, policy, retry_in)
+            outcome = await self.leases.try_acquire(tenant, policy.max_concurrent_executions,
+                                                    policy.max_executions_per_minute, request_id)
         except ValueError as exc:  # a tenant no key may hold (the api validates tenants)
             raise TerminalError(f"cannot apply the sandbox quota: {exc}") from exc
         except (TimeoutError, nats.errors.Error) as exc:
             raise RetryableError(f"the quota store is unavailable: {str(exc) or type(exc).__name__}") from exc
+        if isinstance(outcome, Lease):
+            return outcome
+        if outcome.retry_in is None:
+            return concurrency_refusal(tenant, policy)
+        return rate_refusal(tenant, policy, outcome.retry_in)
 
     async def _wait(self, released: asyncio.Event, refusal: Refusal) -> None:
         recheck = self.settings.athenic_quota_recheck_seconds
@@ -208,12 +193,13 @@ class QuotaGate:
         await asyncio.gather(*(task for tasks in list(self._releasing.values()) for task in tasks),
                              return_exceptions=True)
         await self.signals.aclose()
+        await self.leases.aclose()
 
 
 async def make_gate(broker: Broker, policies: PolicyCache, settings: QuotaSettings) -> QuotaGate:
     """The execution gate of this replica, watching releases from now on."""
     kv = broker.bucket(names.LEASES_BUCKET)
-    signals = ReleaseSignals(kv)
+    leases = LeaseStore(broker.js, kv, settings.athenic_lease_ttl_seconds)
+    signals = ReleaseSignals(kv, observer=leases.saw)
     await signals.start()
-    return QuotaGate(LeaseStore(broker.js, kv, settings.athenic_lease_ttl_seconds), RateCounter(broker.js, kv),
-                     signals, policies, settings)
+    return QuotaGate(leases, signals, policies, settings)

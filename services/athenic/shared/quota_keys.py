@@ -1,6 +1,6 @@
 """Keys of the leases bucket: what enforcement writes and the operator counts.
 
-The orchestrators enforce a tenant's quota with three kinds of keys in ``LEASES_BUCKET``;
+The orchestrators enforce a tenant's quota with two kinds of keys in ``LEASES_BUCKET``;
 the operator only reads them to report ``status.used``. Both sides build keys here.
 
 ``lease.<tenant>.<lease_id>``
@@ -12,18 +12,15 @@ the operator only reads them to report ``status.used``. Both sides build keys he
     live (not deleted, not expired) admitted ``lease.<tenant>.*`` keys is the tenant's
     concurrent executions.
 
-``rate.<tenant>.<epoch_minute>``
-    The number of executions of the tenant started in that UTC minute
-    (``epoch_minute = int(unix_seconds // 60)``), an ASCII decimal integer, incremented by
-    compare-and-set on the key's revision; written with a per-message TTL of a few minutes
-    so old minutes vanish.
-
 ``slots.<tenant>``
-    Written by the orchestrators only (the operator does not read it): the ids of the
-    tenant's admitted leases, a JSON object ``{"leases": [lease_id, ...]}``, changed only by
-    compare-and-set on its revision. Admission appends an id when fewer ids than the limit
-    still have a live lease; a release removes its id. It serialises the admissions of a
-    tenant across replicas (see ``athenic.orchestrator.leases``).
+    The tenant's admissions, written by the orchestrators and read by the operator: a JSON
+    object ``{"leases": [lease_id, ...], "minute": epoch_minute, "started": n}``, changed only
+    by compare-and-set on its revision. ``leases`` are the ids of the tenant's admitted leases:
+    admission appends an id when fewer ids than the limit still have a live lease, a release
+    removes its id. ``started`` is the number of executions admitted in the UTC minute
+    ``minute`` (``epoch_minute = int(unix_seconds // 60)``; an older minute counts 0), counted
+    by the same write that admits. One key serialises a tenant's admissions across replicas
+    (see ``athenic.orchestrator.leases``).
 
 ``<tenant>`` is the request's tenant (never ``*``: the default quota governs each tenant
 without its own separately). Tenants and lease ids match ``[A-Za-z0-9_-]{1,128}``, so a
@@ -39,10 +36,11 @@ import msgspec
 from athenic.shared import names
 
 LEASE_PREFIX: Final = "lease"
-RATE_PREFIX: Final = "rate"
 SLOTS_PREFIX: Final = "slots"
 ALL_LEASES: Final = f"{LEASE_PREFIX}.>"
 """The subject filter matching every lease key (watch/keys filter)."""
+ALL_SLOTS: Final = f"{SLOTS_PREFIX}.*"
+"""The subject filter matching every tenant's ``slots`` key."""
 
 
 def lease_prefix(tenant: str) -> str:
@@ -97,19 +95,30 @@ def epoch_minute(unix_seconds: float) -> int:
     return int(unix_seconds // 60)
 
 
-def rate_key(tenant: str, minute: int) -> str:
-    return f"{RATE_PREFIX}.{names.checked(tenant, 'tenant')}.{minute}"
+class Slots(msgspec.Struct, frozen=True):
+    """The value of ``slots.<tenant>``: the admitted lease ids and the minute's admissions."""
+
+    leases: list[str] = msgspec.field(default_factory=list)
+    minute: int = 0
+    started: int = 0
+
+    def started_in(self, minute: int) -> int:
+        """The executions admitted in ``minute`` (none when the key counts an older one)."""
+        return self.started if self.minute == minute else 0
 
 
-def parse_counter(value: bytes | None) -> int:
-    """A rate counter's value; an absent, expired or unreadable one counts 0."""
+_slots_decoder: Final = msgspec.json.Decoder(Slots)
+
+
+def decode_slots(value: bytes | None) -> Slots:
+    """A ``slots`` value; an absent or unreadable one is empty (the next admission rewrites it)."""
     if not value:
-        return 0
+        return Slots()
     try:
-        return max(int(value.decode("ascii")), 0)
-    except (UnicodeDecodeError, ValueError):
-        return 0
+        return _slots_decoder.decode(value)
+    except msgspec.DecodeError:
+        return Slots()
 
 
-def encode_counter(count: int) -> bytes:
-    return str(count).encode("ascii")
+def encode_slots(slots: Slots) -> bytes:
+    return msgspec.json.encode(slots)

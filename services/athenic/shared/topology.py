@@ -137,7 +137,7 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
         bucket(names.SANDBOXES_BUCKET,
                "E2B sandbox per conversation and the warm pool (no TTL: the retention sweep removes keys)"),
         bucket(names.KERNELS_BUCKET, "The orchestrator holding each conversation's local kernel", turn_age),
-        bucket(names.LEASES_BUCKET, "Execution leases and rate counters (per-message TTL)"),
+        bucket(names.LEASES_BUCKET, "Execution leases (per-message TTL) and each tenant's admissions"),
         bucket(names.DEVICES_BUCKET, "Push devices: <user hash>.<token hash>",
                float(settings.athenic_device_ttl_seconds)),
         bucket(names.PRESENCE_BUCKET, "Open push streams: <clientId>.<session>, refreshed while open",

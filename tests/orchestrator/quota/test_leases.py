@@ -11,9 +11,9 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from athenic.orchestrator.leases import LeaseStore
-from athenic.orchestrator.rate import RateCounter
+from athenic.orchestrator.leases import Full, Lease, LeaseStore
 from athenic.shared import names
+from athenic.shared.quota_keys import decode_slots, slots_key
 from athenic.shared.settings import NatsSettings
 from athenic.shared.topology import ensure_topology
 from tests.support.nats import NatsServer
@@ -32,6 +32,12 @@ async def _stores(url: str, count: int) -> tuple[list[Client], list[LeaseStore]]
     return connections, stores
 
 
+async def _close(connections: list[Client], stores: list[LeaseStore]) -> None:
+    await asyncio.gather(*(store.aclose() for store in stores))
+    for nc in connections:
+        await nc.close()
+
+
 async def test_racing_admissions_never_exceed_the_limit(nats_server: NatsServer) -> None:
     connections, stores = await _stores(nats_server.url, 3)
     holding = peak = admitted = refused = 0
@@ -45,7 +51,7 @@ async def test_racing_admissions_never_exceed_the_limit(nats_server: NatsServer)
         while time.monotonic() < deadline:
             async with attempting[id(store)]:
                 lease = await store.try_acquire("storm", LIMIT)
-            if lease is None:
+            if not isinstance(lease, Lease):
                 refused += 1
                 await asyncio.sleep(random.uniform(0, 0.002))
                 continue
@@ -59,43 +65,75 @@ async def test_racing_admissions_never_exceed_the_limit(nats_server: NatsServer)
     try:
         await asyncio.gather(*(caller(store) for store in stores for _ in range(8)))
     finally:
-        for nc in connections:
-            await nc.close()
+        await _close(connections, stores)
     print(f"{admitted} admissions, {refused} refusals, peak {peak} holders (limit {LIMIT})")
     assert admitted > 50
     assert peak == LIMIT
 
 
-async def test_racing_counters_take_exactly_the_limit(nats_server: NatsServer) -> None:
+async def test_racing_admissions_take_exactly_the_minute_limit(nats_server: NatsServer) -> None:
     connections, stores = await _stores(nats_server.url, 3)
-    counters = [RateCounter(store.js, store.kv) for store in stores]
     while time.time() % 60 > 55:  # the burst must not straddle two minutes
         await asyncio.sleep(0.5)
+
+    async def once(store: LeaseStore) -> Lease | Full:
+        outcome = await store.try_acquire("burst", 1000, per_minute=25)
+        if isinstance(outcome, Lease):
+            await store.release(outcome)  # a finished run still counts in its minute
+        return outcome
+
     try:
-        results = await asyncio.gather(*(counter.take("burst", 25) for counter in counters for _ in range(20)))
+        results = await asyncio.gather(*(once(store) for store in stores for _ in range(20)))
     finally:
-        for nc in connections:
-            await nc.close()
-    assert sum(result is None for result in results) == 25
-    assert all(0 < result <= 60 for result in results if result is not None)
+        await _close(connections, stores)
+    assert sum(isinstance(result, Lease) for result in results) == 25
+    assert all(result.retry_in is not None and 0 < result.retry_in <= 60
+               for result in results if isinstance(result, Full))
 
 
 async def test_a_lease_lost_while_its_run_went_on_counts_again_once_rewritten(nats_server: NatsServer) -> None:
-    connections, [cut_off, other_replica] = await _stores(nats_server.url, 2)
+    connections, stores = await _stores(nats_server.url, 2)
+    cut_off, other_replica = stores
     cut_off.ttl = 1  # the shortest per-message TTL NATS takes
     try:
         stalled = await cut_off.try_acquire("stall", 1)
-        assert stalled is not None
+        assert isinstance(stalled, Lease)
         await asyncio.sleep(2.5)  # no rewrite: the lease expires, as when a replica is cut off
         other = await other_replica.try_acquire("stall", 1)
-        assert other is not None, "an expired lease no longer holds the slot"
+        assert isinstance(other, Lease), "an expired lease no longer holds the slot"
         cut_off.ttl = 10
         await cut_off.refresh(stalled)  # the cut-off replica is back and its run still goes on
-        assert await other_replica.try_acquire("stall", 1) is None, "both running executions count again"
+        assert await other_replica.try_acquire("stall", 1) == Full(), "both running executions count again"
         await other_replica.release(other)
-        assert await other_replica.try_acquire("stall", 1) is None, "the recovered one still holds the slot"
+        assert await other_replica.try_acquire("stall", 1) == Full(), "the recovered one still holds the slot"
         await cut_off.release(stalled)
-        assert await other_replica.try_acquire("stall", 1) is not None
+        assert isinstance(await other_replica.try_acquire("stall", 1), Lease)
     finally:
-        for nc in connections:
-            await nc.close()
+        await _close(connections, stores)
+
+
+async def test_a_replica_that_saw_the_tenant_full_asks_again_before_refusing(nats_server: NatsServer) -> None:
+    connections, stores = await _stores(nats_server.url, 2)
+    here, elsewhere = stores
+    try:
+        first = await here.try_acquire("busy", 1)
+        assert isinstance(first, Lease)
+        await elsewhere.release(first)  # the slot is given back where this replica does not see it
+        assert isinstance(await here.try_acquire("busy", 1), Lease), "refused on a list that is no longer there"
+    finally:
+        await _close(connections, stores)
+
+
+async def test_an_admission_on_an_old_view_keeps_what_others_admitted_since(nats_server: NatsServer) -> None:
+    connections, stores = await _stores(nats_server.url, 2)
+    here, elsewhere = stores
+    try:
+        mine = await here.try_acquire("shared", 3)
+        theirs = await elsewhere.try_acquire("shared", 3)  # this replica's view of the list is now behind
+        again = await here.try_acquire("shared", 3)
+        assert isinstance(mine, Lease) and isinstance(theirs, Lease) and isinstance(again, Lease)
+        entry = await here.kv.get(slots_key("shared"))
+        assert decode_slots(entry.value).leases == [mine.lease_id, theirs.lease_id, again.lease_id]
+        assert await elsewhere.try_acquire("shared", 3) == Full()
+    finally:
+        await _close(connections, stores)

@@ -28,7 +28,7 @@ from athenic.shared.messages import (
     response_record_decoder,
 )
 from athenic.shared.policy import policy_from_spec
-from athenic.shared.quota_keys import lease_prefix
+from athenic.shared.quota_keys import lease_admitted, lease_prefix
 from athenic.shared.quotas import publish_policy
 
 
@@ -100,8 +100,9 @@ class QuotaTraffic:
         return done
 
     async def live_leases(self, tenant: str) -> list[str]:
-        """The tenant's lease keys alive now (what the operator counts): every subject the
-        stream holds for the tenant, less deletion markers."""
+        """The tenant's admitted lease keys alive now (what the operator counts): every subject
+        the stream holds for the tenant, less deletion markers and candidates not admitted
+        (a lease key made ahead for the next run)."""
         stream = names.kv_stream(names.LEASES_BUCKET)
         pattern = names.kv_subject(names.LEASES_BUCKET, f"{lease_prefix(tenant)}*")
         info = await self.js.stream_info(stream, subjects_filter=pattern)
@@ -109,14 +110,15 @@ class QuotaTraffic:
         for subject in (info.state.subjects or {}):
             key = subject.removeprefix(names.kv_subject(names.LEASES_BUCKET, ""))
             try:
-                await self.leases.get(key)  # a deleted (purged) or expired key is not found
+                entry = await self.leases.get(key)  # a deleted (purged) or expired key is not found
             except KeyNotFoundError:
                 continue
-            keys.append(key)
+            if lease_admitted(entry.value):
+                keys.append(key)
         return keys
 
     async def wait_leases(self, tenant: str, count: int, timeout: float = 20) -> float:
-        """Wait until the tenant holds exactly ``count`` live leases; the seconds it took."""
+        """Wait until the tenant holds exactly ``count`` live admitted leases; the seconds it took."""
         started = time.monotonic()
         while len(await self.live_leases(tenant)) != count:
             if time.monotonic() - started > timeout:

@@ -46,6 +46,12 @@ class SandboxBackend(Protocol):
 
     async def run(self, spec: RunSpec, on_output: OutputSink | None = None) -> Execution: ...
 
+    def prepare(self, tenant: str, client_id: str, language: str) -> None:
+        """A run of this conversation comes soon (it waits for its quota): start looking up
+        what it will need, so that ``run`` need not wait for it. A hint: nothing may depend on
+        it (a run without one, or long after it, looks up afresh)."""
+        ...
+
     async def aclose(self) -> None:
         """Release everything the backend holds (processes, remote sandboxes)."""
         ...

@@ -138,6 +138,9 @@ class E2BSandbox:
     def _policy_for(self, tenant: str) -> SandboxPolicy:
         return self._policies.for_tenant(tenant) if self._policies is not None else BUILTIN_DEFAULT
 
+    def prepare(self, tenant: str, client_id: str, language: str) -> None:
+        """(Nothing ahead: the conversation's sandbox is looked up and connected under its lock.)"""
+
     async def run(self, spec: RunSpec, on_output: OutputSink | None = None) -> Execution:
         if self._closed:
             raise RetryableError("the E2B backend is shutting down")

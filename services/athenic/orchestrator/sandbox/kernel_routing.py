@@ -45,6 +45,8 @@ log = get_logger(__name__)
 FORWARD_MARGIN_SECONDS = 15.0
 # after the reply, how long the last output chunks may still arrive
 _END_SECONDS = 1.0
+# a home looked up ahead (``prepare``) serves a run that starts within this long; else it is read again
+AHEAD_SECONDS = 1.0
 HOST_GONE = "was on an orchestrator that is gone (stopped or crashed)"
 
 _home_decoder = msgspec.json.Decoder(KernelHome)
@@ -74,6 +76,7 @@ class RoutedKernels:
         self._kv = kv
         self._subs: list[Subscription] = []
         self._serving: dict[str, asyncio.Task[None]] = {}
+        self._ahead: dict[str, tuple[float, asyncio.Task[KernelHome | None]]] = {}  # homes looked up ahead
 
     async def start(self) -> None:
         self._subs = [
@@ -87,7 +90,7 @@ class RoutedKernels:
         if kernels is None or spec.language != "python":
             return await self.local.run(spec, on_output)
         key = names.kernel_key(spec.tenant, spec.client_id)
-        home = await self._home(key)
+        home = await self._looked_up(key)
         if home is None or home.host == self.host:
             if home is None:
                 await self._claim(key)
@@ -104,7 +107,32 @@ class RoutedKernels:
             execution = msgspec.structs.replace(execution, notice=notice(HOST_GONE))
         return execution
 
+    def prepare(self, tenant: str, client_id: str, language: str) -> None:
+        """Look the conversation's kernel home up while its run waits for the quota."""
+        if self.local.kernels is None or language != "python":
+            return
+        now = asyncio.get_running_loop().time()
+        for stale in [key for key, (at, _) in self._ahead.items() if now - at >= AHEAD_SECONDS]:
+            self._ahead.pop(stale)[1].cancel()  # (a run that never came: refused, cancelled)
+        key = names.kernel_key(tenant, client_id)
+        if key not in self._ahead:
+            lookup = asyncio.create_task(self._home(key), name=f"kernel-home-{key}")
+            lookup.add_done_callback(lambda task: task.cancelled() or task.exception())  # (seen by its run)
+            self._ahead[key] = (now, lookup)
+
+    async def _looked_up(self, key: str) -> KernelHome | None:
+        """The home looked up ahead when it is recent, else read now."""
+        at, lookup = self._ahead.pop(key, (0.0, None))
+        if lookup is not None:
+            if asyncio.get_running_loop().time() - at < AHEAD_SECONDS:
+                return await lookup
+            lookup.cancel()
+        return await self._home(key)
+
     async def aclose(self) -> None:
+        for _, lookup in self._ahead.values():
+            lookup.cancel()
+        self._ahead.clear()
         for sub in self._subs:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()

@@ -202,6 +202,9 @@ class LocalSandbox:
     def isolated(self) -> bool:
         return self.bubblewrap is not None
 
+    def prepare(self, tenant: str, client_id: str, language: str) -> None:
+        """(Nothing to look up: a conversation's kernel, if any, is in this process.)"""
+
     async def run(self, spec: RunSpec, on_output: OutputSink | None = None) -> Execution:
         language = self._languages.get(spec.language)
         if language is None:
