@@ -11,6 +11,7 @@ store that failed. So the response record never holds a file's bytes.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
@@ -61,14 +62,25 @@ class ConversationFiles:
         self.client_id = client_id
         self.request_id = request_id
         self._present: list[FileInfo] | None = None
+        self._listing: asyncio.Task[list[FileInfo]] | None = None
+
+    def look_ahead(self) -> None:
+        """Start listing the files for a run expected soon (``available`` then awaits it)."""
+        if self._present is None and self._listing is None:
+            self._listing = asyncio.create_task(self._list(), name=f"files-{self.client_id}")
+            self._listing.add_done_callback(lambda task: task.cancelled() or task.exception())  # (seen by its run)
+
+    async def _list(self) -> list[FileInfo]:
+        try:
+            return await self.store.list(self.client_id)
+        except STORE_FAULTS as exc:
+            raise RetryableError(f"the conversation's files could not be listed: {exc}") from exc
 
     async def available(self) -> list[FileInfo]:
         """The conversation's files now (read once per answer, updated by what its runs keep)."""
         if self._present is None:
-            try:
-                self._present = await self.store.list(self.client_id)
-            except STORE_FAULTS as exc:
-                raise RetryableError(f"the conversation's files could not be listed: {exc}") from exc
+            listing, self._listing = self._listing, None
+            self._present = await (listing if listing is not None else self._list())
         return self._present
 
     async def workspace(self) -> Workspace:

@@ -31,8 +31,11 @@ class ExecutionGate(Protocol):
     def slot(self, tenant: str, policy: SandboxPolicy, request_id: str = "",
              on_queued: Callable[[], Awaitable[None]] | None = None) -> AbstractAsyncContextManager[SandboxPolicy]: ...
 
+    def ahead(self, tenant: str, request_id: str) -> None:
+        """Try to admit the first run of ``request_id`` now, before it asks (no waiting)."""
+
     async def settled(self, request_id: str) -> None:
-        """Wait until the slots the runs of ``request_id`` gave back are released."""
+        """Wait until the slots the runs of ``request_id`` gave back (or did not take) are released."""
 
 
 class Job:

@@ -13,9 +13,11 @@ to the next admission within the watch's latency, without a restart), then:
   of the tenant's leases (watched) or a periodic re-check, or for the next minute. Waiting
   keeps the message (the worker keeps sending in-progress acks); nothing is lost.
 
-While the run lasts the lease is rewritten every third of its TTL; at the end it is deleted
-while the answer is written (``settled`` waits for that before the message is acked, so the
-conversation's next message never finds its predecessor's slot still taken).
+While the run lasts the lease is rewritten every third of its TTL; once the answer is written
+it is deleted (``settled``, before the message is acked, so the conversation's next message
+never finds its predecessor's slot still taken; a message's next run frees its earlier run's
+slot first). A message whose first run is known from its text (``ahead``) is admitted while
+it is read, before it asks: one attempt, no wait; refused, its run is admitted as usual.
 The policy the gate admitted under is what the run uses (timeout, memory, template...).
 """
 
@@ -79,7 +81,28 @@ class QuotaGate:
         self.settings = settings
         # One attempt at a time per tenant on this replica: local waiters do not race each other.
         self._attempting: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._releasing: defaultdict[str, set[asyncio.Task[None]]] = defaultdict(set)  # by request id
+        self._ended: defaultdict[str, list[tuple[asyncio.Task[None] | None, Lease]]] = defaultdict(list)  # by request
+        self._releasing: set[asyncio.Task[None]] = set()
+        self._ahead: dict[str, asyncio.Task[tuple[Lease, SandboxPolicy] | None]] = {}  # by request id
+
+    def ahead(self, tenant: str, request_id: str) -> None:
+        """The message's first run is known before planning: try to admit it now, while the
+        message is read. One attempt, never a wait: refused, the run is admitted (or queued)
+        as usual when it comes. An admission the message does not use is given back by
+        ``settled``."""
+        if request_id not in self._ahead:
+            self._ahead[request_id] = asyncio.create_task(self._try_ahead(tenant, request_id),
+                                                          name=f"admit-ahead-{request_id}")
+
+    async def _try_ahead(self, tenant: str, request_id: str) -> tuple[Lease, SandboxPolicy] | None:
+        policy = self.policies.for_tenant(tenant)
+        try:
+            async with self._attempting[tenant]:
+                outcome = await self._attempt(tenant, policy, request_id)
+        except Exception as exc:  # the run's own admission meets it again and says so
+            log.debug("admission ahead of the run failed", tenant=tenant, error=str(exc) or type(exc).__name__)
+            return None
+        return (outcome, policy) if isinstance(outcome, Lease) else None
 
     def slot(self, tenant: str, policy: SandboxPolicy, request_id: str = "",
              on_queued: OnQueued | None = None) -> AbstractAsyncContextManager[SandboxPolicy]:
@@ -89,7 +112,12 @@ class QuotaGate:
 
     @asynccontextmanager
     async def _slot(self, tenant: str, request_id: str, on_queued: OnQueued | None) -> AsyncIterator[SandboxPolicy]:
-        lease, policy = await self._admit(tenant, request_id, on_queued)
+        await self._give_back(request_id, unused_ahead=False)  # an earlier run of the message frees its slot first
+        early = self._ahead.pop(request_id, None)
+        admitted = await early if early is not None else None
+        if admitted is not None:
+            DECISIONS.labels("admitted").inc()
+        lease, policy = admitted or await self._admit(tenant, request_id, on_queued)
         # (ended by the event, not by a cancel alone: Python 3.11's wait_for, under every nats-py
         # request, returns a reply that lands with the cancel and drops the cancel)
         done = asyncio.Event()
@@ -99,30 +127,37 @@ class QuotaGate:
         finally:
             done.set()
             keeper.cancel()
-            # released while the answer is written: ``settled`` waits for it before the message is acked
-            release = asyncio.create_task(self._release(keeper, lease), name=f"release-{lease.key}")
-            self._releasing[request_id].add(release)
-            release.add_done_callback(lambda done: self._released(request_id, done))
+            # given back once the answer is written (``settled``, before the message is acked),
+            # or when the message's next run starts: the answer's writes do not wait behind it
+            self._ended[request_id].append((keeper, lease))
 
-    def _released(self, request_id: str, release: asyncio.Task[None]) -> None:
-        releasing = self._releasing.get(request_id)
-        if releasing is not None:
-            releasing.discard(release)
-            if not releasing:
-                del self._releasing[request_id]
+    async def _give_back(self, request_id: str, *, unused_ahead: bool) -> None:
+        ended = self._ended.pop(request_id, [])
+        early = self._ahead.pop(request_id, None) if unused_ahead else None
+        if early is not None and (admitted := await early) is not None:
+            ended.append((None, admitted[0]))
+        if not ended:
+            return
+        releases = [asyncio.create_task(self._release(keeper, lease), name=f"release-{lease.key}")
+                    for keeper, lease in ended]
+        self._releasing.update(releases)
+        for release in releases:
+            release.add_done_callback(self._releasing.discard)
+        # (shielded: a message cancelled meanwhile still gives its slots back)
+        await asyncio.shield(asyncio.gather(*releases, return_exceptions=True))
 
-    async def _release(self, keeper: asyncio.Task[None], lease: Lease) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
+    async def _release(self, keeper: asyncio.Task[None] | None, lease: Lease) -> None:
+        if keeper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         await self.leases.release(lease)
         self.signals.notify(lease.tenant)
 
     async def settled(self, request_id: str) -> None:
-        """Wait until the slots the runs of ``request_id`` gave back are released in NATS (its
-        conversation's next message, here or on another replica, counts only what runs)."""
-        releasing = self._releasing.get(request_id)
-        if releasing:
-            await asyncio.gather(*releasing, return_exceptions=True)
+        """Give back, in NATS, the slots the runs of ``request_id`` held (and one admitted ahead
+        that no run took), and wait for it: the conversation's next message, here or on another
+        replica, counts only what runs."""
+        await self._give_back(request_id, unused_ahead=True)
 
     async def _admit(self, tenant: str, request_id: str, on_queued: OnQueued | None) -> tuple[Lease, SandboxPolicy]:
         queued = False
@@ -190,8 +225,9 @@ class QuotaGate:
                             error=str(exc) or type(exc).__name__)
 
     async def aclose(self) -> None:
-        await asyncio.gather(*(task for tasks in list(self._releasing.values()) for task in tasks),
+        await asyncio.gather(*(self.settled(request_id) for request_id in {*self._ahead, *self._ended}),
                              return_exceptions=True)
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         await self.signals.aclose()
         await self.leases.aclose()
 

@@ -312,6 +312,20 @@ class Worker:
     async def _answer(self, msg: Msg, request: ChatRequest, seq: int, delivered: int,
                       on_queued: Callable[[], None] | None) -> None:
         client_id = request.client_id
+        files = self._conversation_files(request)
+        first_run = self.planner.first_run(request, self.sandbox.languages)
+        if first_run is not None:  # the run is admitted, and what it needs looked up, while the conversation is read
+            self.gate.ahead(request.tenant, request.request_id)
+            files.look_ahead()
+            self.sandbox.prepare(request.tenant, client_id, first_run)
+        try:
+            await self._respond(msg, request, seq, delivered, on_queued, files)
+        finally:
+            await self.gate.settled(request.request_id)  # (an admission made ahead and not used is given back)
+
+    async def _respond(self, msg: Msg, request: ChatRequest, seq: int, delivered: int,
+                       on_queued: Callable[[], None] | None, files: ConversationFiles) -> None:
+        client_id = request.client_id
         (current, revision), (conversation, conversation_revision) = await asyncio.gather(
             self.records.current(client_id), self.log.conversation(client_id))
         owner = (conversation.owner if conversation is not None else None) or (current.owner if current else None)
@@ -332,7 +346,7 @@ class Worker:
         events = EventPublisher(self.broker, client_id, request.request_id)
         job = Job(request, seq, self.settings, self.sandbox, events, self.policies.for_tenant(request.tenant),
                   self.gate, history=lambda limit: self.log.recent(client_id, conversation, limit),
-                  on_queued=on_queued, files=self._conversation_files(request))
+                  on_queued=on_queued, files=files)
         outcome = await self._outcome(job, conversation, delivered)
         if outcome is None:  # retry later
             await msg.nak(delay=retry_delay(delivered))

@@ -39,6 +39,13 @@ def test_fences() -> None:
     assert fenced_blocks("```\nprint(3)\n```") == [("python", "print(3)\n")]
 
 
+def test_the_first_run_is_told_from_the_message_before_planning() -> None:
+    planner, python = RulesPlanner(), frozenset({"python"})
+    assert planner.first_run(request("```sh\nls\n```\n```py\nprint(1)\n```"), python) == "python"
+    assert planner.first_run(request("```bash\nls\n```"), python) is None  # not a language it can run
+    assert planner.first_run(request("Write code to compute a factorial"), python) is None  # nothing to run
+
+
 def test_intent() -> None:
     assert needs_code("Write some code to calculate the factorial of a number")
     assert not needs_code("Hello")

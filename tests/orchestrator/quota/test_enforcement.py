@@ -96,6 +96,19 @@ async def test_reject_at_the_concurrency_limit_answers_at_once_with_the_limit(tr
     assert record.status == "completed", record
 
 
+async def test_a_message_of_several_runs_at_a_limit_of_one_runs_them_all(traffic: QuotaTraffic) -> None:
+    # its first run is admitted as the message is read; each next run frees the slot of the one before
+    await traffic.set_policy(tenant="single", maxConcurrentExecutions=1, onExceed="Reject")
+    three = await traffic.post("single", "".join(f"```python\nprint({i})\n```\n" for i in range(3)))
+    record = (await traffic.final([three], timeout=20))[three]
+    assert record.status == "completed", record
+    assert record.last_response is not None
+    assert [run.stdout for run in record.last_response.executions] == ["0\n", "1\n", "2\n"]
+    await traffic.wait_leases("single", 0)  # and nothing is left held once it is answered
+    after = await traffic.post("single", "```python\nprint('next')\n```")
+    assert (await traffic.final([after], timeout=20))[after].status == "completed"
+
+
 async def test_a_policy_change_reaches_a_queued_execution_without_a_restart(
     traffic: QuotaTraffic, replicas: list[Orchestrator]
 ) -> None:

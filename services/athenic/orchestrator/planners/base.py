@@ -54,4 +54,10 @@ class Planner(Protocol):
 
     async def answer(self, request: ChatRequest, ctx: RunContext) -> Answer: ...
 
+    def first_run(self, request: ChatRequest, languages: frozenset[str]) -> str | None:
+        """The language of the first code the answer will run, when the message alone tells
+        (the worker looks up what that run needs while it reads the conversation); None when
+        no run is expected or only planning can tell."""
+        ...
+
     async def aclose(self) -> None: ...

@@ -93,6 +93,9 @@ class LlmPlanner:
     async def aclose(self) -> None:
         await self._client.close()
 
+    def first_run(self, request: ChatRequest, languages: frozenset[str]) -> str | None:
+        return None  # the model decides whether and what to run
+
     async def answer(self, request: ChatRequest, ctx: RunContext) -> Answer:
         await ctx.phase("planning")
         languages = ctx.languages

@@ -92,6 +92,9 @@ class RulesPlanner:
     def __init__(self, max_blocks: int = 10) -> None:
         self.max_blocks = max_blocks
 
+    def first_run(self, request: ChatRequest, languages: frozenset[str]) -> str | None:
+        return next((language for language, _ in fenced_blocks(request.message) if language in languages), None)
+
     async def answer(self, request: ChatRequest, ctx: RunContext) -> Answer:
         await ctx.phase("planning")
         message = request.message
