@@ -9,8 +9,8 @@ counts the executions admitted in the current minute.
 Admission (``LeaseStore.try_acquire``):
 
 1. have a lease key (``kv.create``, a fresh id) before anyone can see its id: each replica
-   keeps one created ahead per active tenant (a candidate, not yet admitted: the operator does
-   not count it), so a run does not wait for it;
+   keeps one created ahead per active tenant (made as a run of the tenant is released; a
+   candidate, not admitted, which the operator does not count), so a run does not wait for it;
 2. take ``slots.<tenant>`` (ids, minute count and the key's revision) as this replica last saw
    it (its own writes and a watch of every ``slots`` key), keep the ids whose lease key is
    still live (read from the stream's leader), and if fewer than ``maxConcurrentExecutions``
@@ -244,7 +244,6 @@ class LeaseStore:
                     listed, fresh = await self._read_slots(tenant), True
                     continue
                 self._held.add(candidate.lease_id)
-                self._make_spare(tenant)
                 return Lease(tenant, candidate.lease_id, candidate.key, candidate.revision,
                              LeaseValue(holder=self.holder, request_id=request_id))
         except BaseException:
@@ -299,6 +298,7 @@ class LeaseStore:
         """Delete the lease and take its id off the tenant's list (best effort: the lease
         expires on its own, and the next admission prunes an id without a live lease)."""
         self._held.discard(lease.lease_id)
+        self._make_spare(lease.tenant)  # (the tenant's next admission takes it: made now, off the run's way)
         withdrawing = asyncio.ensure_future(self.withdraw_key(lease.key))
         try:
             listed = self._seen.get(lease.tenant) or await self._read_slots(lease.tenant)
