@@ -45,6 +45,7 @@ import random
 import socket
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -110,6 +111,25 @@ class _Candidate:
     created_at: float  # monotonic
 
 
+_Done = asyncio.Future[None]
+
+
+@dataclass(eq=False)
+class _Admission:
+    """An admission waiting for the tenant's next write of its list."""
+
+    candidate: _Candidate
+    limit: int
+    per_minute: int | None
+    request_id: str
+    outcome: asyncio.Future[Lease | Full]
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
 async def _back_off(attempt: int) -> None:
     """A jittered pause after a lost compare-and-set, growing with the attempts, so that
     racers spread out instead of colliding again."""
@@ -135,6 +155,10 @@ class LeaseStore:
         self._spares: dict[str, _Candidate] = {}  # a lease key created ahead, per tenant
         self._making: set[str] = set()  # tenants whose next lease key is being created
         self._tasks: set[asyncio.Task[None]] = set()
+        # what waits to be written to each tenant's list, and the writer doing it
+        self._admissions: defaultdict[str, list[_Admission]] = defaultdict(list)
+        self._releases: defaultdict[str, list[tuple[str, _Done]]] = defaultdict(list)
+        self._writers: dict[str, asyncio.Task[None]] = {}
 
     def saw(self, tenant: str, revision: int, slots: Slots) -> None:
         """What ``slots.<tenant>`` holds at ``revision`` (a write here, or the watch's news)."""
@@ -210,49 +234,107 @@ class LeaseStore:
         """An admitted lease, or why not: ``limit`` executions of the tenant run now, or
         ``per_minute`` (None: no such limit) were admitted this minute.
 
-        The list is taken as last seen while the lease key is made (when none was made
-        ahead); the listed leases are checked all at once, and those this store holds need no
-        check (they are live while their run goes on: ``refresh`` keeps them so)."""
-        candidate = self._spare(tenant)
-        creating = asyncio.ensure_future(self._create(tenant)) if candidate is None else None
+        The admissions and releases of a tenant that meet on this replica share one
+        compare-and-set of its list (``_commit``), so a busy tenant's admissions do not queue
+        behind one another's round trips."""
+        candidate = self._spare(tenant) or await self._create(tenant)
+        admission = _Admission(candidate, limit, per_minute, request_id, asyncio.get_running_loop().create_future())
+        self._admissions[tenant].append(admission)
+        self._write(tenant)
         try:
-            listed, fresh = self._seen.get(tenant), False
-            if listed is None:
-                listed, fresh = await self._read_slots(tenant), True
-            if candidate is None:
-                assert creating is not None
-                candidate = await creating
-            for attempt in range(MAX_ROUNDS):
-                slots, last = listed
-                alive = await self._live(tenant, slots.leases)
-                now = time.time()
-                minute = epoch_minute(now)
-                started = slots.started_in(minute)
-                full = (Full() if len(alive) >= limit
-                        else Full((minute + 1) * 60 - now) if per_minute is not None and started >= per_minute
-                        else None)
-                if full is not None:
-                    if not fresh:  # decided on what this replica saw last: refused only on what is there now
-                        listed, fresh = await self._read_slots(tenant), True
-                        continue
-                    self._keep_spare(tenant, candidate)
-                    return full
+            return await asyncio.shield(admission.outcome)
+        except asyncio.CancelledError:
+            if admission in self._admissions[tenant]:  # not written yet: it never will be
+                self._admissions[tenant].remove(admission)
+                self._background(self.withdraw_key(candidate.key), f"lease-withdraw-{tenant}")
+            else:  # being written: what it comes to is undone
+                admission.outcome.add_done_callback(lambda _: self._abandon(admission))
+            raise
+        except BaseException:
+            await self.withdraw_key(candidate.key)
+            raise
+
+    def _abandon(self, admission: _Admission) -> None:
+        if admission.outcome.cancelled() or admission.outcome.exception() is not None:
+            self._background(self.withdraw_key(admission.candidate.key), "lease-withdraw")
+            return
+        outcome = admission.outcome.result()
+        if isinstance(outcome, Lease):
+            self._background(self.release(outcome), f"release-{outcome.key}")
+
+    def _write(self, tenant: str) -> None:
+        """Have the tenant's pending admissions and releases written (one writer per tenant)."""
+        if tenant not in self._writers:
+            self._writers[tenant] = asyncio.create_task(self._writer(tenant), name=f"slots-writer-{tenant}")
+
+    async def _writer(self, tenant: str) -> None:
+        try:
+            while self._admissions[tenant] or self._releases[tenant]:
+                admissions, self._admissions[tenant] = self._admissions[tenant], []
+                releases, self._releases[tenant] = self._releases[tenant], []
                 try:
-                    await self._write_slots(tenant, Slots([*alive, candidate.lease_id], minute, started + 1), last)
-                except KeyWrongLastSequenceError:  # another admission or release came first
+                    await self._commit(tenant, admissions, releases)
+                except Exception as exc:
+                    waiting: list[asyncio.Future[Any]] = [a.outcome for a in admissions]
+                    waiting += [done for _, done in releases]
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(exc)
+        finally:
+            self._writers.pop(tenant, None)
+            if not self._admissions[tenant] and not self._releases[tenant]:
+                self._admissions.pop(tenant, None)
+                self._releases.pop(tenant, None)
+
+    async def _commit(self, tenant: str, admissions: list[_Admission], releases: list[tuple[str, _Done]]) -> None:
+        """One compare-and-set of the tenant's list for a batch: the releases' ids out, then the
+        admissions in order while the limits allow. The listed leases are checked all at once,
+        and those this store holds need no check (they are live while their run goes on:
+        ``refresh`` keeps them so). The list is taken as last seen; a refusal is only given on
+        a fresh read."""
+        leaving = {lease_id for lease_id, _ in releases}
+        listed, fresh = self._seen.get(tenant), False
+        if listed is None:
+            listed, fresh = await self._read_slots(tenant), True
+        for attempt in range(MAX_ROUNDS):
+            slots, last = listed
+            staying = [i for i in slots.leases if i not in leaving]
+            alive = await self._live(tenant, staying) if admissions else staying
+            now = time.time()
+            minute = epoch_minute(now)
+            started = slots.started_in(minute)
+            admitted: list[_Admission] = []
+            refused: list[tuple[_Admission, Full]] = []
+            for admission in admissions:
+                if len(alive) + len(admitted) >= admission.limit:
+                    refused.append((admission, Full()))
+                elif admission.per_minute is not None and started + len(admitted) >= admission.per_minute:
+                    refused.append((admission, Full((minute + 1) * 60 - now)))
+                else:
+                    admitted.append(admission)
+            if refused and not fresh:  # decided on what this replica saw last: refused only on what is there now
+                listed, fresh = await self._read_slots(tenant), True
+                continue
+            written = Slots([*alive, *(a.candidate.lease_id for a in admitted)], minute if admitted else slots.minute,
+                            started + len(admitted) if admitted else slots.started)
+            if written != slots:
+                try:
+                    await self._write_slots(tenant, written, last)
+                except KeyWrongLastSequenceError:  # another replica wrote first
                     await _back_off(attempt)
                     listed, fresh = await self._read_slots(tenant), True
                     continue
-                self._held.add(candidate.lease_id)
-                return Lease(tenant, candidate.lease_id, candidate.key, candidate.revision,
-                             LeaseValue(holder=self.holder, request_id=request_id))
-        except BaseException:
-            if creating is not None and not creating.done():
-                creating.cancel()
-            if candidate is not None:
-                await self.withdraw_key(candidate.key)
-            raise
-        await self.withdraw_key(candidate.key)
+            for admission in admitted:
+                self._held.add(admission.candidate.lease_id)
+                _settle(admission.outcome, Lease(tenant, admission.candidate.lease_id, admission.candidate.key,
+                                                 admission.candidate.revision,
+                                                 LeaseValue(holder=self.holder, request_id=admission.request_id)))
+            for admission, full in refused:
+                self._keep_spare(tenant, admission.candidate)
+                _settle(admission.outcome, full)
+            for _, done in releases:
+                _settle(done, None)
+            return
         raise TimeoutError(f"the slots of tenant {tenant!r} are too contended")
 
     async def _live(self, tenant: str, ids: list[str]) -> list[str]:
@@ -300,19 +382,11 @@ class LeaseStore:
         self._held.discard(lease.lease_id)
         self._make_spare(lease.tenant)  # (the tenant's next admission takes it: made now, off the run's way)
         withdrawing = asyncio.ensure_future(self.withdraw_key(lease.key))
+        done: _Done = asyncio.get_running_loop().create_future()
+        self._releases[lease.tenant].append((lease.lease_id, done))
+        self._write(lease.tenant)
         try:
-            listed = self._seen.get(lease.tenant) or await self._read_slots(lease.tenant)
-            for attempt in range(MAX_ROUNDS):
-                slots, last = listed
-                if lease.lease_id not in slots.leases:  # (the newest list seen: pruned already)
-                    return
-                try:
-                    await self._write_slots(lease.tenant, msgspec.structs.replace(
-                        slots, leases=[i for i in slots.leases if i != lease.lease_id]), last)
-                    return
-                except KeyWrongLastSequenceError:
-                    await _back_off(attempt)
-                    listed = await self._read_slots(lease.tenant)
+            await asyncio.shield(done)
         except Exception as exc:
             log.warning("could not release an execution slot; the next admission prunes it",
                         key=lease.key, error=str(exc) or type(exc).__name__)
@@ -327,7 +401,8 @@ class LeaseStore:
                         error=str(exc) or type(exc).__name__)
 
     async def aclose(self) -> None:
-        """Withdraw the lease keys made ahead (else they expire after a TTL)."""
+        """Finish the pending writes; withdraw the lease keys made ahead (else they expire after a TTL)."""
+        await asyncio.gather(*self._writers.values(), return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         spares, self._spares = list(self._spares.values()), {}
         await asyncio.gather(*(self.withdraw_key(spare.key) for spare in spares))

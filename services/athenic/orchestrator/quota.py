@@ -79,8 +79,6 @@ class QuotaGate:
         self.signals = signals
         self.policies = policies
         self.settings = settings
-        # One attempt at a time per tenant on this replica: local waiters do not race each other.
-        self._attempting: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._ended: defaultdict[str, list[tuple[asyncio.Task[None] | None, Lease]]] = defaultdict(list)  # by request
         self._releasing: set[asyncio.Task[None]] = set()
         self._ahead: dict[str, asyncio.Task[tuple[Lease, SandboxPolicy] | None]] = {}  # by request id
@@ -97,8 +95,7 @@ class QuotaGate:
     async def _try_ahead(self, tenant: str, request_id: str) -> tuple[Lease, SandboxPolicy] | None:
         policy = self.policies.for_tenant(tenant)
         try:
-            async with self._attempting[tenant]:
-                outcome = await self._attempt(tenant, policy, request_id)
+            outcome = await self._attempt(tenant, policy, request_id)
         except Exception as exc:  # the run's own admission meets it again and says so
             log.debug("admission ahead of the run failed", tenant=tenant, error=str(exc) or type(exc).__name__)
             return None
@@ -164,8 +161,8 @@ class QuotaGate:
         while True:
             policy = self.policies.for_tenant(tenant)
             released = self.signals.event(tenant)
-            async with self._attempting[tenant]:
-                outcome = await self._attempt(tenant, policy, request_id)
+            # (attempts of a tenant meeting on this replica are written together: leases.py)
+            outcome = await self._attempt(tenant, policy, request_id)
             if isinstance(outcome, Lease):
                 if queued:
                     log.info("queued execution admitted", tenant=tenant)
