@@ -16,7 +16,10 @@ Admission (``LeaseStore.try_acquire``):
    still live (read from the stream's leader), and if fewer than ``maxConcurrentExecutions``
    remain and fewer than ``maxExecutionsPerMinute`` started this minute, write them plus my id
    and the count plus one with compare-and-set on that revision. A lost race (or a stale view)
-   reads the key again; a refusal is only given on a fresh read.
+   reads the key again; a refusal is only given on a fresh read. The admissions and releases
+   of a tenant that meet on one replica are written together, in order: one write of the list
+   admits (and frees) as many as the limits allow, so a busy tenant is not held to one
+   admission per round trip.
 
 Why no race exceeds a limit: every admission is one compare-and-set of the same key, so
 admissions are totally ordered and each sees the list and count the previous one wrote. An
