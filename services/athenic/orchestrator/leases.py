@@ -8,9 +8,8 @@ counts the executions admitted in the current minute.
 
 Admission (``LeaseStore.try_acquire``):
 
-1. have a lease key (``kv.create``, a fresh id) before anyone can see its id: each replica
-   keeps one created ahead per active tenant (made as a run of the tenant is released; a
-   candidate, not admitted, which the operator does not count), so a run does not wait for it;
+1. create the lease key (``kv.create``, a fresh id), so it is live before anyone can see its
+   id (a candidate, not yet admitted: the operator does not count it);
 2. take ``slots.<tenant>`` (ids, minute count and the key's revision) as this replica last saw
    it (its own writes and a watch of every ``slots`` key), keep the ids whose lease key is
    still live (read from the stream's leader), and if fewer than ``maxConcurrentExecutions``
@@ -106,12 +105,11 @@ class Full(NamedTuple):
 
 @dataclass
 class _Candidate:
-    """A lease key created and not yet listed: the next admission of its tenant takes it."""
+    """A lease key created for an admission and not yet listed."""
 
     lease_id: str
     key: str
     revision: int
-    created_at: float  # monotonic
 
 
 _Done = asyncio.Future[None]
@@ -155,8 +153,6 @@ class LeaseStore:
         self.holder = holder or holder_id()
         self._held: set[str] = set()  # the ids of this store's leases not yet released
         self._seen: dict[str, tuple[Slots, int]] = {}  # each tenant's slots as last seen, with their revision
-        self._spares: dict[str, _Candidate] = {}  # a lease key created ahead, per tenant
-        self._making: set[str] = set()  # tenants whose next lease key is being created
         self._tasks: set[asyncio.Task[None]] = set()
         # what waits to be written to each tenant's list, and the writer doing it
         self._admissions: defaultdict[str, list[_Admission]] = defaultdict(list)
@@ -196,36 +192,7 @@ class LeaseStore:
         lease_id = uuid.uuid4().hex
         key = lease_key(tenant, lease_id)
         revision = await self.kv.create(key, msgspec.json.encode(LeaseValue(holder=self.holder)), msg_ttl=self.ttl)
-        return _Candidate(lease_id, key, revision, time.monotonic())
-
-    def _spare(self, tenant: str) -> _Candidate | None:
-        """The tenant's lease key created ahead, if it is young enough to outlast an admission."""
-        spare = self._spares.pop(tenant, None)
-        if spare is not None and time.monotonic() - spare.created_at < self.ttl / 2:
-            return spare
-        return None  # (an old one expires on its own)
-
-    def _keep_spare(self, tenant: str, candidate: _Candidate) -> None:
-        if tenant in self._spares or time.monotonic() - candidate.created_at >= self.ttl / 2:
-            self._background(self.withdraw_key(candidate.key), f"lease-withdraw-{tenant}")
-        else:
-            self._spares[tenant] = candidate
-
-    def _make_spare(self, tenant: str) -> None:
-        """Create the tenant's next lease key in the background."""
-        if tenant in self._spares or tenant in self._making:
-            return
-
-        async def make() -> None:
-            try:
-                self._keep_spare(tenant, await self._create(tenant))
-            except Exception as exc:  # the next admission creates its own
-                log.debug("could not create a lease key ahead", tenant=tenant, error=str(exc) or type(exc).__name__)
-            finally:
-                self._making.discard(tenant)
-
-        self._making.add(tenant)
-        self._background(make(), f"lease-ahead-{tenant}")
+        return _Candidate(lease_id, key, revision)
 
     def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -240,7 +207,7 @@ class LeaseStore:
         The admissions and releases of a tenant that meet on this replica share one
         compare-and-set of its list (``_commit``), so a busy tenant's admissions do not queue
         behind one another's round trips."""
-        candidate = self._spare(tenant) or await self._create(tenant)
+        candidate = await self._create(tenant)  # (live before anyone can see its id)
         admission = _Admission(candidate, limit, per_minute, request_id, asyncio.get_running_loop().create_future())
         self._admissions[tenant].append(admission)
         self._write(tenant)
@@ -333,7 +300,7 @@ class LeaseStore:
                                                  admission.candidate.revision,
                                                  LeaseValue(holder=self.holder, request_id=admission.request_id)))
             for admission, full in refused:
-                self._keep_spare(tenant, admission.candidate)
+                self._background(self.withdraw_key(admission.candidate.key), f"lease-withdraw-{tenant}")
                 _settle(admission.outcome, full)
             for _, done in releases:
                 _settle(done, None)
@@ -383,7 +350,6 @@ class LeaseStore:
         """Delete the lease and take its id off the tenant's list (best effort: the lease
         expires on its own, and the next admission prunes an id without a live lease)."""
         self._held.discard(lease.lease_id)
-        self._make_spare(lease.tenant)  # (the tenant's next admission takes it: made now, off the run's way)
         withdrawing = asyncio.ensure_future(self.withdraw_key(lease.key))
         done: _Done = asyncio.get_running_loop().create_future()
         self._releases[lease.tenant].append((lease.lease_id, done))
@@ -404,11 +370,9 @@ class LeaseStore:
                         error=str(exc) or type(exc).__name__)
 
     async def aclose(self) -> None:
-        """Finish the pending writes; withdraw the lease keys made ahead (else they expire after a TTL)."""
+        """Finish the pending writes and withdrawals."""
         await asyncio.gather(*self._writers.values(), return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        spares, self._spares = list(self._spares.values()), {}
-        await asyncio.gather(*(self.withdraw_key(spare.key) for spare in spares))
 
 
 class ReleaseSignals:

@@ -102,7 +102,7 @@ class QuotaTraffic:
     async def live_leases(self, tenant: str) -> list[str]:
         """The tenant's admitted lease keys alive now (what the operator counts): every subject
         the stream holds for the tenant, less deletion markers and candidates not admitted
-        (a lease key made ahead for the next run)."""
+        (a lease key whose admission is being decided)."""
         stream = names.kv_stream(names.LEASES_BUCKET)
         pattern = names.kv_subject(names.LEASES_BUCKET, f"{lease_prefix(tenant)}*")
         info = await self.js.stream_info(stream, subjects_filter=pattern)
