@@ -30,7 +30,7 @@ from collections.abc import Callable
 import httpx
 import websockets
 
-from _harness import API_ENV, Api, allow_executions, broker, header, orchestrator, percentile, workdir
+from _harness import API_ENV, Api, Orchestrator, allow_executions, broker, header, orchestrator, percentile, workdir
 from athenic.shared.messages import FINAL_STATUSES
 
 # Enough conversations that one gets a message about once a second: a conversation's
@@ -106,11 +106,29 @@ async def measure(api_url: str, kind: str, count: int, rate: float, warmup: int)
     return posts, ends
 
 
+def wait_for_kernels(worker: Orchestrator, live: int, timeout: float = 60) -> None:
+    """Until the orchestrator holds ``live`` kernels and its warm pool is full again (its metrics)."""
+    deadline = time.monotonic() + timeout
+    pool = int(worker.env.get("ATHENIC_KERNEL_POOL_SIZE", "2"))
+    while True:
+        gauges = {}
+        for line in httpx.get(f"http://127.0.0.1:{worker.port}/metrics", timeout=5).text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("athenic_orchestrator_kernels_live", "athenic_orchestrator_kernel_pool_size"):
+                gauges[name] = float(value)
+        if (gauges.get("athenic_orchestrator_kernels_live") == live
+                and gauges.get("athenic_orchestrator_kernel_pool_size") == pool):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the orchestrator's kernels never settled: {gauges}")
+        time.sleep(0.1)
+
+
 def main(count: int, rate: float, high_rate: float) -> None:
     warmup = max(5, count // 20)
     header(f"end-to-end latency: {count} messages per kind at {rate:g}/s offered in {ROUNDS} rounds taking turns "
            f"(+{warmup} warm-up each) over "
-           f"{CONVERSATIONS} conversations (code: +{max(warmup, CONVERSATIONS)}, one per conversation's kernel), "
+           f"{CONVERSATIONS} conversations (each code one's kernel started, and the pool refilled, first), "
            f"then both at {high_rate:g}/s; one orchestrator (8 slots); "
            "pushed = the final response frame on the conversation's WebSocket")
     runs = [(kind, rate, round_) for round_ in range(ROUNDS) for kind in KINDS]
@@ -124,13 +142,13 @@ def main(count: int, rate: float, high_rate: float) -> None:
         worker = orchestrator(nats_server.url, tmp, ATHENIC_KERNEL_MAX_PER_TENANT=str(CONVERSATIONS)).start()
         pooled: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
         try:
-            for kind, at, round_ in runs:
-                # (code warms up with one message per conversation at least, in its first round: its
-                # kernel's start is sandbox_roundtrip.py's "new conversation" figure, not the steady
-                # state measured here)
-                first_code = kind != "no code" and round_ == 0 and at == rate
-                posts, ends = asyncio.run(measure(api.url, kind, per_round if at == rate else count, at,
-                                                  max(warmup, CONVERSATIONS) if first_code else warmup))
+            # every code conversation's kernel started first, and the warm pool refilled after
+            # those claims: a kernel's start is sandbox_roundtrip.py's "new conversation" figure,
+            # not the steady state measured here
+            asyncio.run(measure(api.url, "print(1), local sandbox", 0, rate, CONVERSATIONS))
+            wait_for_kernels(worker, live=CONVERSATIONS)
+            for kind, at, _round in runs:
+                posts, ends = asyncio.run(measure(api.url, kind, per_round if at == rate else count, at, warmup))
                 pool = pooled.setdefault((kind, at), ([], []))
                 pool[0].extend(posts)
                 pool[1].extend(ends)
