@@ -94,6 +94,7 @@ class Lease:
     key: str
     revision: int
     value: LeaseValue
+    minute: int = 0  # the epoch minute whose count holds this admission
 
 
 class Full(NamedTuple):
@@ -113,6 +114,14 @@ class _Candidate:
 
 
 _Done = asyncio.Future[None]
+
+
+class _Release(NamedTuple):
+    """A release waiting for the tenant's next write of its list."""
+
+    lease_id: str
+    refund: int | None  # the minute to take the admission back from (a lease no run used)
+    done: _Done
 
 
 @dataclass(eq=False)
@@ -156,7 +165,7 @@ class LeaseStore:
         self._tasks: set[asyncio.Task[None]] = set()
         # what waits to be written to each tenant's list, and the writer doing it
         self._admissions: defaultdict[str, list[_Admission]] = defaultdict(list)
-        self._releases: defaultdict[str, list[tuple[str, _Done]]] = defaultdict(list)
+        self._releases: defaultdict[str, list[_Release]] = defaultdict(list)
         self._writers: dict[str, asyncio.Task[None]] = {}
 
     def saw(self, tenant: str, revision: int, slots: Slots) -> None:
@@ -246,7 +255,7 @@ class LeaseStore:
                     await self._commit(tenant, admissions, releases)
                 except Exception as exc:
                     waiting: list[asyncio.Future[Any]] = [a.outcome for a in admissions]
-                    waiting += [done for _, done in releases]
+                    waiting += [release.done for release in releases]
                     for future in waiting:
                         if not future.done():
                             future.set_exception(exc)
@@ -256,13 +265,13 @@ class LeaseStore:
                 self._admissions.pop(tenant, None)
                 self._releases.pop(tenant, None)
 
-    async def _commit(self, tenant: str, admissions: list[_Admission], releases: list[tuple[str, _Done]]) -> None:
-        """One compare-and-set of the tenant's list for a batch: the releases' ids out, then the
-        admissions in order while the limits allow. The listed leases are checked all at once,
-        and those this store holds need no check (they are live while their run goes on:
-        ``refresh`` keeps them so). The list is taken as last seen; a refusal is only given on
-        a fresh read."""
-        leaving = {lease_id for lease_id, _ in releases}
+    async def _commit(self, tenant: str, admissions: list[_Admission], releases: list[_Release]) -> None:
+        """One compare-and-set of the tenant's list for a batch: the releases' ids out (and the
+        admissions no run used out of their minute's count), then the admissions in order
+        while the limits allow. The listed leases are checked all at once, and those this store
+        holds need no check (they are live while their run goes on: ``refresh`` keeps them so).
+        The list is taken as last seen; a refusal is only given on a fresh read."""
+        leaving = {release.lease_id for release in releases}
         listed, fresh = self._seen.get(tenant), False
         if listed is None:
             listed, fresh = await self._read_slots(tenant), True
@@ -272,7 +281,9 @@ class LeaseStore:
             alive = await self._live(tenant, staying) if admissions else staying
             now = time.time()
             minute = epoch_minute(now)
-            started = slots.started_in(minute)
+            refunded = sum(1 for release in releases if release.refund == slots.minute)
+            counted = max(slots.started - refunded, 0)  # (in slots.minute)
+            started = counted if slots.minute == minute else 0
             admitted: list[_Admission] = []
             refused: list[tuple[_Admission, Full]] = []
             for admission in admissions:
@@ -286,7 +297,7 @@ class LeaseStore:
                 listed, fresh = await self._read_slots(tenant), True
                 continue
             written = Slots([*alive, *(a.candidate.lease_id for a in admitted)], minute if admitted else slots.minute,
-                            started + len(admitted) if admitted else slots.started)
+                            started + len(admitted) if admitted else counted)
             if written != slots:
                 try:
                     await self._write_slots(tenant, written, last)
@@ -298,12 +309,13 @@ class LeaseStore:
                 self._held.add(admission.candidate.lease_id)
                 _settle(admission.outcome, Lease(tenant, admission.candidate.lease_id, admission.candidate.key,
                                                  admission.candidate.revision,
-                                                 LeaseValue(holder=self.holder, request_id=admission.request_id)))
+                                                 LeaseValue(holder=self.holder, request_id=admission.request_id),
+                                                 minute))
             for admission, full in refused:
                 self._background(self.withdraw_key(admission.candidate.key), f"lease-withdraw-{tenant}")
                 _settle(admission.outcome, full)
-            for _, done in releases:
-                _settle(done, None)
+            for release in releases:
+                _settle(release.done, None)
             return
         raise TimeoutError(f"the slots of tenant {tenant!r} are too contended")
 
@@ -346,13 +358,15 @@ class LeaseStore:
             except KeyWrongLastSequenceError:
                 await _back_off(attempt)
 
-    async def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease, *, unused: bool = False) -> None:
         """Delete the lease and take its id off the tenant's list (best effort: the lease
-        expires on its own, and the next admission prunes an id without a live lease)."""
+        expires on its own, and the next admission prunes an id without a live lease).
+        ``unused``: no run started under it (admitted ahead of a run that never came), so its
+        minute does not count it either."""
         self._held.discard(lease.lease_id)
         withdrawing = asyncio.ensure_future(self.withdraw_key(lease.key))
         done: _Done = asyncio.get_running_loop().create_future()
-        self._releases[lease.tenant].append((lease.lease_id, done))
+        self._releases[lease.tenant].append(_Release(lease.lease_id, lease.minute if unused else None, done))
         self._write(lease.tenant)
         try:
             await asyncio.shield(done)

@@ -17,7 +17,8 @@ While the run lasts the lease is rewritten every third of its TTL; once the answ
 it is deleted (``settled``, before the message is acked, so the conversation's next message
 never finds its predecessor's slot still taken; a message's next run frees its earlier run's
 slot first). A message whose first run is known from its text (``ahead``) is admitted while
-it is read, before it asks: one attempt, no wait; refused, its run is admitted as usual.
+it is read, before it asks: one attempt, no wait; refused, its run is admitted as usual; not
+used, it is given back and its minute does not count it.
 The policy the gate admitted under is what the run uses (timeout, memory, template...).
 """
 
@@ -132,7 +133,7 @@ class QuotaGate:
         ended = self._ended.pop(request_id, [])
         early = self._ahead.pop(request_id, None) if unused_ahead else None
         if early is not None and (admitted := await early) is not None:
-            ended.append((None, admitted[0]))
+            ended.append((None, admitted[0]))  # (no keeper: no run took it)
         if not ended:
             return
         releases = [asyncio.create_task(self._release(keeper, lease), name=f"release-{lease.key}")
@@ -144,10 +145,12 @@ class QuotaGate:
         await asyncio.shield(asyncio.gather(*releases, return_exceptions=True))
 
     async def _release(self, keeper: asyncio.Task[None] | None, lease: Lease) -> None:
+        """Give a slot back; one without a keeper was admitted ahead and no run used it, so its
+        minute does not count it."""
         if keeper is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        await self.leases.release(lease)
+        await self.leases.release(lease, unused=keeper is None)
         self.signals.notify(lease.tenant)
 
     async def settled(self, request_id: str) -> None:

@@ -157,3 +157,21 @@ async def test_a_busy_tenant_on_one_replica_is_admitted_in_shared_writes(nats_se
         assert decode_slots((await store.kv.get(slots_key("busy"))).value).leases == [first.lease_id]
     finally:
         await _close(connections, stores)
+
+
+async def test_an_admission_no_run_used_is_not_counted_in_its_minute(nats_server: NatsServer) -> None:
+    connections, stores = await _stores(nats_server.url, 1)
+    [store] = stores
+    while time.time() % 60 > 55:  # the three admissions must fall in one minute
+        await asyncio.sleep(0.5)
+    try:
+        ahead = await store.try_acquire("metered", 10, per_minute=1)
+        assert isinstance(ahead, Lease)
+        await store.release(ahead, unused=True)  # admitted ahead of a run that never came
+        ran = await store.try_acquire("metered", 10, per_minute=1)
+        assert isinstance(ran, Lease), "the unused admission still took the minute's only execution"
+        await store.release(ran)  # a run that ran counts for the rest of its minute
+        refused = await store.try_acquire("metered", 10, per_minute=1)
+        assert isinstance(refused, Full) and refused.retry_in is not None
+    finally:
+        await _close(connections, stores)
