@@ -175,8 +175,11 @@ class Reaper:
                 self.sweep()
                 await asyncio.sleep(SWEEP_SECONDS)  # at most two sweeps a second
                 if not self._seen:  # (a zombie is reaped at its second sighting: then look again now)
+                    # (asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancel that
+                    # lands as a child exits, and the reaper would outlive its loop's shutdown)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._exited.wait(), interval - SWEEP_SECONDS)
+                        async with asyncio.timeout(interval - SWEEP_SECONDS):
+                            await self._exited.wait()
         finally:
             if interval == IDLE_SWEEP_SECONDS and not loop.is_closed():
                 loop.remove_signal_handler(signal.SIGCHLD)
