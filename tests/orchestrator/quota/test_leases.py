@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
@@ -23,23 +24,31 @@ pytestmark = pytest.mark.integration
 LIMIT = 2
 
 
-async def _stores(url: str, count: int) -> tuple[list[Client], list[LeaseStore]]:
-    connections = [await nats.connect(url) for _ in range(count)]
-    stores = []
-    for i, nc in enumerate(connections):
-        buckets = await ensure_topology(nc.jetstream(), NatsSettings(nats_url=url))
-        stores.append(LeaseStore(nc.jetstream(), buckets[names.LEASES_BUCKET], ttl_seconds=10, holder=f"r{i}"))
-    return connections, stores
+Replicas = Callable[[int], Awaitable[list[LeaseStore]]]
 
 
-async def _close(connections: list[Client], stores: list[LeaseStore]) -> None:
+@pytest.fixture
+async def replicas(nats_server: NatsServer) -> AsyncIterator[Replicas]:
+    """``await replicas(n)``: n lease stores on connections of their own (as n replicas), closed after the test."""
+    connections: list[Client] = []
+    stores: list[LeaseStore] = []
+
+    async def open_stores(count: int) -> list[LeaseStore]:
+        for i in range(count):
+            nc = await nats.connect(nats_server.url)
+            connections.append(nc)
+            buckets = await ensure_topology(nc.jetstream(), NatsSettings(nats_url=nats_server.url))
+            stores.append(LeaseStore(nc.jetstream(), buckets[names.LEASES_BUCKET], ttl_seconds=10, holder=f"r{i}"))
+        return stores[-count:]
+
+    yield open_stores
     await asyncio.gather(*(store.aclose() for store in stores))
     for nc in connections:
         await nc.close()
 
 
-async def test_racing_admissions_never_exceed_the_limit(nats_server: NatsServer) -> None:
-    connections, stores = await _stores(nats_server.url, 3)
+async def test_racing_admissions_never_exceed_the_limit(replicas: Replicas) -> None:
+    stores = await replicas(3)
     holding = peak = admitted = refused = 0
     deadline = time.monotonic() + 4
 
@@ -59,17 +68,14 @@ async def test_racing_admissions_never_exceed_the_limit(nats_server: NatsServer)
             holding -= 1  # counted as ended before the release is sent
             await store.release(lease)
 
-    try:
-        await asyncio.gather(*(caller(store) for store in stores for _ in range(8)))
-    finally:
-        await _close(connections, stores)
+    await asyncio.gather(*(caller(store) for store in stores for _ in range(8)))
     print(f"{admitted} admissions, {refused} refusals, peak {peak} holders (limit {LIMIT})")
     assert admitted > 50
     assert peak == LIMIT
 
 
-async def test_racing_admissions_take_exactly_the_minute_limit(nats_server: NatsServer) -> None:
-    connections, stores = await _stores(nats_server.url, 3)
+async def test_racing_admissions_take_exactly_the_minute_limit(replicas: Replicas) -> None:
+    stores = await replicas(3)
     while time.time() % 60 > 55:  # the burst must not straddle two minutes
         await asyncio.sleep(0.5)
 
@@ -79,99 +85,81 @@ async def test_racing_admissions_take_exactly_the_minute_limit(nats_server: Nats
             await store.release(outcome)  # a finished run still counts in its minute
         return outcome
 
-    try:
-        results = await asyncio.gather(*(once(store) for store in stores for _ in range(20)))
-    finally:
-        await _close(connections, stores)
+    results = await asyncio.gather(*(once(store) for store in stores for _ in range(20)))
     assert sum(isinstance(result, Lease) for result in results) == 25
     assert all(result.retry_in is not None and 0 < result.retry_in <= 60
                for result in results if isinstance(result, Full))
 
 
-async def test_a_lease_lost_while_its_run_went_on_counts_again_once_rewritten(nats_server: NatsServer) -> None:
-    connections, stores = await _stores(nats_server.url, 2)
+async def test_a_lease_lost_while_its_run_went_on_counts_again_once_rewritten(replicas: Replicas) -> None:
+    stores = await replicas(2)
     cut_off, other_replica = stores
     cut_off.ttl = 1  # the shortest per-message TTL NATS takes
-    try:
-        stalled = await cut_off.try_acquire("stall", 1)
-        assert isinstance(stalled, Lease)
-        await asyncio.sleep(2.5)  # no rewrite: the lease expires, as when a replica is cut off
-        other = await other_replica.try_acquire("stall", 1)
-        assert isinstance(other, Lease), "an expired lease no longer holds the slot"
-        cut_off.ttl = 10
-        await cut_off.refresh(stalled)  # the cut-off replica is back and its run still goes on
-        assert await other_replica.try_acquire("stall", 1) == Full(), "both running executions count again"
-        await other_replica.release(other)
-        assert await other_replica.try_acquire("stall", 1) == Full(), "the recovered one still holds the slot"
-        await cut_off.release(stalled)
-        assert isinstance(await other_replica.try_acquire("stall", 1), Lease)
-    finally:
-        await _close(connections, stores)
+    stalled = await cut_off.try_acquire("stall", 1)
+    assert isinstance(stalled, Lease)
+    await asyncio.sleep(2.5)  # no rewrite: the lease expires, as when a replica is cut off
+    other = await other_replica.try_acquire("stall", 1)
+    assert isinstance(other, Lease), "an expired lease no longer holds the slot"
+    cut_off.ttl = 10
+    await cut_off.refresh(stalled)  # the cut-off replica is back and its run still goes on
+    assert await other_replica.try_acquire("stall", 1) == Full(), "both running executions count again"
+    await other_replica.release(other)
+    assert await other_replica.try_acquire("stall", 1) == Full(), "the recovered one still holds the slot"
+    await cut_off.release(stalled)
+    assert isinstance(await other_replica.try_acquire("stall", 1), Lease)
 
 
-async def test_a_replica_that_saw_the_tenant_full_asks_again_before_refusing(nats_server: NatsServer) -> None:
-    connections, stores = await _stores(nats_server.url, 2)
+async def test_a_replica_that_saw_the_tenant_full_asks_again_before_refusing(replicas: Replicas) -> None:
+    stores = await replicas(2)
     here, elsewhere = stores
-    try:
-        first = await here.try_acquire("busy", 1)
-        assert isinstance(first, Lease)
-        await elsewhere.release(first)  # the slot is given back where this replica does not see it
-        assert isinstance(await here.try_acquire("busy", 1), Lease), "refused on a list that is no longer there"
-    finally:
-        await _close(connections, stores)
+    first = await here.try_acquire("busy", 1)
+    assert isinstance(first, Lease)
+    await elsewhere.release(first)  # the slot is given back where this replica does not see it
+    assert isinstance(await here.try_acquire("busy", 1), Lease), "refused on a list that is no longer there"
 
 
-async def test_an_admission_on_an_old_view_keeps_what_others_admitted_since(nats_server: NatsServer) -> None:
-    connections, stores = await _stores(nats_server.url, 2)
+async def test_an_admission_on_an_old_view_keeps_what_others_admitted_since(replicas: Replicas) -> None:
+    stores = await replicas(2)
     here, elsewhere = stores
-    try:
-        mine = await here.try_acquire("shared", 3)
-        theirs = await elsewhere.try_acquire("shared", 3)  # this replica's view of the list is now behind
-        again = await here.try_acquire("shared", 3)
-        assert isinstance(mine, Lease) and isinstance(theirs, Lease) and isinstance(again, Lease)
-        entry = await here.kv.get(slots_key("shared"))
-        assert decode_slots(entry.value).leases == [mine.lease_id, theirs.lease_id, again.lease_id]
-        assert await elsewhere.try_acquire("shared", 3) == Full()
-    finally:
-        await _close(connections, stores)
+    mine = await here.try_acquire("shared", 3)
+    theirs = await elsewhere.try_acquire("shared", 3)  # this replica's view of the list is now behind
+    again = await here.try_acquire("shared", 3)
+    assert isinstance(mine, Lease) and isinstance(theirs, Lease) and isinstance(again, Lease)
+    entry = await here.kv.get(slots_key("shared"))
+    assert decode_slots(entry.value).leases == [mine.lease_id, theirs.lease_id, again.lease_id]
+    assert await elsewhere.try_acquire("shared", 3) == Full()
 
 
-async def test_a_busy_tenant_on_one_replica_is_admitted_in_shared_writes(nats_server: NatsServer) -> None:
-    connections, stores = await _stores(nats_server.url, 1)
+async def test_a_busy_tenant_on_one_replica_is_admitted_in_shared_writes(replicas: Replicas) -> None:
+    stores = await replicas(1)
     [store] = stores
-    try:
-        first = await store.try_acquire("busy", 100)
-        assert isinstance(first, Lease)
-        before = (await store.kv.get(slots_key("busy"))).revision or 0
-        leases = await asyncio.gather(*(store.try_acquire("busy", 100) for _ in range(40)))
-        assert all(isinstance(lease, Lease) for lease in leases)
-        entry = await store.kv.get(slots_key("busy"))
-        listed = decode_slots(entry.value).leases
-        assert sorted(listed) == sorted([first.lease_id, *(lease.lease_id for lease in leases
-                                                           if isinstance(lease, Lease))])
-        # each admission makes (at least) its lease key: far fewer bucket writes than one list write each
-        written = (entry.revision or 0) - before
-        print(f"40 concurrent admissions: {written} writes to the bucket")
-        assert written < 2 * 40
-        await asyncio.gather(*(store.release(lease) for lease in leases if isinstance(lease, Lease)))
-        assert decode_slots((await store.kv.get(slots_key("busy"))).value).leases == [first.lease_id]
-    finally:
-        await _close(connections, stores)
+    first = await store.try_acquire("busy", 100)
+    assert isinstance(first, Lease)
+    before = (await store.kv.get(slots_key("busy"))).revision or 0
+    leases = await asyncio.gather(*(store.try_acquire("busy", 100) for _ in range(40)))
+    assert all(isinstance(lease, Lease) for lease in leases)
+    entry = await store.kv.get(slots_key("busy"))
+    listed = decode_slots(entry.value).leases
+    assert sorted(listed) == sorted([first.lease_id, *(lease.lease_id for lease in leases
+                                                       if isinstance(lease, Lease))])
+    # each admission makes (at least) its lease key: far fewer bucket writes than one list write each
+    written = (entry.revision or 0) - before
+    print(f"40 concurrent admissions: {written} writes to the bucket")
+    assert written < 2 * 40
+    await asyncio.gather(*(store.release(lease) for lease in leases if isinstance(lease, Lease)))
+    assert decode_slots((await store.kv.get(slots_key("busy"))).value).leases == [first.lease_id]
 
 
-async def test_an_admission_no_run_used_is_not_counted_in_its_minute(nats_server: NatsServer) -> None:
-    connections, stores = await _stores(nats_server.url, 1)
+async def test_an_admission_no_run_used_is_not_counted_in_its_minute(replicas: Replicas) -> None:
+    stores = await replicas(1)
     [store] = stores
     while time.time() % 60 > 55:  # the three admissions must fall in one minute
         await asyncio.sleep(0.5)
-    try:
-        ahead = await store.try_acquire("metered", 10, per_minute=1)
-        assert isinstance(ahead, Lease)
-        await store.release(ahead, unused=True)  # admitted ahead of a run that never came
-        ran = await store.try_acquire("metered", 10, per_minute=1)
-        assert isinstance(ran, Lease), "the unused admission still took the minute's only execution"
-        await store.release(ran)  # a run that ran counts for the rest of its minute
-        refused = await store.try_acquire("metered", 10, per_minute=1)
-        assert isinstance(refused, Full) and refused.retry_in is not None
-    finally:
-        await _close(connections, stores)
+    ahead = await store.try_acquire("metered", 10, per_minute=1)
+    assert isinstance(ahead, Lease)
+    await store.release(ahead, unused=True)  # admitted ahead of a run that never came
+    ran = await store.try_acquire("metered", 10, per_minute=1)
+    assert isinstance(ran, Lease), "the unused admission still took the minute's only execution"
+    await store.release(ran)  # a run that ran counts for the rest of its minute
+    refused = await store.try_acquire("metered", 10, per_minute=1)
+    assert isinstance(refused, Full) and refused.retry_in is not None
