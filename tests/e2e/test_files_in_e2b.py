@@ -99,6 +99,9 @@ async def test_an_upload_reaches_the_e2b_sandbox_and_its_pngs_come_back(nats_ser
                 assert all("over the 16 files a run may keep" in item for item in run["filesNotKept"])
                 assert not third["truncated"]  # references only: far inside the record's budget
                 assert len(json.dumps(third)) < 64 * 1024
+            # (in a thread: the stand-in answers on this loop, and the shutdown pauses through it)
+            await asyncio.to_thread(orchestrator.terminate)
+            assert standin.pauses == [sandbox.sandbox_id for sandbox in standin.creates], "the shutdown paused it"
         finally:
-            orchestrator.terminate()
+            await asyncio.to_thread(orchestrator.terminate)
             api.terminate()
