@@ -57,6 +57,10 @@ async def _broker_errors() -> AsyncIterator[None]:
 
 
 def _registry(broker: Broker) -> DeviceRegistry:
+    """The registry, or a 503 at once while the broker is away: a request would wait out its
+    timeout, and a write nats-py buffered would land after the 503 was answered."""
+    if not broker.ready:
+        raise BrokerUnavailable("the message broker is unavailable; retry later", headers={"Retry-After": "1"})
     try:
         return DeviceRegistry(broker.bucket(names.DEVICES_BUCKET))
     except NotConnected:
