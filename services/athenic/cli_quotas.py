@@ -24,6 +24,7 @@ from athenic.shared.broker import connect_options
 from athenic.shared.policy import SandboxPolicy, policy_decoder
 from athenic.shared.quotas import PublishReport, QuotaFileError, load_and_publish, load_quotas, read_bucket
 from athenic.shared.settings import NatsSettings, load
+from athenic.shared.timeouts import within
 from athenic.shared.topology import ensure_topology
 
 _COLUMNS = ("tenant", "maxConcurrentExecutions", "maxExecutionsPerMinute", "maxExecutionSeconds",
@@ -43,7 +44,7 @@ async def _connect(settings: NatsSettings, timeout: float = 5.0) -> Client:
 
     options = {**connect_options(settings, "athenic-quotas"), "error_cb": quiet}
     try:  # nats-py retries a first connect for ever: give up after ``timeout``
-        return await asyncio.wait_for(nats.connect(**options), timeout)
+        return await within(nats.connect(**options), timeout)
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         why = f"no server answered within {timeout:.0f} s" if isinstance(exc, TimeoutError) else str(exc)
         raise SystemExit(f"athenic quotas: cannot reach NATS at {settings.nats_url} ({why}); "

@@ -8,6 +8,7 @@ from typing import Any
 
 import nats.errors
 
+from athenic.shared.timeouts import within
 from athenic_operator.state import OperatorState
 
 
@@ -19,4 +20,4 @@ async def cleanup(*, memo: Any) -> None:
         task.cancel()
     await asyncio.gather(*state.background, return_exceptions=True)
     with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError, OSError):
-        await asyncio.wait_for(state.nc.drain(), 5)
+        await within(state.nc.drain(), 5)

@@ -19,6 +19,7 @@ from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import encode
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 WRITE_TIMEOUT_SECONDS = 2.0
@@ -41,7 +42,7 @@ class Following:
 
     async def _write(self) -> None:
         try:
-            await asyncio.wait_for(self.kv.put(self.key, self.value), WRITE_TIMEOUT_SECONDS)
+            await within(self.kv.put(self.key, self.value), WRITE_TIMEOUT_SECONDS)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             # a push may reach a phone while the app is open: noisy, never lost
             log.warning("could not record the open push stream", key=self.key, error=str(exc) or type(exc).__name__)
@@ -57,7 +58,7 @@ class Following:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
-            await asyncio.wait_for(self.kv.delete(self.key), WRITE_TIMEOUT_SECONDS)
+            await within(self.kv.delete(self.key), WRITE_TIMEOUT_SECONDS)
 
 
 async def follow(broker: Broker, client_id: str, user: str | None) -> Following:

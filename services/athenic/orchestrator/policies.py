@@ -22,6 +22,7 @@ from athenic.shared.policy import (
     policy_decoder,
     tenant_of_key,
 )
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -42,7 +43,7 @@ class PolicyCache:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._watch(), name="policy-watch")
-        await asyncio.wait_for(self._loaded.wait(), 10)
+        await within(self._loaded.wait(), 10)
 
     async def _watch(self) -> None:
         await follow(self.kv, self._apply, what="policy", loaded=self._loaded)

@@ -43,6 +43,7 @@ from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
 from athenic.shared.policy import SandboxPolicy
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -204,7 +205,7 @@ class QuotaGate:
             await asyncio.sleep(min(refusal.retry_in + jitter, recheck))
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(released.wait(), recheck + jitter)
+            await within(released.wait(), recheck + jitter)
 
     async def _keep(self, lease: Lease, done: asyncio.Event) -> None:
         """Mark the lease admitted, then rewrite it every third of its TTL until ``done``."""
@@ -216,7 +217,7 @@ class QuotaGate:
                         error=str(exc) or type(exc).__name__)
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), interval)
+                await within(done.wait(), interval)
                 return
             try:
                 await self.leases.refresh(lease)

@@ -25,6 +25,7 @@ from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.conversations import ConversationLog, Waiting
 from athenic.shared.logging import get_logger
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -95,7 +96,7 @@ class TurnOrder:
                     if turn:
                         return True
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiters.wake.wait(), POLL_SECONDS)
+                    await within(waiters.wake.wait(), POLL_SECONDS)
         finally:
             await self._leave(client_id, waiters)
 

@@ -20,6 +20,7 @@ from nats.js.object_store import ObjectStore
 
 from athenic.shared.logging import get_logger
 from athenic.shared.settings import NatsSettings
+from athenic.shared.timeouts import within
 from athenic.shared.topology import TopologyError, ensure_object_stores, ensure_topology
 
 log = get_logger(__name__)
@@ -87,7 +88,7 @@ class Broker:
         self._task = asyncio.create_task(self._connect_forever(), name=f"{self.name}-nats-connect")
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._provisioned.wait(), timeout)
+        await within(self._provisioned.wait(), timeout)
 
     async def _connect_forever(self) -> None:
         delay = 0.1
@@ -145,6 +146,6 @@ class Broker:
             self._task.cancel()
         if self._nc is not None and not self._nc.is_closed:
             try:
-                await asyncio.wait_for(self._nc.drain(), 10)
+                await within(self._nc.drain(), 10)
             except (TimeoutError, nats.errors.Error, OSError):
                 await self._nc.close()

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -22,6 +21,7 @@ from athenic.api.identity import Identity
 from athenic.api.push.frames import CLOSE_NOT_FOUND, CLOSE_RESTARTING, CLOSE_UNAUTHORIZED, Closed, Frame, json_frame
 from athenic.api.push.session import PushSession
 from athenic.api.settings import ApiSettings
+from athenic.shared.timeouts import within
 
 
 def sse_message(frame: Frame) -> ServerSentEventMessage:
@@ -76,7 +76,7 @@ class StreamController(Controller):
                 if wait <= 0:
                     raise Closed(CLOSE_UNAUTHORIZED, "the token has expired; reconnect with a fresh one")
                 try:
-                    frame = await asyncio.wait_for(session.next(), wait)
+                    frame = await within(session.next(), wait)
                 except TimeoutError:
                     if expires_at is None or time.time() < expires_at:
                         yield ServerSentEventMessage(comment="keep-alive")  # proxies drop silent streams

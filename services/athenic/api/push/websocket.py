@@ -34,6 +34,7 @@ from athenic.api.push.session import PushSession, parse_after
 from athenic.api.schemas import ACCEPTED_TEXT
 from athenic.api.settings import ApiSettings
 from athenic.shared.logging import bind_request
+from athenic.shared.timeouts import within
 
 
 class SocketConversation:
@@ -84,7 +85,7 @@ class SocketConversation:
             return await self.authenticator.identify(header, self.address)
         # Browsers cannot set headers on a WebSocket: the token comes in the first frame.
         try:
-            raw = await asyncio.wait_for(self.socket.receive_text(),
+            raw = await within(self.socket.receive_text(),
                                          self.settings.athenic_ws_auth_timeout_seconds)
         except TimeoutError:
             raise Unauthorized('send {"type":"auth","token":"<access token>"} first') from None

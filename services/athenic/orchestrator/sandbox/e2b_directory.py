@@ -32,6 +32,7 @@ from nats.js.kv import KeyValue
 from athenic.shared.kv import follow, write_after
 from athenic.shared.logging import get_logger
 from athenic.shared.quotas import Stored
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -124,7 +125,7 @@ class SandboxDirectory:
 
     async def _listed(self, matches: Callable[[str], bool]) -> list[tuple[str, Stored]]:
         self.start()
-        await asyncio.wait_for(self._loaded.wait(), _LOAD_TIMEOUT_SECONDS)
+        await within(self._loaded.wait(), _LOAD_TIMEOUT_SECONDS)
         return [(key, Stored(revision, value)) for key, (revision, value) in list(self._mirror.items())
                 if matches(key)]
 

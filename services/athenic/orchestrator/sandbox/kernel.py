@@ -40,6 +40,7 @@ from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, Watchdog
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -262,7 +263,7 @@ class Kernel:
             else:
                 # (a kernel whose server is gone exits by itself: its own status says how it ended)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.shield(asyncio.wait_for(self.proc.wait(), _EXIT_SECONDS))
+                    await asyncio.shield(within(self.proc.wait(), _EXIT_SECONDS))
                 self.kill()
                 await self._closed()
             self._run = None
@@ -292,7 +293,7 @@ class Kernel:
 
     async def _closed(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.shield(asyncio.wait_for(self.proc.wait(), 5))
+            await asyncio.shield(within(self.proc.wait(), 5))
         if self.proc.returncode is not None:
             reaping.OWNED.discard(self.proc.pid)
         # bubblewrap's init and the interpreter die with their namespace, a moment after bubblewrap

@@ -38,6 +38,7 @@ from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, KernelHome, KernelOutput, KernelReply, KernelRun, encode
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -184,7 +185,7 @@ class RoutedKernels:
             reply = await self._nc.request(names.kernel_run_subject(host), encode(run),
                                            timeout=spec.timeout_seconds + FORWARD_MARGIN_SECONDS)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), _END_SECONDS)
+                await within(ended.wait(), _END_SECONDS)
         except asyncio.CancelledError:
             with contextlib.suppress(nats.errors.Error):
                 await self._nc.publish(names.kernel_cancel_subject(host), run.run_id.encode())

@@ -29,6 +29,7 @@ from athenic.orchestrator.sandbox.kernel import START_SECONDS, Kernel, KernelFai
 from athenic.orchestrator.sandbox.watchdog import Watchdog
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -154,7 +155,7 @@ class Kernels:
         if self._background:
             refill = self._background[0]
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(refill), START_SECONDS)
+                await within(asyncio.shield(refill), START_SECONDS)
             refill.cancel()
         for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):

@@ -59,6 +59,7 @@ from athenic.orchestrator.sandbox.python_env import MATPLOTLIB_BACKEND, MPLCONFI
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
+from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
 
@@ -338,7 +339,7 @@ class LocalSandbox:
             _kill(proc)
             await kill_leftovers()
             with contextlib.suppress(TimeoutError):
-                await asyncio.shield(asyncio.wait_for(proc.wait(), _REAP_SECONDS))
+                await asyncio.shield(within(proc.wait(), _REAP_SECONDS))
             await _finish(pumps)
         duration_ms = int((time.monotonic() - started) * 1000)
         stderr_text = stderr.text()
