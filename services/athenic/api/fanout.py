@@ -11,7 +11,9 @@ per stream, 1,000 by default, which a consumer per socket or per conversation wo
 A listener reads the current state after it is registered and the subscriptions are in place
 (``listen``), so nothing written in between is missed; what the state already holds is dropped
 by revision. Changes written while the broker connection is down are re-read on reconnect (the
-record's latest revision, for every followed conversation). Progress events are not persisted:
+record's latest revision, for every followed conversation). A feed's updates reach its listeners
+in the order the server sent them, whichever of the two subscriptions each came by
+(``Feed._in_order``). Progress events are not persisted:
 a listener gets those published after it started, never earlier ones.
 """
 
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
@@ -92,6 +96,17 @@ class Listener:
             self.queue.put_nowait(LAGGING)
 
 
+_arrivals = itertools.count()
+
+
+@dataclass
+class NumberedMsg(Msg):
+    """A message numbered in the order this process read it off the broker connection (nats-py
+    builds every message it reads with ``Client.msg_class``, as it parses them)."""
+
+    arrival: int = field(default_factory=lambda: next(_arrivals))
+
+
 class Feed:
     """The listeners of one clientId in this process and its two subscriptions."""
 
@@ -100,9 +115,12 @@ class Feed:
         self.listeners: set[Listener] = set()
         self.started: asyncio.Task[None] | None = None
         self._subscriptions: list[Subscription] = []
+        self._handed = [-1, -1]  # per subscription, the number of the last message it handed over
+        self._held: list[tuple[int, Update | None]] = []  # numbered updates waiting for earlier ones
 
     async def start(self, broker: Broker) -> None:
         nc = broker.nc
+        nc.msg_class = NumberedMsg  # (every message numbered as it is read: ``_in_order``)
         self._subscriptions.append(await nc.subscribe(names.event_subject(self.client_id), cb=self._on_event))
         self._subscriptions.append(await nc.subscribe(names.record_subject(self.client_id), cb=self._on_record))
         await nc.flush()  # the server holds both interests before the listener reads the state
@@ -111,14 +129,42 @@ class Feed:
         for listener in list(self.listeners):
             listener.offer(update)
 
+    def _in_order(self, msg: Msg, update: Update | None) -> None:
+        """Fan ``update`` out in the order the server sent the feed's messages.
+
+        nats-py runs each subscription's callbacks in a task of its own: of messages read in one
+        go, one subscription's are all handled before the other's (a delta would reach the
+        client after the record it belongs in). Each message is numbered as it is read
+        (``NumberedMsg``); one is held until the other subscription, if it still has messages
+        queued, has handed over every message numbered lower (a queue is in order, so those
+        queued come after the last it handed over)."""
+        arrival = getattr(msg, "arrival", None)
+        if arrival is None:  # (not numbered: in the order handled)
+            if update is not None:
+                self.fan_out(update)
+            return
+        for index, subscription in enumerate(self._subscriptions):
+            if subscription.subject == msg.subject:
+                self._handed[index] = arrival
+        heapq.heappush(self._held, (arrival, update))
+        while self._held:
+            first = self._held[0][0]
+            if any(subscription.pending_msgs and self._handed[index] < first
+                   for index, subscription in enumerate(self._subscriptions)):
+                return  # an earlier message is still queued: its handover releases this one
+            held = heapq.heappop(self._held)[1]
+            if held is not None:
+                self.fan_out(held)
+
     async def _on_event(self, msg: Msg) -> None:
         EVENTS_RECEIVED.inc()
         try:
             event = progress_event_decoder.decode(msg.data)
         except msgspec.DecodeError:
             log.warning("undecodable progress event dropped", client_id=self.client_id)
+            self._in_order(msg, None)
             return
-        self.fan_out(Progress(event.type, msg.data))
+        self._in_order(msg, Progress(event.type, msg.data))
 
     async def _on_record(self, msg: Msg) -> None:
         RECORDS_RECEIVED.inc()
@@ -126,20 +172,28 @@ class Feed:
         sequence = headers.get(names.HDR_SEQUENCE, "")
         if not sequence.isdigit():
             log.error("record change without its revision", client_id=self.client_id)
+            self._in_order(msg, None)
             return
-        self.record_changed(int(sequence), msg.data, headers.get(KV_OP))
+        self._in_order(msg, self._record_update(int(sequence), msg.data, headers.get(KV_OP)))
 
     def record_changed(self, revision: int, data: bytes | None, operation: str | None = None) -> None:
+        """A change read outside the subscriptions (a re-read after a reconnect)."""
+        update = self._record_update(revision, data, operation)
+        if update is not None:
+            self.fan_out(update)
+
+    def _record_update(self, revision: int, data: bytes | None, operation: str | None) -> RecordChanged | None:
         record: ResponseRecord | None = None
         if data and operation not in (KV_DEL, KV_PURGE):
             try:
                 record = response_record_decoder.decode(data)
             except msgspec.DecodeError:
                 log.error("undecodable response record", client_id=self.client_id, revision=revision)
-                return
-        self.fan_out(RecordChanged(record, revision))
+                return None
+        return RecordChanged(record, revision)
 
     async def stop(self) -> None:
+        self._held.clear()
         subscriptions, self._subscriptions = self._subscriptions, []
         with contextlib.suppress(nats.errors.Error, OSError):
             for subscription in subscriptions:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from athenic.shared import names
+from athenic.shared.messages import ResponseRecord, encode, iso_timestamp
 from tests.api.push.timing import PING_SECONDS
 from tests.support.nats import NatsServer
 from tests.support.push_client import Records, close_code, nothing_within, open_socket, recv, recv_type, ws_url
@@ -317,3 +318,32 @@ async def test_the_record_budgets_note_reaches_the_client_as_a_delta(
     assert "part of it was left out" in message  # the budget cut the run's stdout and said so
     deltas = [f["text"] for f in frames if f["type"] == "delta" and f["requestId"] == request_id]
     assert "".join(deltas) == message
+
+
+async def test_updates_reach_the_socket_in_the_order_the_broker_sent_them(api: Api, system_nats: NatsServer) -> None:
+    # Progress events and record changes come on two subjects (two subscriptions): interleaved and
+    # sent in one write, as a loaded orchestrator's flush does, they must not be regrouped by kind
+    # (a delta after the record it belongs in, a final status before the record it follows).
+    client_id = new_id()
+    async with Records(system_nats.url) as records:
+        first = await records.put(client_id, "processing")
+        async with open_socket(api.url, client_id) as ws:
+            assert (await recv_type(ws, "response"))["revision"] == first
+            assert records.nc is not None
+            expected: list[tuple[str, object]] = []
+            for step in range(1, 7):
+                status = "completed" if step == 6 else "processing"
+                record = ResponseRecord(last_message="m", last_response=None, requires_e2b=False, status=status,
+                                        request_id="req-1", seq=1, updated_at=iso_timestamp())
+                event = {"type": "stdout", "clientId": client_id, "requestId": "req-1",
+                         "timestamp": iso_timestamp(), "data": f"line {step}"}
+                await records.nc.publish(names.event_subject(client_id), json.dumps(event).encode())
+                await records.nc.publish(names.record_subject(client_id), encode(record),
+                                         headers={names.HDR_SEQUENCE: str(first + step)})
+                expected += [("stdout", f"line {step}"), ("response", first + step)]
+            await records.nc.flush()  # (one write: the api reads them in one go)
+            got: list[tuple[str, object]] = []
+            while len(got) < len(expected):
+                frame = await recv(ws)
+                got.append((frame["type"], frame["data"] if frame["type"] == "stdout" else frame["revision"]))
+    assert got == expected
