@@ -97,6 +97,7 @@ class Listener:
 
 
 _arrivals = itertools.count()
+_EVENTS, _RECORDS = 0, 1  # a feed's subscriptions, in the order ``Feed.start`` makes them
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Feed:
         for listener in list(self.listeners):
             listener.offer(update)
 
-    def _in_order(self, msg: Msg, update: Update | None) -> None:
+    def _in_order(self, via: int, msg: Msg, update: Update | None) -> None:
         """Fan ``update`` out in the order the server sent the feed's messages.
 
         nats-py runs each subscription's callbacks in a task of its own: of messages read in one
@@ -137,15 +138,13 @@ class Feed:
         client after the record it belongs in). Each message is numbered as it is read
         (``NumberedMsg``); one is held until the other subscription, if it still has messages
         queued, has handed over every message numbered lower (a queue is in order, so those
-        queued come after the last it handed over)."""
+        queued come after the last it handed over). ``via``: the index of the subscription."""
         arrival = getattr(msg, "arrival", None)
         if arrival is None:  # (not numbered: in the order handled)
             if update is not None:
                 self.fan_out(update)
             return
-        for index, subscription in enumerate(self._subscriptions):
-            if subscription.subject == msg.subject:
-                self._handed[index] = arrival
+        self._handed[via] = arrival
         heapq.heappush(self._held, (arrival, update))
         while self._held:
             first = self._held[0][0]
@@ -162,9 +161,9 @@ class Feed:
             event = progress_event_decoder.decode(msg.data)
         except msgspec.DecodeError:
             log.warning("undecodable progress event dropped", client_id=self.client_id)
-            self._in_order(msg, None)
+            self._in_order(_EVENTS, msg, None)
             return
-        self._in_order(msg, Progress(event.type, msg.data))
+        self._in_order(_EVENTS, msg, Progress(event.type, msg.data))
 
     async def _on_record(self, msg: Msg) -> None:
         RECORDS_RECEIVED.inc()
@@ -172,9 +171,9 @@ class Feed:
         sequence = headers.get(names.HDR_SEQUENCE, "")
         if not sequence.isdigit():
             log.error("record change without its revision", client_id=self.client_id)
-            self._in_order(msg, None)
+            self._in_order(_RECORDS, msg, None)
             return
-        self._in_order(msg, self._record_update(int(sequence), msg.data, headers.get(KV_OP)))
+        self._in_order(_RECORDS, msg, self._record_update(int(sequence), msg.data, headers.get(KV_OP)))
 
     def record_changed(self, revision: int, data: bytes | None, operation: str | None = None) -> None:
         """A change read outside the subscriptions (a re-read after a reconnect)."""
