@@ -3,8 +3,10 @@
 The kernel is the kernel server (sandbox_python/athenic_kernel.py) running under the same
 bubblewrap + seccomp confinement as a one-shot run: its own namespaces, uid ``nobody``, a
 private ``/tmp`` that is its working directory for its whole life. Its stdout and stderr are
-pipes read as they fill; requests go to its stdin; the end of each run comes back as a frame
-on a control pipe; figures on the figure pipe (figures.py), as a one-shot run sends them.
+pipes read as they fill during a run (between runs they wait in their pipes); requests go to
+its stdin; the end of each run comes back as a frame on a control pipe; figures on the figure
+pipe (figures.py), as a one-shot run sends them. The code can write to every one of them: the
+control pipe carries only the one frame the server owes, anything else kills the kernel.
 
 A kernel starts with roomy limits (a pooled kernel belongs to no tenant yet); every run
 applies the tenant's limits to the running interpreter from the host first (``apply_limits``:
@@ -36,7 +38,12 @@ from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.figures import FigureCollector
 from athenic.orchestrator.sandbox.files import KernelFiles
 from athenic.orchestrator.sandbox.isolation import Limits
-from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
+from athenic.orchestrator.sandbox.output import (
+    OVERFLOW_REST_SECONDS,
+    CappedOutput,
+    OutputForwarder,
+    OverflowPace,
+)
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, Watchdog
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
@@ -52,6 +59,10 @@ START_SECONDS = 30.0
 # the control frames are small; a bigger one is the code writing garbage to that pipe
 _MAX_FRAME = 64 * 1024
 _CHUNK = 64 * 1024
+# a pipe is read at most this many chunks per turn of the loop, and at a run's end (2 MiB: more
+# than a pipe holds, its maximum size being 1 MiB)
+_BATCH_CHUNKS = 16
+_DRAIN_CHUNKS = 32
 _EXIT_SECONDS = 1.0
 _KILL_CHILDREN_SECONDS = 2.0
 # bubblewrap, its namespace's init and the interpreter: what the kernel itself adds to a run's processes
@@ -74,35 +85,78 @@ class LimitsRefused(Exception):
 
 @dataclass
 class _Pipe:
-    """A non-blocking pipe the event loop reads into ``sink``."""
+    """A non-blocking pipe the event loop reads into ``sink``: never for long at a time (a writer
+    as fast as the reader would hold the loop), and past the output limit at a bounded pace
+    (``overflowing``; output.OverflowPace). A paused pipe is not read: its writer blocks once
+    the pipe is full."""
 
     fd: int
     sink: Callable[[bytes], None]
+    overflowing: Callable[[], bool] = lambda: False
     eof: asyncio.Event = field(default_factory=asyncio.Event)
+    pace: OverflowPace = field(default_factory=OverflowPace)
+    _reading: bool = False
+    _resting: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         os.set_blocking(self.fd, False)
-        asyncio.get_running_loop().add_reader(self.fd, self.drain)
+        self.resume()
 
-    def drain(self) -> None:
-        """Everything that is in the pipe now (called by the loop, and at a run's end)."""
-        while self.fd >= 0:
-            try:
-                chunk = os.read(self.fd, _CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.close()
-                self.sink(b"")  # the end of the pipe
-                return
-            self.sink(chunk)
+    def resume(self) -> None:
+        self._stop_resting()
+        if self.fd >= 0 and not self._reading:
+            asyncio.get_running_loop().add_reader(self.fd, self._readable)
+            self._reading = True
 
-    def close(self) -> None:
-        if self.fd >= 0:
+    def pause(self) -> None:
+        self._stop_resting()
+        if self._reading:
+            self._reading = False
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self.fd)
+
+    def _stop_resting(self) -> None:
+        if self._resting is not None:
+            self._resting.cancel()
+            self._resting = None
+
+    def _readable(self) -> None:
+        for _ in range(_BATCH_CHUNKS):
+            size = self._read_one()
+            if not size:
+                return
+            if self.pace.due(size, overflowing=self.overflowing()):
+                self.pause()
+                self._resting = asyncio.get_running_loop().call_later(OVERFLOW_REST_SECONDS, self.resume)
+                return
+
+    def drain(self) -> None:
+        """What is in the pipe now (at a run's end, and before the pipe closes): more than a pipe
+        holds, and never without end while a thread of the code keeps writing."""
+        for _ in range(_DRAIN_CHUNKS):
+            if not self._read_one():
+                return
+
+    def _read_one(self) -> int:
+        """One chunk into the sink; its size (0: nothing there, or the pipe ended)."""
+        if self.fd < 0:
+            return 0
+        try:
+            chunk = os.read(self.fd, _CHUNK)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            self.sink(b"")  # the end of the pipe
+            return 0
+        self.sink(chunk)
+        return len(chunk)
+
+    def close(self) -> None:
+        self.pause()
+        if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
         self.eof.set()
@@ -146,18 +200,35 @@ class Kernel:
         self._stdin = stdin_fd
         self._frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._control_buffer = b""
+        # the one frame the server owes: "ready" once, then the end of the run sent (its number);
+        # any other frame is the code writing to the control pipe, and the kernel goes
+        self._awaiting: str | int | None = "ready"
         self._run: _Run | None = None
         self._killed = False
-        # between runs nobody listens: a background thread's output and figures are read and dropped
+        self._garbage: str | None = None  # what the kernel sent that no kernel server does
+        # (what comes while the kernel starts, before any run: read and dropped)
         self._idle_figures = FigureCollector(max_images=0, max_bytes=0)
         self._pipes = [
-            _Pipe(stdout_fd, lambda chunk: self._output("stdout", chunk)),
-            _Pipe(stderr_fd, lambda chunk: self._output("stderr", chunk)),
+            _Pipe(stdout_fd, lambda chunk: self._output("stdout", chunk),
+                  overflowing=lambda: self._run is not None and self._run.stdout.truncated),
+            _Pipe(stderr_fd, lambda chunk: self._output("stderr", chunk),
+                  overflowing=lambda: self._run is not None and self._run.stderr.truncated),
             _Pipe(control_fd, self._control),
-            _Pipe(figures_fd, lambda chunk: (self._run.figures if self._run else self._idle_figures).feed(chunk)),
+            _Pipe(figures_fd, lambda chunk: (self._run.figures if self._run else self._idle_figures).feed(chunk),
+                  overflowing=lambda: self._run is not None and self._run.figures.dropped > 0),
         ]
         for pipe in self._pipes:
             pipe.start()
+
+    def _listen(self, listening: bool) -> None:
+        """Read the code's output and figures (during a run), or leave them in their pipes (between
+        runs: a background thread that writes then waits, and what it wrote opens the next run's
+        output, as in a notebook; it costs this process nothing meanwhile)."""
+        for pipe in (self._pipes[0], self._pipes[1], self._pipes[3]):
+            if listening:
+                pipe.resume()
+            else:
+                pipe.pause()
 
     @property
     def alive(self) -> bool:
@@ -181,6 +252,7 @@ class Kernel:
         if self.python_pid:
             self._init_pid = reaping.processes().get(self.python_pid, reaping.ProcInfo(0, 0, "")).ppid
             self._resident = self._own_view()
+            self._listen(False)
             return
         self.kill()
         raise KernelFailed("the kernel's interpreter is not among its processes")
@@ -223,6 +295,12 @@ class Kernel:
                                   processes=limits.processes + OVERHEAD_PROCESSES,
                                   cpu_seconds=self.cpu_used() + limits.cpu_seconds)
 
+    def _must_rise(self, rlimits: list[tuple[int, int, int]]) -> bool:
+        """Whether a run's hard limit is above the interpreter's, as /proc shows it: the kernel
+        server refuses a run only then (athenic_kernel._limit), so a refusal without it is forged."""
+        hard = _hard_limits(self.python_pid)
+        return any(which != resource.RLIMIT_CPU and value > hard.get(which, -1) for which, _soft, value in rlimits)
+
     def limits_hold(self, rlimits: list[tuple[int, int, int]]) -> bool:
         """Whether the interpreter's hard limits are (at most) the run's: the server could have
         been tampered with by an earlier run of its conversation."""
@@ -231,7 +309,10 @@ class Kernel:
                    for which, _soft, value in rlimits)
 
     async def run(self, spec: RunSpec, limits: Limits, watchdog: Watchdog,
-                  on_output: OutputSink | None) -> Execution:
+                  on_output: OutputSink | None, *, may_refuse: bool = True) -> Execution:
+        """Run the code; ``LimitsRefused`` when the kernel cannot take the run's limits (a hard
+        limit would have to rise), unless ``may_refuse`` is False (a fresh kernel, tried after a
+        refusal: it refuses only when the code lowered them, and the run fails)."""
         self.runs += 1
         run = _Run(self.runs, CappedOutput(self._output_limit), CappedOutput(self._output_limit),
                    FigureCollector(max_images=self._max_images, max_bytes=self._image_bytes),
@@ -241,12 +322,20 @@ class Kernel:
             await self.files.stage(spec.workspace)
         rlimits, budget = self.apply_limits(limits)
         self._run = run
+        self._listen(True)
         breach = watchdog.watch(self.proc.pid, budget)
         forwarding = asyncio.create_task(self._forward(run))
         try:
             frame, timed_out, stopped = await self._await_end(run, spec, rlimits, breach)
             if frame is not None and "refused" in frame:
-                raise LimitsRefused(str(frame["refused"]))
+                if may_refuse and self._must_rise(rlimits):
+                    raise LimitsRefused(str(frame["refused"]))
+                # a refusal of limits the kernel can take (or a second one, from a fresh kernel,
+                # which runs no code before its limits are set): the code wrote it
+                log.warning("kernel killed: it refused limits it can take")
+                self.kill()
+                frame, stopped = None, ExecutionError(
+                    name="KernelTampered", value="the code wrote the kernel's answer (a refusal of the run's limits)")
             if frame is not None and not self.limits_hold(rlimits):
                 log.warning("kernel killed: its limits are not the run's")
                 self.kill()
@@ -259,6 +348,7 @@ class Kernel:
             if self.alive:
                 for pipe in self._pipes:
                     pipe.drain()
+                self._listen(False)
                 self._kill_children()
             else:
                 # (a kernel whose server is gone exits by itself: its own status says how it ended)
@@ -312,6 +402,7 @@ class Kernel:
     async def _await_end(self, run: _Run, spec: RunSpec, rlimits: list[tuple[int, int, int]],
                          breach: asyncio.Future[ExecutionError]) -> _Ending:
         """The run's end frame (None: the kernel is gone), whether it timed out, a budget it broke."""
+        self._awaiting = run.number
         self._send({"id": run.number, "code": spec.code, "limits": rlimits})
         ended = asyncio.ensure_future(self._end_frame(run.number))
         watched: list[asyncio.Future[Any]] = [ended, breach]
@@ -384,6 +475,8 @@ class Kernel:
         if not chunk:
             self._frames.put_nowait(None)
             return
+        if self._killed:  # (what a killed kernel still writes is dropped)
+            return
         self._control_buffer += chunk
         while len(self._control_buffer) >= 4:
             (length,) = struct.unpack(">I", self._control_buffer[:4])
@@ -400,10 +493,25 @@ class Kernel:
             if not isinstance(frame, dict):
                 self._broken("a control frame that is not a JSON object")
                 return
+            if not self._owed(frame):
+                self._broken("a control frame the server did not owe")
+                return
+            self._awaiting = None
             self._frames.put_nowait(frame)
+
+    def _tampered(self) -> ExecutionError:
+        return ExecutionError(name="KernelTampered",
+                              value=f"the kernel sent {self._garbage}: the code wrote to its control pipe")
+
+    def _owed(self, frame: dict[str, Any]) -> bool:
+        if self._awaiting == "ready":
+            return frame.get("ready") is True
+        number = frame.get("id")
+        return type(number) is int and number == self._awaiting
 
     def _broken(self, why: str) -> None:
         log.warning("kernel killed: it sent garbage", reason=why)
+        self._garbage = why
         self._control_buffer = b""
         self.kill()
         self._frames.put_nowait(None)
@@ -446,7 +554,9 @@ class Kernel:
         if frame is None:
             status = _status(self.proc.returncode)
             notice = STATE_LOST
-            if error is None and timed_out:
+            if error is None and self._garbage is not None:
+                error = self._tampered()
+            elif error is None and timed_out:
                 error = tracebacks.timeout_error(spec.timeout_seconds)
             elif error is None:
                 error = _death(status, limits)
@@ -456,6 +566,8 @@ class Kernel:
                 error = tracebacks.timeout_error(spec.timeout_seconds)
             if not self.alive:
                 notice = STATE_LOST
+            if self._garbage is not None:  # (found by the drain at the end: the frame may be the code's)
+                error, status = self._tampered(), 1
         return Execution(
             language=spec.language, code=spec.code, stdout=run.stdout.text(), stderr=run.stderr.text(),
             error=error, exit_code=status, duration_ms=duration_ms, timed_out=timed_out,

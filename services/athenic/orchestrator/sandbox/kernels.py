@@ -137,7 +137,7 @@ class Kernels:
                     why = "was replaced to take the tenant's new, roomier limits"
                     await self._ensure_kernel(entry, key)
                     assert entry.kernel is not None
-                    execution = await entry.kernel.run(spec, limits, self._watchdog, on_output)
+                    execution = await entry.kernel.run(spec, limits, self._watchdog, on_output, may_refuse=False)
             finally:
                 entry.used_at = time.monotonic()
                 self._settle(entry, key)

@@ -54,7 +54,7 @@ from athenic.orchestrator.sandbox.kernel import (
 )
 from athenic.orchestrator.sandbox.kernels import Kernels, KernelSettings
 from athenic.orchestrator.sandbox.languages import Language, available
-from athenic.orchestrator.sandbox.output import CappedOutput, OutputForwarder
+from athenic.orchestrator.sandbox.output import OVERFLOW_REST_SECONDS, CappedOutput, OutputForwarder, OverflowPace
 from athenic.orchestrator.sandbox.python_env import MATPLOTLIB_BACKEND, MPLCONFIGDIR, SANDBOX_PATH, find_python_env
 from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget
 from athenic.shared.logging import get_logger
@@ -116,8 +116,11 @@ class _FigurePipe:
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self._read_fd, "rb", buffering=0))
 
     async def pump(self) -> None:
+        pace = OverflowPace()
         while chunk := await self._reader.read(_CHUNK):
             self.collector.feed(chunk)
+            if pace.due(len(chunk), overflowing=self.collector.dropped > 0):
+                await asyncio.sleep(OVERFLOW_REST_SECONDS)
         self.collector.finish()
 
     def close(self) -> None:
@@ -597,8 +600,11 @@ def _set_not_dumpable() -> None:
 
 
 async def _pump(reader: asyncio.StreamReader, capture: CappedOutput, stream: Stream, forward: OutputForwarder) -> None:
+    pace = OverflowPace()
     while chunk := await reader.read(_CHUNK):
         await forward(stream, capture.feed(chunk))
+        if pace.due(len(chunk), overflowing=capture.truncated):
+            await asyncio.sleep(OVERFLOW_REST_SECONDS)
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -101,6 +101,30 @@ def head_and_tail(text: str, limit: int) -> tuple[str, int]:
     return capture.text(), capture.omitted
 
 
+# Past its cap a stream is read at most OVERFLOW_READ_BYTES per OVERFLOW_REST_SECONDS (~25 MiB/s):
+# what follows only feeds the rolling tail, and the code's writes wait meanwhile, so a run that
+# floods its output costs the orchestrator a small, bounded share of a CPU (read at full speed,
+# about two thirds of one), and the other conversations it serves do not wait behind it.
+OVERFLOW_READ_BYTES = 256 * 1024
+OVERFLOW_REST_SECONDS = 0.01
+
+
+class OverflowPace:
+    """When a stream past its cap is due a rest (``due``, told each chunk read)."""
+
+    def __init__(self) -> None:
+        self._since_rest = 0
+
+    def due(self, size: int, *, overflowing: bool) -> bool:
+        if not overflowing:
+            return False
+        self._since_rest += size
+        if self._since_rest < OVERFLOW_READ_BYTES:
+            return False
+        self._since_rest = 0
+        return True
+
+
 class OutputForwarder:
     """Hands chunks to the sink; a failing sink stops the progress stream, never the run."""
 

@@ -1,0 +1,144 @@
+"""What the code writes to the pipes of its sandbox costs it, not the orchestrator.
+
+The code shares its interpreter with the kernel server, so it can write to the server's control
+pipe: a frame the server did not owe (a second end, one for another run, one between runs) or a
+forged refusal of the run's limits stops the kernel at once, and the answer says so. Before, a
+thread writing frames between runs held the orchestrator's CPU and grew its memory without end,
+and a forged refusal was an unexpected failure, retried delivery after delivery. A thread that
+writes output between runs waits (its output opens the next run's); output past the limit is read
+at a bounded pace, one-shot or kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import time
+
+import pytest
+
+from athenic.orchestrator.sandbox.base import RunSpec
+from athenic.orchestrator.sandbox.kernels import KernelSettings
+from tests.orchestrator.sandbox.backends import kernel_backend
+from tests.orchestrator.sandbox.test_kernels import ok, spec, wait_for
+
+pytestmark = pytest.mark.integration
+
+# the code's way to the control pipe: every pipe it may write to but its own stdout and stderr
+WRITE_FRAME = """
+import json, os, struct
+def write_frame(frame, times=1):
+    data = json.dumps(frame).encode()
+    data = struct.pack(">I", len(data)) + data
+    for fd in range(3, 256):
+        try:
+            if "pipe" in os.readlink(f"/proc/self/fd/{fd}"):
+                for _ in range(times):
+                    os.write(fd, data)
+        except OSError:
+            pass
+"""
+THIS_RUN = "import sys\nrun_number = int(sys._getframe().f_code.co_filename.strip('<>').split()[1])\n"
+
+
+def host_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def test_a_forged_refusal_of_the_limits_fails_the_run_once_and_replaces_the_kernel() -> None:
+    async with kernel_backend("kernel-live") as backend:
+        ok(await backend.run(spec("x = 1")))
+        # (before, the kernel was replaced as if the tenant's limits had grown, the code ran
+        # again in the fresh one, refused again, and that was an unexpected failure to retry)
+        forged = await backend.run(spec(WRITE_FRAME + THIS_RUN
+                                        + "write_frame({'id': run_number, 'refused': 'forged'})"))
+        assert forged.error is not None and forged.error.name == "KernelTampered", forged.error
+        assert forged.notice is not None and "fresh one" in forged.notice
+        after = await backend.run(spec("print('x' in globals())"))
+        assert after.stdout == "False\n" and after.error is None
+        assert after.notice is not None and "stopped during the previous run" in after.notice
+
+
+@pytest.mark.parametrize("frame", [
+    "{'id': run_number + 1, 'error': None}",  # another run's end
+    "{'ready': True}",  # the server's start
+])
+async def test_a_frame_the_server_did_not_owe_stops_the_kernel(frame: str) -> None:
+    async with kernel_backend("kernel-live") as backend:
+        execution = await backend.run(spec(WRITE_FRAME + THIS_RUN + f"write_frame({frame})\nimport time\n"
+                                           "time.sleep(5)"))
+        assert execution.error is not None and execution.error.name == "KernelTampered", execution.error
+        assert execution.notice is not None
+        after = await backend.run(spec("print(1)"))
+        assert after.stdout == "1\n" and after.notice is not None
+
+
+async def test_a_forged_end_of_the_run_is_the_last_thing_its_kernel_says() -> None:
+    """The code may end its own run early (it only fools its own conversation), but the server's
+    real end comes after it, unowed: the kernel goes, and no later run of the conversation is
+    answered by code still running in it."""
+    async with kernel_backend("kernel-live") as backend:
+        assert backend.kernels is not None
+        kernels = backend.kernels
+        await backend.run(spec(WRITE_FRAME + THIS_RUN + "write_frame({'id': run_number, 'error': None})\n"
+                               "import time\ntime.sleep(0.5)\nprint('after the forged end')"))
+        await wait_for(lambda: not any(kernel.alive for kernel in kernels.live()),
+                       "the kernel outlived its unowed frame")
+        after = await backend.run(spec("print(1)"))
+        assert after.stdout == "1\n" and after.notice is not None
+
+
+async def test_a_thread_writing_frames_between_runs_loses_its_kernel_at_once() -> None:
+    async with kernel_backend("kernel-cold", settings=KernelSettings(pool_size=0)) as backend:
+        assert backend.kernels is not None
+        kernels = backend.kernels
+        code = WRITE_FRAME + (
+            "import threading, time\n"
+            "def flood():\n    time.sleep(0.5)\n    while True:\n        write_frame({'id': 10**6}, times=1000)\n"
+            "threading.Thread(target=flood, daemon=True).start()")
+        started = host_cpu()
+        ok(await backend.run(spec(code)))
+        await wait_for(lambda: not any(kernel.alive for kernel in kernels.live()),
+                       "the kernel writing frames between runs was not stopped")
+        # (it went at the first frame: writing them as fast as it could, for 5 s, took ~5 s of our CPU)
+        assert host_cpu() - started < 2.0
+        after = await backend.run(spec("print(1)"))
+        assert after.stdout == "1\n" and after.notice is not None
+
+
+async def test_a_thread_writing_output_between_runs_waits_for_the_next_run() -> None:
+    async with kernel_backend("kernel-live") as backend:
+        ok(await backend.run(spec(
+            "import sys, threading\nlines, stop = 0, threading.Event()\n"
+            "def chatter():\n    global lines\n    while not stop.is_set():\n"
+            "        sys.stdout.write(f'line {lines} ' + 'x' * 1000 + '\\n')\n        lines += 1\n"
+            "chatter_thread = threading.Thread(target=chatter, daemon=True)\nchatter_thread.start()")))
+        # between runs nobody reads its pipe: the thread blocks once the pipe is full (64 KiB),
+        # where it used to be read (and dropped) as fast as it could write: a few 100,000 lines
+        await asyncio.sleep(0.5)
+        after = await backend.run(spec("seen = lines\nstop.set()\nchatter_thread.join()\nprint('seen', seen)"))
+        assert after.error is None, after.error
+        assert after.stdout.startswith("line "), after.stdout[:200]  # its output opens the run's
+        seen = int(after.stdout.rsplit("seen ", 1)[1].split()[0])
+        assert seen < 20_000, seen
+
+
+@pytest.mark.parametrize(("mode", "language", "code"), [
+    ("one-shot", "python", "import sys, time\nend = time.time() + 2\nb = 'x' * 65536\n"
+                           "while time.time() < end:\n    sys.stdout.write(b)\nprint('the end')"),
+    ("one-shot", "bash", "end=$((SECONDS+2)); while [ $SECONDS -lt $end ]; do head -c 10000000 /dev/zero; done; "
+                         "echo the end"),
+    ("kernel-live", "python", "import sys, time\nend = time.time() + 2\nb = 'x' * 65536\n"
+                              "while time.time() < end:\n    sys.stdout.write(b)\nprint('the end')"),
+])
+async def test_output_past_the_limit_is_read_at_a_bounded_pace(mode: str, language: str, code: str) -> None:
+    """A run flooding its output costs the orchestrator a small share of a CPU (read as fast as
+    it came, about two thirds of one); the answer keeps the head and the tail, as before."""
+    async with kernel_backend(mode) as backend:
+        started, cpu = time.monotonic(), host_cpu()
+        execution = await backend.run(RunSpec(client_id="c", language=language, code=code, timeout_seconds=30))
+        share = (host_cpu() - cpu) / (time.monotonic() - started)
+        assert execution.error is None, execution.error
+        assert execution.truncated and execution.stdout.rstrip().endswith("the end")
+        assert share < 0.3, f"reading the flood took {share:.0%} of a CPU"
