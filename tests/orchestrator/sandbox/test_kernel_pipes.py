@@ -142,3 +142,19 @@ async def test_output_past_the_limit_is_read_at_a_bounded_pace(mode: str, langua
         assert execution.error is None, execution.error
         assert execution.truncated and execution.stdout.rstrip().endswith("the end")
         assert share < 0.3, f"reading the flood took {share:.0%} of a CPU"
+
+
+@pytest.mark.parametrize("mode", ["one-shot", "kernel-live"])
+async def test_a_flood_of_empty_figures_is_read_at_a_bounded_pace(mode: str) -> None:
+    """Four-byte frames on the figure pipe cost a parse each: past 1,000 dropped, the rest is
+    thrown away unparsed (parsing 2 s of them took ~90 % of a CPU)."""
+    code = ("import os, time\nfd = int(os.environ['ATHENIC_FIGURES_FD'])\nend = time.time() + 2\n"
+            "while time.time() < end:\n    os.write(fd, bytes(65536))\nprint('the end')")
+    async with kernel_backend(mode) as backend:
+        started, cpu = time.monotonic(), host_cpu()
+        execution = await backend.run(spec(code, timeout=30))
+        share = (host_cpu() - cpu) / (time.monotonic() - started)
+        assert execution.error is None, execution.error
+        assert execution.stdout == "the end\n" and execution.results == []
+        assert execution.results_dropped == 1000
+        assert share < 0.3, f"reading the flood took {share:.0%} of a CPU"

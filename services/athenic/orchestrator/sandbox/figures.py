@@ -6,7 +6,9 @@ other end is untrusted code, which can write anything to that pipe: nothing here
 At most ``max_images`` images and ``max_bytes`` bytes of them are kept (memory stays bounded
 whatever arrives; the rest is read and thrown away, so the writer never blocks on a full
 pipe), and an image is kept only when it starts like a PNG (signature, then an IHDR chunk).
-Everything else counts as a dropped image, which the execution reports.
+Everything else counts as a dropped image, which the execution reports. Past ``MAX_DROPPED``
+dropped frames the rest of the stream is thrown away unparsed: a flood of empty frames (four
+bytes each) would otherwise cost a turn of this loop per four bytes, a CPU of the orchestrator.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HEADER = 4
 # signature, IHDR length and type, width, height
 _PNG_HEAD = len(PNG_SIGNATURE) + 8 + 8
+# more figures than any plot loop shows: past them, the stream is not parsed any more
+MAX_DROPPED = 1000
 
 
 class FigureCollector:
@@ -33,7 +37,7 @@ class FigureCollector:
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
-        while view:
+        while view and self.dropped < MAX_DROPPED:
             if self._remaining == 0:
                 need = _HEADER - len(self._header)
                 self._header += bytes(view[:need])
@@ -52,7 +56,7 @@ class FigureCollector:
 
     def finish(self) -> None:
         """The pipe is closed: a frame cut short is a dropped image (counted once)."""
-        if self._header or (self._remaining and self._frame is not None):
+        if self.dropped < MAX_DROPPED and (self._header or (self._remaining and self._frame is not None)):
             self.dropped += 1
         self._header, self._remaining, self._frame = b"", 0, None
 
