@@ -1,4 +1,4 @@
-"""What the code writes to the pipes of its sandbox costs it, not the orchestrator.
+"""What the code writes to the pipes of its sandbox, and to ``files/out``, costs it, not the orchestrator.
 
 The code shares its interpreter with the kernel server, so it can write to the server's control
 pipe: a frame the server did not owe (a second end, one for another run, one between runs) or a
@@ -6,7 +6,8 @@ forged refusal of the run's limits stops the kernel at once, and the answer says
 thread writing frames between runs held the orchestrator's CPU and grew its memory without end,
 and a forged refusal was an unexpected failure, retried delivery after delivery. A thread that
 writes output between runs waits (its output opens the next run's); output past the limit is read
-at a bounded pace, one-shot or kernel.
+at a bounded pace, one-shot or kernel; what a run writes into ``files/out`` (a host folder) is
+bounded like its ``/tmp``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from typing import IO
 
 import pytest
 
 from athenic.orchestrator.sandbox.base import RunSpec
+from athenic.orchestrator.sandbox.files import Workspace
 from athenic.orchestrator.sandbox.kernels import KernelSettings
 from tests.orchestrator.sandbox.backends import kernel_backend
 from tests.orchestrator.sandbox.test_kernels import ok, spec, wait_for
@@ -158,3 +161,31 @@ async def test_a_flood_of_empty_figures_is_read_at_a_bounded_pace(mode: str) -> 
         assert execution.stdout == "the end\n" and execution.results == []
         assert execution.results_dropped == 1000
         assert share < 0.3, f"reading the flood took {share:.0%} of a CPU"
+
+
+def empty_workspace(max_files: int = 4) -> Workspace:
+    async def fetch(name: str, into: IO[bytes]) -> None:
+        raise AssertionError(f"no inputs here, asked for {name}")
+
+    return Workspace(inputs=[], fetch=fetch, max_file_bytes=1 << 20, max_files=max_files)
+
+
+@pytest.mark.parametrize("mode", ["one-shot", "kernel-live"])
+@pytest.mark.parametrize(("code", "why"), [
+    # files of a few MiB (each under the file-size rlimit), without end: the host's disk filled
+    ("i = 0\nwhile True:\n    with open(f'files/out/big-{i}', 'wb') as f:\n"
+     "        for _ in range(4):\n            f.write(bytes(1 << 20))\n    i += 1", "MiB into files/out"),
+    # empty files without end: the host's inodes (and the walk that collects them)
+    ("i = 0\nwhile True:\n    open(f'files/out/empty-{i}', 'w').close()\n    i += 1", "files and folders"),
+])
+async def test_what_a_run_writes_into_files_out_is_bounded(mode: str, code: str, why: str) -> None:
+    """``files/out`` is a host folder bound into the sandbox, outside its sized tmpfs: the run is
+    stopped once it holds more than the run could keep (at least what its /tmp holds)."""
+    async with kernel_backend(mode) as backend:
+        execution = await backend.run(RunSpec(client_id="c", language="python", code=code, timeout_seconds=60,
+                                              workspace=empty_workspace()))
+        assert execution.error is not None and execution.error.name == "FilesBudgetExceeded", execution.error
+        assert why in execution.error.value
+        assert not execution.timed_out
+        after = await backend.run(spec("print(1)"))
+        assert after.stdout == "1\n"

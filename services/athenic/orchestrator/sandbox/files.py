@@ -24,9 +24,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+from athenic.orchestrator.sandbox.watchdog import MIB, DiskBudget
+
 # relative to the code's working directory
 FILES_DIR = "files"
 OUT_DIR = "files/out"
+# files and folders a run may make in files/out, at least (more when its file limits allow)
+_OUT_ENTRIES = 64
 
 Fetch = Callable[[str, IO[bytes]], Awaitable[None]]
 
@@ -155,4 +159,12 @@ class KernelFiles:
         self._remove()
 
 
-__all__ = ["FILES_DIR", "OUT_DIR", "KernelFiles", "StagedFile", "Workspace"]
+def out_budget(out_dir: str, workspace: Workspace | None, floor_mib: int) -> DiskBudget:
+    """What a run may write into ``files/out`` (a host folder, outside the sandbox's sized tmpfs):
+    all its file limits let it keep, and at least what its ``/tmp`` holds."""
+    files = workspace.max_files if workspace is not None else 0
+    per_file = workspace.max_file_bytes if workspace is not None else 0
+    return DiskBudget(out_dir, max(files * per_file, floor_mib * MIB), max(4 * files, _OUT_ENTRIES))
+
+
+__all__ = ["FILES_DIR", "OUT_DIR", "KernelFiles", "StagedFile", "Workspace", "out_budget"]

@@ -36,7 +36,7 @@ import msgspec
 from athenic.orchestrator.sandbox import reaping, tracebacks
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.figures import FigureCollector
-from athenic.orchestrator.sandbox.files import KernelFiles
+from athenic.orchestrator.sandbox.files import KernelFiles, out_budget
 from athenic.orchestrator.sandbox.isolation import Limits
 from athenic.orchestrator.sandbox.output import (
     OVERFLOW_REST_SECONDS,
@@ -44,7 +44,7 @@ from athenic.orchestrator.sandbox.output import (
     OutputForwarder,
     OverflowPace,
 )
-from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, Watchdog
+from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, Watchdog, first_breach
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
 from athenic.shared.timeouts import within
@@ -323,7 +323,9 @@ class Kernel:
         rlimits, budget = self.apply_limits(limits)
         self._run = run
         self._listen(True)
-        breach = watchdog.watch(self.proc.pid, budget)
+        disk = out_budget(self.files.out, spec.workspace, limits.file_mib) if self.files is not None else None
+        breach = first_breach(watchdog.watch(self.proc.pid, budget),
+                              watchdog.watch_disk(disk) if disk is not None else None)
         forwarding = asyncio.create_task(self._forward(run))
         try:
             frame, timed_out, stopped = await self._await_end(run, spec, rlimits, breach)
@@ -343,6 +345,8 @@ class Kernel:
                                                       value="the kernel's limits were changed by the code")
         finally:
             watchdog.forget(self.proc.pid)
+            if disk is not None:
+                watchdog.forget_disk(disk)
             if self.files is not None:  # what the run left in files/out, before a dead kernel's folder goes
                 self.files.hand_over(spec.workspace)
             if self.alive:

@@ -33,7 +33,7 @@ from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.budgets import BudgetKeeper, Held, LimitsMode
 from athenic.orchestrator.sandbox.cgroups import CgroupError
 from athenic.orchestrator.sandbox.figures import FigureCollector
-from athenic.orchestrator.sandbox.files import FILES_DIR, OUT_DIR, KernelFiles
+from athenic.orchestrator.sandbox.files import FILES_DIR, OUT_DIR, KernelFiles, out_budget
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
     SANDBOX_UID,
@@ -56,7 +56,7 @@ from athenic.orchestrator.sandbox.kernels import Kernels, KernelSettings
 from athenic.orchestrator.sandbox.languages import Language, available
 from athenic.orchestrator.sandbox.output import OVERFLOW_REST_SECONDS, CappedOutput, OutputForwarder, OverflowPace
 from athenic.orchestrator.sandbox.python_env import MATPLOTLIB_BACKEND, MPLCONFIGDIR, SANDBOX_PATH, find_python_env
-from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget
+from athenic.orchestrator.sandbox.watchdog import MIB, DiskBudget, RunBudget, first_breach
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution, ExecutionError
 from athenic.shared.timeouts import within
@@ -271,8 +271,9 @@ class LocalSandbox:
         reaping.OWNED.add(proc.pid)
         held.watch(proc.pid)
         try:
+            disk = out_budget(os.path.join(files_dir, "out"), spec.workspace, limits.file_mib) if files_dir else None
             return await self._supervise(proc, spec, language, limits, started, on_output, figures,
-                                         held, lambda: _kill_leftovers(launch))
+                                         held, lambda: _kill_leftovers(launch), disk)
         finally:
             await held.release()
             self._running.discard(proc)
@@ -302,6 +303,7 @@ class LocalSandbox:
         figures: _FigurePipe | None,
         held: Held,
         kill_leftovers: Callable[[], Awaitable[None]],
+        disk: DiskBudget | None,
     ) -> Execution:
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -314,8 +316,9 @@ class LocalSandbox:
         if figures is not None:
             pumps.append(asyncio.create_task(figures.pump()))
         timed_out = False
-        # the run's totals over all its processes (the rlimits bind each process alone)
-        breach = held.breach
+        # the run's totals over all its processes (the rlimits bind each process alone), and
+        # what it writes into files/out
+        breach = first_breach(held.breach, self.budgets.watchdog.watch_disk(disk) if disk is not None else None)
         stopped: ExecutionError | None = None
         try:
             async with asyncio.timeout(spec.timeout_seconds):
@@ -340,6 +343,8 @@ class LocalSandbox:
         finally:
             # Runs on cancellation too: nothing of the run survives its awaiting task.
             _kill(proc)
+            if disk is not None:
+                self.budgets.watchdog.forget_disk(disk)
             await kill_leftovers()
             with contextlib.suppress(TimeoutError):
                 await asyncio.shield(within(proc.wait(), _REAP_SECONDS))
