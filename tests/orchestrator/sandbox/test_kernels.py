@@ -163,6 +163,24 @@ async def test_a_thread_spinning_between_runs_loses_its_kernel() -> None:
         assert after.notice is not None and "CPU" in after.notice
 
 
+async def test_memory_a_thread_takes_between_runs_is_held_to_the_run_budget() -> None:
+    """A thread may start processes after its run ended, out of that run's watch: ten of 40 MiB
+    each under a 128 MiB tenant held 4 x its memory until the kernel's idle eviction."""
+    async with kernel_backend("kernel-cold", settings=KernelSettings(pool_size=0, sweep_seconds=0.2)) as backend:
+        assert backend.kernels is not None
+        kernels = backend.kernels
+        code = ("import os, threading, time\n"
+                "def later():\n    time.sleep(0.5)\n    for _ in range(10):\n        if os.fork() == 0:\n"
+                "            b = bytearray(40 << 20)\n            for i in range(0, len(b), 4096):\n"
+                "                b[i] = 1\n            time.sleep(120)\n            os._exit(0)\n"
+                "threading.Thread(target=later, daemon=True).start()")
+        ok(await backend.run(spec(code, memory_mib=128)))
+        await wait_for(lambda: not kernels.live(), "the kernel over its memory budget between runs was not stopped")
+        after = await backend.run(spec("print(1)", memory_mib=128))
+        assert after.stdout == "1\n"
+        assert after.notice is not None and "between runs" in after.notice and "MiB" in after.notice
+
+
 @pytest.mark.parametrize("crash", ["import os\nos._exit(3)", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"])
 async def test_a_crashed_kernel_is_replaced(crash: str) -> None:
     async with kernel_backend("kernel-cold") as backend:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import resource
 import signal
@@ -192,9 +193,11 @@ class Kernel:
         self.started_at = time.monotonic()
         self.used_at = self.started_at
         self.runs = 0
-        # CPU time of the kernel's processes when its last run ended, and what that run allowed
+        # CPU time of the kernel's processes when its last run ended, and what that run allowed;
+        # what the last run's budget allowed its process tree at once (None: no run yet)
         self.cpu_at_rest = 0.0
         self.cpu_allowed = 0.0
+        self.budget_at_rest: RunBudget | None = None
         self._output_limit = output_limit
         self._max_images, self._image_bytes = max_images, image_bytes
         self._stdin = stdin_fd
@@ -365,6 +368,8 @@ class Kernel:
             await forwarding
             self.used_at = time.monotonic()
             self.cpu_at_rest, self.cpu_allowed = self.cpu_used(), float(limits.cpu_seconds)
+            self.budget_at_rest = RunBudget(memory_bytes=budget.memory_bytes, processes=budget.processes,
+                                            cpu_seconds=math.inf)  # (CPU between runs: Kernels._spins)
         return self._execution(spec, run, frame, timed_out, stopped, limits, int((time.monotonic() - started) * 1000))
 
     def kill(self) -> None:

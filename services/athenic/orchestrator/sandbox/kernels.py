@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge
 from athenic.orchestrator.sandbox.base import OutputSink, RunSpec
 from athenic.orchestrator.sandbox.isolation import Limits
 from athenic.orchestrator.sandbox.kernel import START_SECONDS, Kernel, KernelFailed, LimitsRefused
-from athenic.orchestrator.sandbox.watchdog import Watchdog
+from athenic.orchestrator.sandbox.watchdog import Watchdog, over_budgets
 from athenic.shared.logging import get_logger
 from athenic.shared.messages import Execution
 from athenic.shared.timeouts import within
@@ -51,7 +51,7 @@ class KernelSettings:
     pool_size: int = 2
     max_kernels: int = 32
     max_per_tenant: int = 16
-    sweep_seconds: float = 5.0
+    sweep_seconds: float = 1.0
 
 
 def notice(why: str) -> str:
@@ -276,7 +276,31 @@ class Kernels:
         while not self._closed:
             await asyncio.sleep(self.settings.sweep_seconds)
             self._sweep_entries()
+            try:
+                await self._sweep_budgets()
+            except Exception:  # a failed scan must not stop the sweeps after it
+                log.exception("kernel budget sweep failed")
             self._sweep_pool()
+
+    async def _sweep_budgets(self) -> None:
+        """What a run left running (a thread, the processes it starts between runs) may hold no
+        more memory and processes between runs than the last run's budget allowed: the watchdog
+        watches a kernel only during a run, and a cgroup per run ends with it."""
+        idle = {key: entry.kernel for key, entry in self._entries.items()
+                if entry.kernel is not None and not entry.lock.locked() and entry.kernel.alive
+                and entry.kernel.budget_at_rest is not None}
+        if not idle:
+            return
+        budgets = {kernel.proc.pid: kernel.budget_at_rest for kernel in idle.values()
+                   if kernel.budget_at_rest is not None}
+        verdicts = await asyncio.to_thread(over_budgets, budgets)
+        for key, kernel in idle.items():
+            verdict = verdicts.get(kernel.proc.pid)
+            entry = self._entries.get(key)
+            if verdict is None or entry is None or entry.kernel is not kernel or entry.lock.locked():
+                continue  # (a run took it meanwhile: the run's own watch holds it now)
+            self._evict(key, "budget", f"was stopped: what a run left running went over a run's budget "
+                                       f"between runs ({verdict.value})")
 
     def _sweep_entries(self) -> None:
         now = time.monotonic()

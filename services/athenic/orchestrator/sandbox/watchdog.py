@@ -135,6 +135,12 @@ def first_breach(*breaches: asyncio.Future[ExecutionError] | None) -> asyncio.Fu
     return first
 
 
+def over_budgets(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
+    """The runs (by their root's pid) over their budgets now, and why: one scan, outside a watch
+    (a kernel's tree between its runs, held to its last run's budget). Blocking: run it in a thread."""
+    return _check(budgets)
+
+
 def _check_all(budgets: dict[int, RunBudget], disks: list[DiskBudget],
                ) -> tuple[dict[int, ExecutionError], dict[DiskBudget, ExecutionError]]:
     return _check(budgets), _check_disks(disks)
