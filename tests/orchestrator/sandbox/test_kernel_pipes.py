@@ -189,3 +189,22 @@ async def test_what_a_run_writes_into_files_out_is_bounded(mode: str, code: str,
         assert not execution.timed_out
         after = await backend.run(spec("print(1)"))
         assert after.stdout == "1\n"
+
+
+async def test_a_kernel_that_stops_reading_its_requests_never_holds_the_orchestrator() -> None:
+    """Code that wrote its own run's end and keeps running leaves the server unread: a request
+    bigger than the pipe (here 300 KiB of JSON) used to be written with a blocking write, which
+    held the event loop, and every conversation of the orchestrator, for ever."""
+    async with kernel_backend("kernel-live") as backend:
+        stuck = (WRITE_FRAME + THIS_RUN + "write_frame({'id': run_number, 'error': None})\n"
+                 "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(1)")
+        await backend.run(spec(stuck))  # (its answer is the forged end: it fools only itself)
+        big = asyncio.create_task(backend.run(spec("x = '" + "\u00e9" * 50_000 + "'\nprint(len(x))", timeout=60)))
+        other = await asyncio.wait_for(backend.run(spec("print('other')", client_id="other")), 30)
+        assert other.stdout == "other\n"
+        assert not big.done(), "the big request should still wait on the stuck kernel"
+        big.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await big
+        after = await backend.run(spec("print(1)"))
+        assert after.stdout == "1\n" and after.notice is not None

@@ -201,6 +201,9 @@ class Kernel:
         self._output_limit = output_limit
         self._max_images, self._image_bytes = max_images, image_bytes
         self._stdin = stdin_fd
+        os.set_blocking(stdin_fd, False)
+        self._outbox = bytearray()  # what the server has yet to read of the requests sent
+        self._writing = False
         self._frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._control_buffer = b""
         # the one frame the server owes: "ready" once, then the end of the run sent (its number);
@@ -405,6 +408,8 @@ class Kernel:
         if self.files is not None:
             self.files.close()
         if self._stdin >= 0:
+            self._stop_writing()
+            self._outbox.clear()
             os.close(self._stdin)
             self._stdin = -1
 
@@ -450,16 +455,33 @@ class Kernel:
         return None
 
     def _send(self, request: dict[str, Any]) -> None:
+        """Queue a request for the server and write what the pipe takes now; the loop writes the
+        rest as the server reads it. Never a blocking write: a kernel that does not read (code
+        still running after it wrote its run's end itself) would hold the event loop, every
+        conversation of this orchestrator with it; its run's time limit ends it instead."""
         data = json.dumps(request).encode()
-        data = struct.pack(">I", len(data)) + data
-        # (written in full before the code runs: the server reads it all first; a pipe full of
-        # an earlier request means the kernel is stuck, and the time limit ends that)
-        os.set_blocking(self._stdin, True)
+        self._outbox += struct.pack(">I", len(data)) + data
+        self._write_outbox()
+
+    def _write_outbox(self) -> None:
         try:
-            while data:
-                data = data[os.write(self._stdin, data):]
+            while self._outbox:
+                del self._outbox[:os.write(self._stdin, self._outbox)]
+        except BlockingIOError:
+            if not self._writing:
+                asyncio.get_running_loop().add_writer(self._stdin, self._write_outbox)
+                self._writing = True
+            return
         except OSError:
+            self._outbox.clear()
             self.kill()
+        self._stop_writing()
+
+    def _stop_writing(self) -> None:
+        if self._writing:
+            self._writing = False
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_writer(self._stdin)
 
     def _output(self, stream: Stream, chunk: bytes) -> None:
         run = self._run
