@@ -17,6 +17,7 @@ nothing of backends.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -31,6 +32,48 @@ FILES_DIR = "files"
 OUT_DIR = "files/out"
 # files and folders a run may make in files/out, at least (more when its file limits allow)
 _OUT_ENTRIES = 64
+# a host folder of a run or a kernel is named after the process that made it (its pid and start
+# time: after a container's restart the new orchestrator may have the old one's pid); a process
+# killed before it could remove its folders (SIGKILL, an OOM kill: a restarted container keeps
+# its emptyDir) leaves them to the next start's ``sweep_stale``
+_HOST_DIR = re.compile(r"athenic-(?:files|kernel-files|sandbox)-(\d+)\.(\d+)-")
+_swept = False
+
+
+def _start_time(pid: int) -> int | None:
+    """When the process started (clock ticks since boot; /proc/<pid>/stat field 22), None: gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def host_dir(kind: str) -> str:
+    """A fresh host folder of this process (``kind``: files, kernel-files or sandbox)."""
+    return tempfile.mkdtemp(prefix=f"athenic-{kind}-{os.getpid()}.{_start_time(os.getpid()) or 0}-")
+
+
+def sweep_stale() -> int:
+    """Remove the host folders that processes now gone left behind (once per process); how many."""
+    global _swept
+    if _swept:
+        return 0
+    _swept = True
+    removed = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _HOST_DIR.match(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        if _start_time(int(match.group(1))) == int(match.group(2)):
+            continue  # (its maker runs)
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
 
 Fetch = Callable[[str, IO[bytes]], Awaitable[None]]
 
@@ -63,7 +106,7 @@ class Workspace:
     def root(self) -> str:
         """The host directory, made on first use."""
         if self._root is None:
-            self._root = tempfile.mkdtemp(prefix="athenic-files-")
+            self._root = host_dir("files")
             os.makedirs(os.path.join(self._root, "files", "out"))
             # removed with the object at the latest (a cancelled run's workspace too)
             self._remove = weakref.finalize(self, shutil.rmtree, self._root, True)
@@ -122,7 +165,7 @@ class KernelFiles:
 
     def __init__(self, owner: int | None) -> None:
         self.owner = owner
-        self.root = tempfile.mkdtemp(prefix="athenic-kernel-files-")
+        self.root = host_dir("kernel-files")
         self.out = os.path.join(self.root, "out")
         os.makedirs(self.out)
         Workspace._share(self.root, owner, 0o755)
@@ -167,4 +210,4 @@ def out_budget(out_dir: str, workspace: Workspace | None, floor_mib: int) -> Dis
     return DiskBudget(out_dir, max(files * per_file, floor_mib * MIB), max(4 * files, _OUT_ENTRIES))
 
 
-__all__ = ["FILES_DIR", "OUT_DIR", "KernelFiles", "StagedFile", "Workspace", "out_budget"]
+__all__ = ["FILES_DIR", "OUT_DIR", "KernelFiles", "StagedFile", "Workspace", "host_dir", "out_budget", "sweep_stale"]

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from athenic.orchestrator.sandbox.base import OutputSink, RunSpec, Stream
 from athenic.orchestrator.sandbox.budgets import BudgetKeeper, Held, LimitsMode
 from athenic.orchestrator.sandbox.cgroups import CgroupError
 from athenic.orchestrator.sandbox.figures import FigureCollector
-from athenic.orchestrator.sandbox.files import FILES_DIR, OUT_DIR, KernelFiles, out_budget
+from athenic.orchestrator.sandbox.files import FILES_DIR, OUT_DIR, KernelFiles, host_dir, out_budget, sweep_stale
 from athenic.orchestrator.sandbox.isolation import (
     SANDBOX_GID,
     SANDBOX_UID,
@@ -166,6 +165,8 @@ class LocalSandbox:
         self.languages: frozenset[str] = frozenset(self._languages)
         self.bubblewrap, why = find_bubblewrap(bwrap_path)
         self.subreaper = reaping.become_subreaper()
+        if (stale := sweep_stale()) > 0:
+            log.info("host folders of runs that an earlier process left were removed", count=stale)
         if self.bubblewrap is None:
             if require_isolation:
                 because = isolation_required_because or "ATHENIC_SANDBOX_REQUIRE_ISOLATION is set"
@@ -498,7 +499,7 @@ class LocalSandbox:
 
     def _launch_bare(self, spec: RunSpec, language: Language, limits: Limits,
                      figures: _FigurePipe | None, files_dir: str | None = None) -> _Launch:
-        workdir = tempfile.mkdtemp(prefix="athenic-sandbox-")
+        workdir = host_dir("sandbox")
         if files_dir is not None:  # conversation files (not read-only here: rlimits alone cannot)
             os.symlink(files_dir, os.path.join(workdir, FILES_DIR))
         path = os.path.join(workdir, language.script)
