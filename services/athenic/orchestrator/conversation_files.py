@@ -104,12 +104,13 @@ class ConversationFiles:
         try:
             return await self._collect(execution, workspace, run)
         finally:
-            if workspace is not None:
-                workspace.cleanup()
+            if workspace is not None:  # (in a thread, as the listing: a run may leave thousands of entries)
+                await asyncio.to_thread(workspace.cleanup)
 
     async def _collect(self, execution: Execution, workspace: Workspace | None, run: int) -> Execution:
         not_kept = list(workspace.not_kept) if workspace is not None else []
-        made = self._out_files(workspace, not_kept) if workspace is not None and workspace.made else []
+        made = (await asyncio.to_thread(self._out_files, workspace, not_kept)
+                if workspace is not None and workspace.made else [])
         results = self._result_files(execution.results, run, made, not_kept)
         kept: list[FileRef] = []
         for item in self._within_limits(made, not_kept):
