@@ -212,6 +212,7 @@ class Kernel:
         self._run: _Run | None = None
         self._killed = False
         self._garbage: str | None = None  # what the kernel sent that no kernel server does
+        self._handing: asyncio.Future[None] | None = None  # the last run's files/out, being handed over
         # (what comes while the kernel starts, before any run: read and dropped)
         self._idle_figures = FigureCollector(max_images=0, max_bytes=0)
         self._pipes = [
@@ -325,6 +326,7 @@ class Kernel:
                    OutputForwarder(on_output))
         started = time.monotonic()
         if self.files is not None:
+            await self._handed(strict=False)  # (an earlier run's, cancelled before its files were handed over)
             await self.files.stage(spec.workspace)
         rlimits, budget = self.apply_limits(limits)
         self._run = run
@@ -354,7 +356,9 @@ class Kernel:
             if disk is not None:
                 watchdog.forget_disk(disk)
             if self.files is not None:  # what the run left in files/out, before a dead kernel's folder goes
-                self.files.hand_over(spec.workspace)
+                # (in a thread: up to the files budget's entries, thousands when one command made them;
+                # awaited before the answer, the next run's files and the folder's removal)
+                self._handing = asyncio.ensure_future(asyncio.to_thread(self.files.hand_over, spec.workspace))
             if self.alive:
                 for pipe in self._pipes:
                     pipe.drain()
@@ -373,7 +377,26 @@ class Kernel:
             self.cpu_at_rest, self.cpu_allowed = self.cpu_used(), float(limits.cpu_seconds)
             self.budget_at_rest = RunBudget(memory_bytes=budget.memory_bytes, processes=budget.processes,
                                             cpu_seconds=math.inf)  # (CPU between runs: Kernels._spins)
+        await self._handed(strict=True)
         return self._execution(spec, run, frame, timed_out, stopped, limits, int((time.monotonic() - started) * 1000))
+
+    async def _handed(self, *, strict: bool) -> None:
+        """Until the last run's files/out is handed over; its fault is the run's when ``strict``
+        (the run's own answer waits for it), else logged (a cancelled run's, found by the next)."""
+        handing = self._handing
+        if handing is None:
+            return
+        try:
+            await asyncio.shield(handing)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if strict:
+                raise
+            log.warning("a cancelled run's files could not be handed over", error=str(exc) or type(exc).__name__)
+        finally:
+            if handing.done() and self._handing is handing:
+                self._handing = None
 
     def kill(self) -> None:
         self._killed = True
@@ -406,6 +429,7 @@ class Kernel:
             pipe.drain()
             pipe.close()
         if self.files is not None:
+            await self._handed(strict=False)
             self.files.close()
         if self._stdin >= 0:
             self._stop_writing()
