@@ -12,7 +12,7 @@ import pytest
 
 from athenic.orchestrator.sandbox import reaping
 from athenic.orchestrator.sandbox.local import LocalSandbox
-from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, _check, _cpu_seconds
+from athenic.orchestrator.sandbox.watchdog import MIB, RunBudget, over_budgets
 from tests.orchestrator.sandbox.backends import OUTPUT_LIMIT, PYTHON_ENV, _unique_tmp_mib
 from tests.orchestrator.sandbox.test_abuse import explained, no_sandbox_processes_left, spec, still_serves
 
@@ -82,17 +82,17 @@ async def test_the_totals_count_every_process_of_the_tree() -> None:
         loose = RunBudget(memory_bytes=4096 * MIB, processes=10, cpu_seconds=1000)
         while True:  # until the three children have each spent their CPU
             tree = reaping.descendants({proc.pid}, reaping.processes())
-            if len(tree) == 3 and all(_cpu_seconds(pid) >= 0.35 for pid in tree):
+            if len(tree) == 3 and all(reaping.cpu_seconds(pid) >= 0.35 for pid in tree):
                 break
             assert time.monotonic() < deadline, "the children never spent their CPU"
             await asyncio.sleep(0.05)
-        assert _check({proc.pid: loose}) == {}
-        over_cpu = _check({proc.pid: RunBudget(memory_bytes=4096 * MIB, processes=10, cpu_seconds=1.0)})
+        assert over_budgets({proc.pid: loose}) == {}
+        over_cpu = over_budgets({proc.pid: RunBudget(memory_bytes=4096 * MIB, processes=10, cpu_seconds=1.0)})
         assert over_cpu[proc.pid].name == "CpuBudgetExceeded"  # no process alone used a second
-        over_count = _check({proc.pid: RunBudget(memory_bytes=4096 * MIB, processes=3, cpu_seconds=1000)})
+        over_count = over_budgets({proc.pid: RunBudget(memory_bytes=4096 * MIB, processes=3, cpu_seconds=1000)})
         assert over_count[proc.pid].name == "ProcessBudgetExceeded"
         assert "4 processes" in over_count[proc.pid].value
-        over_memory = _check({proc.pid: RunBudget(memory_bytes=1 * MIB, processes=10, cpu_seconds=1000)})
+        over_memory = over_budgets({proc.pid: RunBudget(memory_bytes=1 * MIB, processes=10, cpu_seconds=1000)})
         assert over_memory[proc.pid].name == "MemoryBudgetExceeded"
     finally:
         subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)

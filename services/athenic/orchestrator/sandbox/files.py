@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO
 
+from athenic.orchestrator.sandbox import reaping
 from athenic.orchestrator.sandbox.watchdog import MIB, DiskBudget
 
 # relative to the code's working directory
@@ -42,10 +43,10 @@ _swept = False
 
 def _start_time(pid: int) -> int | None:
     """When the process started (clock ticks since boot; /proc/<pid>/stat field 22), None: gone."""
+    fields = reaping.stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return int(handle.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
         return None
 
 

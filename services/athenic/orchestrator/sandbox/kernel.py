@@ -267,7 +267,7 @@ class Kernel:
     def cpu_used(self) -> float:
         """CPU time of the kernel's own processes so far (a background thread keeps adding to
         it; the processes of a run are gone once it ended: what they used counts once reaped)."""
-        return _cpu_seconds([self.proc.pid, self._init_pid, self.python_pid])
+        return sum(reaping.cpu_seconds(pid) for pid in (self.proc.pid, self._init_pid, self.python_pid) if pid)
 
     def _own_alive(self) -> bool:
         for pid in {self.python_pid, self._init_pid, *self._members}:
@@ -344,13 +344,11 @@ class Kernel:
                 # which runs no code before its limits are set): the code wrote it
                 log.warning("kernel killed: it refused limits it can take")
                 self.kill()
-                frame, stopped = None, ExecutionError(
-                    name="KernelTampered", value="the code wrote the kernel's answer (a refusal of the run's limits)")
+                frame, stopped = None, _tampered("the code wrote the kernel's answer (a refusal of the run's limits)")
             if frame is not None and not self.limits_hold(rlimits):
                 log.warning("kernel killed: its limits are not the run's")
                 self.kill()
-                frame, stopped = None, ExecutionError(name="KernelTampered",
-                                                      value="the kernel's limits were changed by the code")
+                frame, stopped = None, _tampered("the kernel's limits were changed by the code")
         finally:
             watchdog.forget(self.proc.pid)
             if disk is not None:
@@ -554,10 +552,6 @@ class Kernel:
             self._awaiting = None
             self._frames.put_nowait(frame)
 
-    def _tampered(self) -> ExecutionError:
-        return ExecutionError(name="KernelTampered",
-                              value=f"the kernel sent {self._garbage}: the code wrote to its control pipe")
-
     def _owed(self, frame: dict[str, Any]) -> bool:
         if self._awaiting == "ready":
             return frame.get("ready") is True
@@ -610,7 +604,7 @@ class Kernel:
             status = _status(self.proc.returncode)
             notice = STATE_LOST
             if error is None and self._garbage is not None:
-                error = self._tampered()
+                error = _tampered(f"the kernel sent {self._garbage}: the code wrote to its control pipe")
             elif error is None and timed_out:
                 error = tracebacks.timeout_error(spec.timeout_seconds)
             elif error is None:
@@ -622,13 +616,17 @@ class Kernel:
             if not self.alive:
                 notice = STATE_LOST
             if self._garbage is not None:  # (found by the drain at the end: the frame may be the code's)
-                error, status = self._tampered(), 1
+                error, status = _tampered(f"the kernel sent {self._garbage}: the code wrote to its control pipe"), 1
         return Execution(
             language=spec.language, code=spec.code, stdout=run.stdout.text(), stderr=run.stderr.text(),
             error=error, exit_code=status, duration_ms=duration_ms, timed_out=timed_out,
             truncated=run.stdout.truncated or run.stderr.truncated,
             results=run.figures.results(), results_dropped=run.figures.dropped, backend="local", notice=notice,
         )
+
+
+def _tampered(why: str) -> ExecutionError:
+    return ExecutionError(name="KernelTampered", value=why)
 
 
 def _frame_error(frame: dict[str, Any], limits: Limits) -> tuple[ExecutionError | None, int]:
@@ -690,23 +688,3 @@ def _hard_limits(pid: int) -> dict[int, int]:
     return found
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User and system time of the processes and of the children they reaped (stat fields 14-17)."""
-    total = 0
-    for pid in pids:
-        try:
-            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            stat = os.read(fd, 4096)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        with contextlib.suppress(ValueError, IndexError):
-            total += sum(int(value) for value in stat[stat.rindex(b")") + 2:].split()[11:15])
-    return total / _TICKS

@@ -28,7 +28,7 @@ from athenic.orchestrator.sandbox.isolation import Limits
 from athenic.orchestrator.sandbox.kernel import START_SECONDS, Kernel, KernelFailed, LimitsRefused
 from athenic.orchestrator.sandbox.watchdog import Watchdog, over_budgets
 from athenic.shared.logging import get_logger
-from athenic.shared.messages import Execution
+from athenic.shared.messages import Execution, ExecutionError
 from athenic.shared.timeouts import within
 
 log = get_logger(__name__)
@@ -283,36 +283,38 @@ class Kernels:
             self._sweep_pool()
 
     async def _sweep_budgets(self) -> None:
-        """What a run left running (a thread, the processes it starts between runs) may hold no
-        more memory and processes between runs than the last run's budget allowed: the watchdog
-        watches a kernel only during a run, and a cgroup per run ends with it."""
-        idle = {key: entry.kernel for key, entry in self._entries.items()
+        """What a run left running (a thread, the processes it starts between runs) may use no
+        more CPU time between runs than a run may, nor hold more memory and processes than the
+        last run's budget allowed: the watchdog watches a kernel only during a run, and a cgroup
+        per run ends with it. /proc is read in a thread, for every idle kernel at once."""
+        idle = {key: (entry.kernel, entry.kernel.budget_at_rest) for key, entry in self._entries.items()
                 if entry.kernel is not None and not entry.lock.locked() and entry.kernel.alive
                 and entry.kernel.budget_at_rest is not None}
         if not idle:
             return
-        budgets = {kernel.proc.pid: kernel.budget_at_rest for kernel in idle.values()
-                   if kernel.budget_at_rest is not None}
-        verdicts = await asyncio.to_thread(over_budgets, budgets)
-        for key, kernel in idle.items():
-            verdict = verdicts.get(kernel.proc.pid)
+
+        def read() -> tuple[set[Key], dict[int, ExecutionError]]:
+            spinning = {key for key, (kernel, _) in idle.items() if self._spins(kernel)}
+            return spinning, over_budgets({kernel.proc.pid: budget for kernel, budget in idle.values() if budget})
+
+        spinning, verdicts = await asyncio.to_thread(read)
+        for key, (kernel, _) in idle.items():
             entry = self._entries.get(key)
-            if verdict is None or entry is None or entry.kernel is not kernel or entry.lock.locked():
+            if entry is None or entry.kernel is not kernel or entry.lock.locked():
                 continue  # (a run took it meanwhile: the run's own watch holds it now)
-            self._evict(key, "budget", f"was stopped: what a run left running went over a run's budget "
-                                       f"between runs ({verdict.value})")
+            if key in spinning:
+                self._evict(key, "cpu", "was stopped: what a run left running used more CPU time "
+                                        "between runs than a run may")
+            elif (verdict := verdicts.get(kernel.proc.pid)) is not None:
+                self._evict(key, "budget", f"was stopped: what a run left running went over a run's budget "
+                                           f"between runs ({verdict.value})")
 
     def _sweep_entries(self) -> None:
         now = time.monotonic()
         for key, entry in list(self._entries.items()):
-            if entry.lock.locked():
-                continue
-            if now - entry.used_at > entry.idle_seconds:
+            if not entry.lock.locked() and now - entry.used_at > entry.idle_seconds:
                 self._evict(key, "idle", "was stopped after the conversation sat idle "
                                          f"for more than {entry.idle_seconds:g} s")
-            elif entry.kernel is not None and self._spins(entry.kernel):
-                self._evict(key, "cpu", "was stopped: what a run left running used more CPU time "
-                                        "between runs than a run may")
 
     @staticmethod
     def _spins(kernel: Kernel) -> bool:

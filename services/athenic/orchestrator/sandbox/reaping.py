@@ -76,6 +76,33 @@ def processes() -> dict[int, ProcInfo]:
     return found
 
 
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name ("state" first), None: gone."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # (the command name may hold spaces and parentheses: the fields start after its last ")")
+        return os.read(fd, 4096).rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    finally:
+        os.close(fd)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time of the process and of the children it waited for (stat fields 14-17)."""
+    fields = stat_fields(pid)
+    try:
+        return sum(int(value) for value in fields[11:15]) / _TICKS if fields else 0.0
+    except ValueError:
+        return 0.0
+
+
 def descendants(roots: set[int], table: dict[int, ProcInfo]) -> set[int]:
     children: dict[int, list[int]] = {}
     for info in table.values():

@@ -28,7 +28,6 @@ log = get_logger(__name__)
 
 INTERVAL_SECONDS = 0.2
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
 
@@ -135,15 +134,9 @@ def first_breach(*breaches: asyncio.Future[ExecutionError] | None) -> asyncio.Fu
     return first
 
 
-def over_budgets(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
-    """The runs (by their root's pid) over their budgets now, and why: one scan, outside a watch
-    (a kernel's tree between its runs, held to its last run's budget). Blocking: run it in a thread."""
-    return _check(budgets)
-
-
 def _check_all(budgets: dict[int, RunBudget], disks: list[DiskBudget],
                ) -> tuple[dict[int, ExecutionError], dict[DiskBudget, ExecutionError]]:
-    return _check(budgets), _check_disks(disks)
+    return over_budgets(budgets), _check_disks(disks)
 
 
 def _check_disks(budgets: list[DiskBudget]) -> dict[DiskBudget, ExecutionError]:
@@ -181,7 +174,9 @@ def disk_use(path: str, max_entries: int) -> tuple[int, int]:
     return used, entries
 
 
-def _check(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
+def over_budgets(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
+    """The runs (by their root's pid) over their budgets now, and why: one scan (each turn of a
+    watch; a kernel's tree between its runs, held to its last run's budget). Blocking: a thread's."""
     verdicts: dict[int, ExecutionError] = {}
     for root, budget in budgets.items():
         tree = reaping.tree(root)
@@ -197,7 +192,7 @@ def _check(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
                 f"the run's processes used {memory // MIB} MiB of memory together; "
                 f"its budget is {budget.memory_bytes // MIB} MiB"))
             continue
-        cpu = sum(_cpu_seconds(pid) for pid in tree)
+        cpu = sum(reaping.cpu_seconds(pid) for pid in tree)
         if cpu > budget.cpu_seconds:
             verdicts[root] = ExecutionError(name="CpuBudgetExceeded", value=(
                 f"the run's processes used {cpu:.1f} s of CPU time together; "
@@ -219,18 +214,3 @@ def _memory(pid: int) -> int:
             return int(handle.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system time of the process and of its children it has waited for."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read().decode(errors="replace")
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    try:
-        # utime stime cutime cstime are fields 14-17 of stat (11-14 after "state")
-        return sum(int(value) for value in fields[11:15]) / _TICKS
-    except (ValueError, IndexError):
-        return 0.0
