@@ -104,7 +104,8 @@ class ConversationFiles:
         try:
             return await self._collect(execution, workspace, run)
         finally:
-            if workspace is not None:  # (in a thread, as the listing: a run may leave thousands of entries)
+            if workspace is not None and workspace.made:
+                # (in a thread, as the listing: a run may leave thousands of entries)
                 await asyncio.to_thread(workspace.cleanup)
 
     async def _collect(self, execution: Execution, workspace: Workspace | None, run: int) -> Execution:

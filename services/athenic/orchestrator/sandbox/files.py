@@ -189,6 +189,14 @@ class KernelFiles:
             shutil.copyfile(os.path.join(source, item.name), target)
             os.chmod(target, 0o444)
 
+    def out_empty(self) -> bool:
+        """Whether the code left nothing in ``out/`` (one directory read: most runs leave nothing)."""
+        try:
+            with os.scandir(self.out) as entries:
+                return next(entries, None) is None
+        except OSError:  # closed meanwhile
+            return True
+
     def hand_over(self, workspace: Workspace | None) -> None:
         """What the code left in ``out/`` moves to the run's workspace (its results)."""
         if not os.path.isdir(self.out):  # closed meanwhile

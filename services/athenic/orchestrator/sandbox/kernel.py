@@ -353,9 +353,10 @@ class Kernel:
             watchdog.forget(self.proc.pid)
             if disk is not None:
                 watchdog.forget_disk(disk)
-            if self.files is not None:  # what the run left in files/out, before a dead kernel's folder goes
-                # (in a thread: up to the files budget's entries, thousands when one command made them;
-                # awaited before the answer, the next run's files and the folder's removal)
+            if self.files is not None and not self.files.out_empty():
+                # what the run left in files/out, before a dead kernel's folder goes (in a thread: up
+                # to the files budget's entries, thousands when one command made them; awaited before
+                # the answer, the next run's files and the folder's removal)
                 self._handing = asyncio.ensure_future(asyncio.to_thread(self.files.hand_over, spec.workspace))
             if self.alive:
                 for pipe in self._pipes:

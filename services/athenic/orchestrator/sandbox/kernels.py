@@ -205,7 +205,8 @@ class Kernels:
 
     def _settle(self, entry: _Entry, key: Key) -> None:
         """After a run: forget a kernel that died (its conversation hears so next time)."""
-        self._refill_wake.set()
+        if len(self._pool) + self._starting < self.settings.pool_size:
+            self._refill_wake.set()  # (a claim emptied the pool: it refills now that the run is over)
         if entry.kernel is not None and not entry.kernel.alive:
             self._discard(entry.kernel)
             entry.kernel = None
