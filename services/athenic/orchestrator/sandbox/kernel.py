@@ -89,11 +89,13 @@ class _Pipe:
     """A non-blocking pipe the event loop reads into ``sink``: never for long at a time (a writer
     as fast as the reader would hold the loop), and past the output limit at a bounded pace
     (``overflowing``; output.OverflowPace). A paused pipe is not read: its writer blocks once
-    the pipe is full."""
+    the pipe is full. One that may not be read now (``may_read``) pauses itself, unread, when
+    written to."""
 
     fd: int
     sink: Callable[[bytes], None]
     overflowing: Callable[[], bool] = lambda: False
+    may_read: Callable[[], bool] = lambda: True
     eof: asyncio.Event = field(default_factory=asyncio.Event)
     pace: OverflowPace = field(default_factory=OverflowPace)
     _reading: bool = False
@@ -122,6 +124,9 @@ class _Pipe:
             self._resting = None
 
     def _readable(self) -> None:
+        if not self.may_read():
+            self.pause()
+            return
         for _ in range(_BATCH_CHUNKS):
             size = self._read_one()
             if not size:
@@ -215,14 +220,19 @@ class Kernel:
         self._handing: asyncio.Future[None] | None = None  # the last run's files/out, being handed over
         # (what comes while the kernel starts, before any run: read and dropped)
         self._idle_figures = FigureCollector(max_images=0, max_bytes=0)
+        self._listening = True  # (the code's output and figures are read during runs: _listen)
+
+        def listening() -> bool:
+            return self._listening
+
         self._pipes = [
             _Pipe(stdout_fd, lambda chunk: self._output("stdout", chunk),
-                  overflowing=lambda: self._run is not None and self._run.stdout.truncated),
+                  overflowing=lambda: self._run is not None and self._run.stdout.truncated, may_read=listening),
             _Pipe(stderr_fd, lambda chunk: self._output("stderr", chunk),
-                  overflowing=lambda: self._run is not None and self._run.stderr.truncated),
+                  overflowing=lambda: self._run is not None and self._run.stderr.truncated, may_read=listening),
             _Pipe(control_fd, self._control),
             _Pipe(figures_fd, lambda chunk: (self._run.figures if self._run else self._idle_figures).feed(chunk),
-                  overflowing=lambda: self._run is not None and self._run.figures.dropped > 0),
+                  overflowing=lambda: self._run is not None and self._run.figures.dropped > 0, may_read=listening),
         ]
         for pipe in self._pipes:
             pipe.start()
@@ -230,12 +240,12 @@ class Kernel:
     def _listen(self, listening: bool) -> None:
         """Read the code's output and figures (during a run), or leave them in their pipes (between
         runs: a background thread that writes then waits, and what it wrote opens the next run's
-        output, as in a notebook; it costs this process nothing meanwhile)."""
-        for pipe in (self._pipes[0], self._pipes[1], self._pipes[3]):
-            if listening:
+        output, as in a notebook; it costs this process one wake-up: the first write between runs
+        pauses the pipe, unread). Most runs leave their pipes quiet: nothing changes on the loop."""
+        self._listening = listening
+        if listening:
+            for pipe in (self._pipes[0], self._pipes[1], self._pipes[3]):
                 pipe.resume()
-            else:
-                pipe.pause()
 
     @property
     def alive(self) -> bool:
