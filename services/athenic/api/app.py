@@ -29,6 +29,7 @@ from athenic.api.request_metrics import request_metrics
 from athenic.api.settings import ApiSettings
 from athenic.shared.broker import Broker
 from athenic.shared.settings import FileSettings, NatsSettings, load
+from athenic.shared.startup import settle_heap
 
 
 def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broker | None = None,
@@ -44,6 +45,7 @@ def create_app(settings: ApiSettings, nats_settings: NatsSettings, broker: Broke
     @asynccontextmanager
     async def broker_lifespan(_: Litestar) -> AsyncIterator[None]:
         await broker.start()
+        settle_heap()
         try:
             yield
         finally:

@@ -18,7 +18,7 @@ from athenic.shared.broker import Broker
 from athenic.shared.devices import DeviceRegistry
 from athenic.shared.logging import get_logger
 from athenic.shared.settings import NatsSettings, load
-from athenic.shared.startup import run_until_signalled, start
+from athenic.shared.startup import run_until_signalled, settle_heap, start
 
 log = get_logger(__name__)
 # a consume loop that has not come round for this long is stuck: the liveness probe restarts the pod
@@ -52,6 +52,7 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
         deliverer = Deliverer(settings, senders, devices, fanout)
         concurrency = settings.athenic_notify_concurrency
         log.info("notifier consuming", concurrency=concurrency)
+        settle_heap()
         def beat(durable: str) -> Callable[[], None]:
             return lambda: beats.__setitem__(durable, loop.time())
 

@@ -17,7 +17,7 @@ from athenic.shared import names
 from athenic.shared.broker import Broker
 from athenic.shared.logging import get_logger
 from athenic.shared.settings import FileSettings, NatsSettings, load
-from athenic.shared.startup import run_until_signalled, start
+from athenic.shared.startup import run_until_signalled, settle_heap, start
 
 log = get_logger(__name__)
 STALLED_AFTER_SECONDS = 120.0
@@ -55,6 +55,7 @@ async def serve(settings: OrchestratorSettings, nats_settings: NatsSettings, sto
         gate = await make_gate(broker, policies, quota_settings)
         stack.push_async_callback(gate.aclose)
         worker = Worker(settings, nats_settings, broker, planner, sandbox, policies, gate, file_settings)
+        settle_heap()
         await worker.run(stop)
 
 
