@@ -8,6 +8,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 PROBE = """
 import gc, json
 import athenic.orchestrator.main, athenic.api.app, athenic.notifier.main
