@@ -53,6 +53,7 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
         concurrency = settings.athenic_notify_concurrency
         log.info("notifier consuming", concurrency=concurrency)
         settle_heap()
+
         def beat(durable: str) -> Callable[[], None]:
             return lambda: beats.__setitem__(durable, loop.time())
 

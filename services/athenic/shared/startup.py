@@ -28,8 +28,9 @@ def start(program: str, service: str, load_settings: Callable[[], T]) -> T:
 def settle_heap() -> None:
     """Once a service has started: what start-up made (modules, classes, clients, settings: most of
     the heap, and alive for good) is collected once, then left out of every later collection
-    (``gc.freeze``). A full collection otherwise walks all of it: measured under load, a 35-50 ms
-    stall of the event loop every ~40 s in the api and the orchestrator; after this, under 1.5 ms."""
+    (``gc.freeze``). A full collection otherwise walks all of it: measured under load, a 35-47 ms
+    stall of the event loop about once in each 50 s bench run of the api and of the orchestrator;
+    after this, under 2 ms."""
     gc.collect()
     gc.freeze()
 
