@@ -283,11 +283,8 @@ class Kernel:
         for pid in {self.python_pid, self._init_pid, *self._members}:
             if not pid:
                 continue
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-            except OSError:
-                continue
-            if stat[stat.rindex(")") + 2:].split()[0] != "Z":
+            fields = reaping.stat_fields(pid)
+            if fields and fields[0] != b"Z":
                 return True
         return False
 

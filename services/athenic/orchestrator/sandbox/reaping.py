@@ -23,7 +23,7 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from athenic.shared.logging import get_logger
@@ -65,14 +65,10 @@ def processes() -> dict[int, ProcInfo]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read().decode(errors="replace")
-        except OSError:
+        fields = stat_fields(int(name))
+        if fields is None:
             continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        fields = stat[stat.rindex(")") + 2:].split()
-        found[int(name)] = ProcInfo(pid=int(name), state=fields[0], ppid=int(fields[1]))
+        found[int(name)] = ProcInfo(pid=int(name), state=fields[0].decode(errors="replace"), ppid=int(fields[1]))
     return found
 
 
@@ -104,9 +100,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 def descendants(roots: set[int], table: dict[int, ProcInfo]) -> set[int]:
+    return _below(roots, _children(table))
+
+
+def _children(table: dict[int, ProcInfo]) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for info in table.values():
         children.setdefault(info.ppid, []).append(info.pid)
+    return children
+
+
+def _below(roots: set[int], children: dict[int, list[int]]) -> set[int]:
     found: set[int] = set()
     todo = list(roots)
     while todo:
@@ -118,6 +122,16 @@ def descendants(roots: set[int], table: dict[int, ProcInfo]) -> set[int]:
 
 
 _HAS_CHILDREN_LISTS = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def trees(roots: Iterable[int]) -> dict[int, set[int]]:
+    """``tree`` of each root (zombies counted); without children lists, from one scan of every
+    process for all of them (a watch of every run in flight, a sweep of every idle kernel)."""
+    if _HAS_CHILDREN_LISTS:
+        return {root: tree(root) for root in roots}
+    table = processes()
+    children = _children(table)
+    return {root: {root} | _below({root}, children) if root in table else set() for root in roots}
 
 
 def tree(root: int, *, zombies: bool = True) -> set[int]:
@@ -136,14 +150,12 @@ def tree(root: int, *, zombies: bool = True) -> set[int]:
         pid = todo.pop()
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
-            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-            try:
-                zombie = os.read(fd, 4096).rsplit(b")", 1)[-1].split()[0] == b"Z"
-            finally:
-                os.close(fd)
-        except (OSError, IndexError):
+        except OSError:
             continue
-        if zombie:
+        fields = stat_fields(pid)
+        if not fields:
+            continue
+        if fields[0] == b"Z":
             if zombies:
                 found.add(pid)
             continue

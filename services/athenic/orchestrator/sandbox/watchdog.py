@@ -178,8 +178,8 @@ def over_budgets(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
     """The runs (by their root's pid) over their budgets now, and why: one scan (each turn of a
     watch; a kernel's tree between its runs, held to its last run's budget). Blocking: a thread's."""
     verdicts: dict[int, ExecutionError] = {}
-    for root, budget in budgets.items():
-        tree = reaping.tree(root)
+    for root, tree in reaping.trees(budgets).items():
+        budget = budgets[root]
         if not tree:
             continue
         if len(tree) > budget.processes:
