@@ -50,7 +50,7 @@ RUN sh /src/sandbox_python/install.sh /opt/sandbox-python /usr/bin/python3
 
 # ---- runtime: the interpreter, the virtualenv, bubblewrap; no compilers, no pip cache ----
 FROM ${PYTHON_IMAGE} AS runtime
-# bubblewrap, prlimit (util-linux) and Debian's python3 with its whole standard library (numpy and
+# bubblewrap, prlimit and setpriv (util-linux) and Debian's python3 with its whole standard library (numpy and
 # pandas need more than python3-minimal): the local sandbox runs user code with /usr/bin/python3
 # inside bubblewrap (sandbox.backend=local); the services themselves run on /usr/local/bin/python.
 RUN apt-get update \

@@ -5,7 +5,9 @@ replaced and the answer says so; bounds and idle eviction; shutdown leaves nothi
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -51,6 +53,23 @@ async def test_state_survives_between_runs(mode: str) -> None:
         out = ok(await backend.run(spec(
             "import os\nx += 1\nprint(x, twice(x), statistics.mean([1, 3]), open('notes.txt').read(), os.getcwd())")))
         assert out == "42 84 2 kept /tmp\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only an orchestrator running as root switches the sandbox's uid")
+@pytest.mark.parametrize("mode", ["kernel-cold", "kernel-pooled"])
+async def test_a_kernel_runs_on_the_host_as_nobody_with_no_groups_or_capabilities(mode: str) -> None:
+    """An orchestrator running as root starts bubblewrap as the sandbox uid: real, effective and
+    saved ids, no supplementary group, no capability left (on the host, outside its namespaces)."""
+    async with kernel_backend(mode) as backend:
+        ok(await backend.run(spec("x = 1")))
+        assert backend.kernels is not None
+        (kernel,) = backend.kernels.live()
+        for pid in (kernel.proc.pid, kernel.python_pid):
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            assert status["Uid"].split() == ["65534"] * 4, (pid, status["Uid"])
+            assert status["Gid"].split() == ["65534"] * 4, (pid, status["Gid"])
+            assert status["Groups"].split() == [], (pid, status["Groups"])
+            assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, (pid, status["CapEff"])
 
 
 async def test_state_never_crosses_conversations_or_tenants() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +96,32 @@ async def test_the_totals_count_every_process_of_the_tree() -> None:
         assert "4 processes" in over_count[proc.pid].value
         over_memory = over_budgets({proc.pid: RunBudget(memory_bytes=1 * MIB, processes=10, cpu_seconds=1000)})
         assert over_memory[proc.pid].name == "MemoryBudgetExceeded"
+    finally:
+        subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
+        proc.kill()
+        proc.wait()
+
+
+async def test_pages_shared_after_a_fork_count_once() -> None:
+    """Three children forked after their parent wrote 120 MiB share its pages: four processes
+    resident at 120 MiB each, 480 MiB by their resident sizes, and ~120 MiB proportionally. The
+    resident size is read first (it is cheap); over the budget, PSS decides."""
+    code = ("import os, time\nblock = b'x' * (120 * 1024 * 1024)\n"
+            "for _ in range(3):\n    if os.fork() == 0:\n        time.sleep(30); os._exit(0)\n"
+            "print('forked', flush=True)\ntime.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.to_thread(proc.stdout.readline) == b"forked\n"
+        tree = reaping.tree(proc.pid)
+        assert len(tree) == 4
+        resident = sum(int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                       for pid in tree)
+        assert resident > 400 * MIB  # (the premise: by resident size alone the tree is over 300 MiB)
+        assert over_budgets({proc.pid: RunBudget(memory_bytes=300 * MIB, processes=10, cpu_seconds=1000)}) == {}
+        over = over_budgets({proc.pid: RunBudget(memory_bytes=60 * MIB, processes=10, cpu_seconds=1000)})
+        assert over[proc.pid].name == "MemoryBudgetExceeded"
+        assert "60 MiB" in over[proc.pid].value
     finally:
         subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
         proc.kill()

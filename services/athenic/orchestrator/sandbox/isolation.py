@@ -13,6 +13,7 @@ limit is set inside the sandbox (by ``prlimit``) where it counts that sandbox's 
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import shutil
@@ -76,6 +77,26 @@ def drop_to_sandbox_user() -> dict[str, object]:
     if os.geteuid() != 0:
         return {}
     return {"user": SANDBOX_UID, "group": SANDBOX_GID, "extra_groups": []}
+
+
+def as_sandbox_user(argv: list[str]) -> tuple[list[str], dict[str, object]]:
+    """``argv`` and the subprocess arguments that start it as the sandbox uid when we are root
+    (as they are when we are not). Through util-linux's ``setpriv`` where it is here: it drops
+    to the uid (real, effective and saved; no supplementary groups) and execs ``argv`` in the
+    same process, so the orchestrator starts the child with a vfork. Python's own ``user=`` and
+    ``group=`` make it a full fork, a copy of the orchestrator's page tables that held its event
+    loop, every conversation's, 8 to 28 ms per kernel start here."""
+    if os.geteuid() != 0:
+        return argv, {}
+    setpriv = _setpriv()
+    if setpriv is None:
+        return argv, drop_to_sandbox_user()
+    return [setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups", "--", *argv], {}
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
 
 
 def sandbox_env(home: str) -> dict[str, str]:
@@ -173,8 +194,9 @@ def _probe(bwrap: Bubblewrap) -> str | None:
         probe = bwrap.argv(script_fd=read_fd, script_name="probe", tmp_mib=1,
                            limits=Limits(cpu_seconds=5, memory_mib=256, file_mib=1, processes=8),
                            command=("/usr/bin/true",), seccomp_fd=fds[1] if len(fds) > 1 else None)
+        probe, switch = as_sandbox_user(probe)
         done = subprocess.run(probe, pass_fds=fds, capture_output=True, text=True, env={},
-                              cwd="/", timeout=10, check=False, **drop_to_sandbox_user())  # type: ignore[call-overload]
+                              cwd="/", timeout=10, check=False, **switch)  # type: ignore[call-overload]
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bubblewrap at {bwrap.path} could not start: {exc}"
     finally:

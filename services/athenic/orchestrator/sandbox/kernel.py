@@ -194,6 +194,7 @@ class Kernel:
         self.python_pid = 0
         self._init_pid = 0
         self._resident: frozenset[str] | None = None  # the sandbox's own processes, once ready
+        self._home: frozenset[int] = frozenset()  # ... and the same processes by the host's numbers
         self._members: set[int] = set()
         self.started_at = time.monotonic()
         self.used_at = self.started_at
@@ -269,6 +270,7 @@ class Kernel:
         if self.python_pid:
             self._init_pid = reaping.processes().get(self.python_pid, reaping.ProcInfo(0, 0, "")).ppid
             self._resident = self._own_view()
+            self._home = frozenset(reaping.tree(self.proc.pid))
             self._listen(False)
             return
         self.kill()
@@ -573,6 +575,14 @@ class Kernel:
         self.kill()
         self._frames.put_nowait(None)
 
+    def quiet_tree(self) -> set[int] | None:
+        """The kernel's process tree when its namespace holds just what it held when the kernel
+        was ready (bubblewrap, its init, the interpreter), read without a scan of every process
+        on the machine; None when it holds more, or where this process may not look."""
+        if self._resident is not None and self._own_view() == self._resident:
+            return set(self._home)
+        return None
+
     def _own_view(self) -> frozenset[str] | None:
         """The processes the sandbox's own /proc lists (its PID namespace's numbers), read through
         the interpreter's root; None where this process may not look (not root). The sandboxed
@@ -587,7 +597,7 @@ class Kernel:
         whose leftovers keep coming back (a fork bomb outrunning the kill) is killed whole.
         When the sandbox's namespace holds just what it held when the kernel was ready, nothing
         was left: no scan of every process on the machine."""
-        if self._resident is not None and self._own_view() == self._resident:
+        if self.quiet_tree() is not None:
             return
         deadline = time.monotonic() + _KILL_CHILDREN_SECONDS
         keep = {self.proc.pid, self.python_pid, self._init_pid}

@@ -287,7 +287,8 @@ class Kernels:
         """What a run left running (a thread, the processes it starts between runs) may use no
         more CPU time between runs than a run may, nor hold more memory and processes than the
         last run's budget allowed: the watchdog watches a kernel only during a run, and a cgroup
-        per run ends with it. /proc is read in a thread, for every idle kernel at once."""
+        per run ends with it. /proc is read in a thread, for every idle kernel at once; the
+        processes of a kernel whose namespace holds only its own are known without a scan."""
         idle = {key: (entry.kernel, entry.kernel.budget_at_rest) for key, entry in self._entries.items()
                 if entry.kernel is not None and not entry.lock.locked() and entry.kernel.alive
                 and entry.kernel.budget_at_rest is not None}
@@ -296,7 +297,9 @@ class Kernels:
 
         def read() -> tuple[set[Key], dict[int, ExecutionError]]:
             spinning = {key for key, (kernel, _) in idle.items() if self._spins(kernel)}
-            return spinning, over_budgets({kernel.proc.pid: budget for kernel, budget in idle.values() if budget})
+            quiet = {kernel.proc.pid: tree for kernel, _ in idle.values() if (tree := kernel.quiet_tree()) is not None}
+            return spinning, over_budgets({kernel.proc.pid: budget for kernel, budget in idle.values() if budget},
+                                          quiet)
 
         spinning, verdicts = await asyncio.to_thread(read)
         for key, (kernel, _) in idle.items():

@@ -39,6 +39,7 @@ from athenic.orchestrator.sandbox.isolation import (
     WORKDIR,
     Bubblewrap,
     Limits,
+    as_sandbox_user,
     drop_to_sandbox_user,
     find_bubblewrap,
     sandbox_env,
@@ -406,7 +407,8 @@ class LocalSandbox:
         argv = bwrap.argv(script_fd=server, script_name=SERVER_NAME, tmp_mib=self.tmp_mib, limits=limits,
                           command=command, seccomp_fd=seccomp_fd, ro_binds=binds, tmp_files=tmp_files, extra_env=env,
                           rw_binds=((files.out, f"{WORKDIR}/{OUT_DIR}"),))
-        kwargs: dict[str, Any] = {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **drop_to_sandbox_user()}
+        argv, switch = as_sandbox_user(argv)
+        kwargs: dict[str, Any] = {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **switch}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=stdin_r, stdout=out_w, stderr=err_w, start_new_session=True, **kwargs)
@@ -495,7 +497,8 @@ class LocalSandbox:
         argv = bwrap.argv(script_fd=script, script_name=language.script, tmp_mib=self.tmp_mib,
                           limits=limits, command=command, seccomp_fd=seccomp_fd,
                           ro_binds=binds, tmp_files=tmp_files, extra_env=env, rw_binds=rw_binds)
-        return _Launch(argv, {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **drop_to_sandbox_user()})
+        argv, switch = as_sandbox_user(argv)
+        return _Launch(argv, {"pass_fds": tuple(fds), "env": {}, "cwd": "/", **switch})
 
     def _launch_bare(self, spec: RunSpec, language: Language, limits: Limits,
                      figures: _FigurePipe | None, files_dir: str | None = None) -> _Launch:

@@ -2,7 +2,8 @@
 
 The rlimits bind each process alone (a run of 4 children of 150 MiB passes a 200 MiB
 address-space limit); this watchdog adds up, a few times a second, the proportional memory
-(PSS, so pages shared after a fork count once; RSS where PSS cannot be read), the number of
+(PSS, so pages shared after a fork count once; RSS where PSS cannot be read; read only for a
+tree whose resident size, an upper bound read at a tenth of the cost, is over), the number of
 processes and their CPU time over the run's process tree (under bubblewrap that is every
 process of the run: its PID namespace's init is a child of the run's main process), and stops
 the run when a total passes its budget. One scan of /proc serves every run in flight.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -174,11 +176,15 @@ def disk_use(path: str, max_entries: int) -> tuple[int, int]:
     return used, entries
 
 
-def over_budgets(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
+def over_budgets(budgets: dict[int, RunBudget], known: dict[int, set[int]] | None = None,
+                 ) -> dict[int, ExecutionError]:
     """The runs (by their root's pid) over their budgets now, and why: one scan (each turn of a
-    watch; a kernel's tree between its runs, held to its last run's budget). Blocking: a thread's."""
+    watch; a kernel's tree between its runs, held to its last run's budget), of the roots whose
+    tree is not ``known`` already. Blocking: a thread's."""
+    known = known or {}
+    found = {**reaping.trees(root for root in budgets if root not in known), **known}
     verdicts: dict[int, ExecutionError] = {}
-    for root, tree in reaping.trees(budgets).items():
+    for root, tree in found.items():
         budget = budgets[root]
         if not tree:
             continue
@@ -186,11 +192,16 @@ def over_budgets(budgets: dict[int, RunBudget]) -> dict[int, ExecutionError]:
             verdicts[root] = ExecutionError(name="ProcessBudgetExceeded", value=(
                 f"the run had {len(tree)} processes at once; its budget is {budget.processes}"))
             continue
-        memory = sum(_memory(pid) for pid in tree)
-        if memory > budget.memory_bytes:
-            verdicts[root] = ExecutionError(name="MemoryBudgetExceeded", value=(
-                f"the run's processes used {memory // MIB} MiB of memory together; "
-                f"its budget is {budget.memory_bytes // MIB} MiB"))
+        # the resident size bounds the proportional one from above, and costs a tenth to read:
+        # PSS only for a tree whose resident size is over the budget
+        if sum(_resident(pid) for pid in tree) > budget.memory_bytes:
+            memory = sum(_memory(pid) for pid in tree)
+            if memory > budget.memory_bytes:
+                verdicts[root] = ExecutionError(name="MemoryBudgetExceeded", value=(
+                    f"the run's processes used {memory // MIB} MiB of memory together; "
+                    f"its budget is {budget.memory_bytes // MIB} MiB"))
+                continue
+        if budget.cpu_seconds == math.inf:
             continue
         cpu = sum(reaping.cpu_seconds(pid) for pid in tree)
         if cpu > budget.cpu_seconds:
@@ -209,6 +220,11 @@ def _memory(pid: int) -> int:
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return _resident(pid)
+
+
+def _resident(pid: int) -> int:
+    """Resident set size in bytes (0: gone or unreadable)."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as handle:
             return int(handle.read().split()[1]) * _PAGE
