@@ -63,6 +63,22 @@ async def test_a_forged_refusal_of_the_limits_fails_the_run_once_and_replaces_th
         assert after.notice is not None and "stopped during the previous run" in after.notice
 
 
+async def test_a_server_patched_to_keep_its_limits_is_stopped_when_a_run_lowers_them() -> None:
+    """The code can patch the kernel server so that it sets no limits: its hard limits stay what
+    they were (nothing in the sandbox can raise one), so runs as roomy still run; the first run
+    whose limits are lower (the tenant's policy tightened) ends KernelTampered, and the kernel goes."""
+    async with kernel_backend("kernel-live") as backend:
+        ok(await backend.run(spec("import __main__\n__main__._limit = lambda limits: None", memory_mib=256)))
+        assert ok(await backend.run(spec("print('roomy')", memory_mib=512))) == "roomy\n"
+        lowered = await backend.run(spec("print('lowered')", memory_mib=128))
+        assert lowered.error is not None and lowered.error.name == "KernelTampered", lowered.error
+        assert "limits" in lowered.error.value and lowered.notice is not None
+        after = await backend.run(spec("import resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[1] >> 20)",
+                                       memory_mib=128))
+        assert after.stdout == "128\n" and after.error is None
+        assert after.notice is not None and "stopped during the previous run" in after.notice
+
+
 @pytest.mark.parametrize("frame", [
     "{'id': run_number + 1, 'error': None}",  # another run's end
     "{'ready': True}",  # the server's start

@@ -5,14 +5,18 @@ replaced and the answer says so; bounds and idle eviction; shutdown leaves nothi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 import pytest
 from prometheus_client import REGISTRY
 
 from athenic.orchestrator.sandbox.base import RunSpec
+from athenic.orchestrator.sandbox.files import StagedFile, Workspace
 from athenic.orchestrator.sandbox.kernels import KernelSettings
 from athenic.orchestrator.sandbox.local import LocalSandbox
 from athenic.shared.messages import Execution
@@ -318,3 +322,32 @@ async def test_shutdown_while_the_pool_refills_leaves_no_kernel_behind() -> None
         await wait_for(lambda: bool(sandbox_processes(backend)), "no kernel started")
         await backend.aclose()
         assert sandbox_processes(backend) == []
+
+
+async def test_a_run_sees_its_own_inputs_only_and_none_of_an_earlier_runs() -> None:
+    """A kernel's ``files/`` lives as long as the kernel: each run's inputs replace the last run's
+    (a file the conversation no longer holds is gone), and what a run left in ``files/out`` is
+    not the next run's."""
+    def workspace(contents: dict[str, bytes]) -> Workspace:
+        async def fetch(name: str, into: IO[bytes]) -> None:
+            into.write(contents[name])
+
+        return Workspace(inputs=[StagedFile(name, len(data), hashlib.sha256(data).hexdigest())
+                                 for name, data in contents.items()],
+                         fetch=fetch, max_file_bytes=1 << 20, max_files=8)
+
+    listing = "import os\nprint(sorted(os.listdir('files')), sorted(os.listdir('files/out')))"
+    async with kernel_backend("kernel-live") as backend:
+        runs = [workspace({"a.txt": b"a", "b.txt": b"b"}), workspace({"b.txt": b"b2"}), workspace({})]
+        try:
+            first = await backend.run(replace(spec(listing + "\nopen('files/out/left.txt', 'w').write('x')"),
+                                              workspace=runs[0]))
+            assert ok(first) == "['a.txt', 'b.txt', 'out'] []\n"
+            second = await backend.run(replace(spec(listing + "\nprint(open('files/b.txt').read())"),
+                                               workspace=runs[1]))
+            assert ok(second) == "['b.txt', 'out'] []\nb2\n"
+            assert ok(await backend.run(replace(spec(listing), workspace=runs[2]))) == "['out'] []\n"
+            assert ok(await backend.run(spec(listing))) == "['out'] []\n"
+        finally:
+            for made in runs:
+                made.cleanup()

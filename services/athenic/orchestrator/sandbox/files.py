@@ -16,6 +16,7 @@ nothing of backends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -172,13 +173,17 @@ class KernelFiles:
         Workspace._share(self.root, owner, 0o755)
         if owner is not None:
             os.chown(self.out, owner, owner)
+        # what the last stage put beside out/: the folder is read-only to the code, so that is all
+        # it holds there (removed by name, without reading the folder)
+        self._staged: set[str] = set()
         self._remove = weakref.finalize(self, shutil.rmtree, self.root, True)
 
     async def stage(self, workspace: Workspace | None) -> None:
-        """Inputs of this run in, the last run's leftovers in ``out/`` gone."""
-        for entry in os.scandir(self.root):
-            if entry.name != "out":
-                os.unlink(entry.path)
+        """Inputs of this run in, the last run's inputs and its leftovers in ``out/`` gone."""
+        for name in self._staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.root, name))
+        self._staged.clear()
         for entry in os.scandir(self.out):
             shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
         if workspace is None or not workspace.inputs:
@@ -186,6 +191,7 @@ class KernelFiles:
         source = await workspace.files_dir()
         for item in workspace.inputs:
             target = os.path.join(self.root, item.name)
+            self._staged.add(item.name)
             shutil.copyfile(os.path.join(source, item.name), target)
             os.chmod(target, 0o444)
 

@@ -196,14 +196,17 @@ class Kernel:
         self._resident: frozenset[str] | None = None  # the sandbox's own processes, once ready
         self._home: frozenset[int] = frozenset()  # ... and the same processes by the host's numbers
         self._members: set[int] = set()
+        self._bubblewrap_cpu = 0.0
         self.started_at = time.monotonic()
         self.used_at = self.started_at
         self.runs = 0
-        # CPU time of the kernel's processes when its last run ended, and what that run allowed;
-        # what the last run's budget allowed its process tree at once (None: no run yet)
-        self.cpu_at_rest = 0.0
+        # CPU time of the kernel's processes since its last run ended (read by the idle sweep, off
+        # the run's way: None until then), and what that run allowed; what the last run's budget
+        # allowed its process tree at once (None: no run yet)
+        self.cpu_at_rest: float | None = None
         self.cpu_allowed = 0.0
         self.budget_at_rest: RunBudget | None = None
+        self._limits_checked: dict[int, int] | None = None  # the limits /proc last showed it within
         self._output_limit = output_limit
         self._max_images, self._image_bytes = max_images, image_bytes
         self._stdin = stdin_fd
@@ -271,6 +274,7 @@ class Kernel:
             self._init_pid = reaping.processes().get(self.python_pid, reaping.ProcInfo(0, 0, "")).ppid
             self._resident = self._own_view()
             self._home = frozenset(reaping.tree(self.proc.pid))
+            self._bubblewrap_cpu = reaping.cpu_seconds(self.proc.pid)
             self._listen(False)
             return
         self.kill()
@@ -278,8 +282,10 @@ class Kernel:
 
     def cpu_used(self) -> float:
         """CPU time of the kernel's own processes so far (a background thread keeps adding to
-        it; the processes of a run are gone once it ended: what they used counts once reaped)."""
-        return sum(reaping.cpu_seconds(pid) for pid in (self.proc.pid, self._init_pid, self.python_pid) if pid)
+        it; the processes of a run are gone once it ended: what they used counts once reaped by
+        the interpreter or the namespace's init). bubblewrap's own, read once when the kernel was
+        ready, stays what it was: it only waits for that init, which outlives every run."""
+        return self._bubblewrap_cpu + sum(reaping.cpu_seconds(pid) for pid in (self._init_pid, self.python_pid) if pid)
 
     def _own_alive(self) -> bool:
         for pid in {self.python_pid, self._init_pid, *self._members}:
@@ -319,10 +325,21 @@ class Kernel:
 
     def limits_hold(self, rlimits: list[tuple[int, int, int]]) -> bool:
         """Whether the interpreter's hard limits are (at most) the run's: the server could have
-        been tampered with by an earlier run of its conversation."""
+        been tampered with by an earlier run of its conversation.
+
+        A hard limit never rises without CAP_SYS_RESOURCE in the host's user namespace, which
+        nothing in the sandbox has: once /proc showed them at most some limits, they are at most
+        any limits as high, and /proc is read again only for a run whose limits are lower (the
+        tenant's policy tightened)."""
+        wanted = {which: value for which, _soft, value in rlimits if which != resource.RLIMIT_CPU}
+        checked = self._limits_checked
+        if checked is not None and all(which in checked and value >= checked[which] for which, value in wanted.items()):
+            return True
         hard = _hard_limits(self.python_pid)
-        return all(which == resource.RLIMIT_CPU or 0 <= hard.get(which, -1) <= value
-                   for which, _soft, value in rlimits)
+        if all(0 <= hard.get(which, -1) <= value for which, value in wanted.items()):
+            self._limits_checked = wanted
+            return True
+        return False
 
     async def run(self, spec: RunSpec, limits: Limits, watchdog: Watchdog,
                   on_output: OutputSink | None, *, may_refuse: bool = True) -> Execution:
@@ -382,7 +399,7 @@ class Kernel:
             run.wake.set()
             await forwarding
             self.used_at = time.monotonic()
-            self.cpu_at_rest, self.cpu_allowed = self.cpu_used(), float(limits.cpu_seconds)
+            self.cpu_at_rest, self.cpu_allowed = None, float(limits.cpu_seconds)
             self.budget_at_rest = RunBudget(memory_bytes=budget.memory_bytes, processes=budget.processes,
                                             cpu_seconds=math.inf)  # (CPU between runs: Kernels._spins)
         await self._handed(strict=True)

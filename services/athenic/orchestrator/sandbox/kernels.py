@@ -288,24 +288,31 @@ class Kernels:
         more CPU time between runs than a run may, nor hold more memory and processes than the
         last run's budget allowed: the watchdog watches a kernel only during a run, and a cgroup
         per run ends with it. /proc is read in a thread, for every idle kernel at once; the
-        processes of a kernel whose namespace holds only its own are known without a scan."""
-        idle = {key: (entry.kernel, entry.kernel.budget_at_rest) for key, entry in self._entries.items()
+        processes of a kernel whose namespace holds only its own are known without a scan. A
+        kernel's CPU time at rest is read by the first sweep after its run (not by the run: that
+        is three reads of /proc on the answer's way), and counted from there."""
+        idle = {key: (entry.kernel, entry.kernel.budget_at_rest, entry.kernel.runs)
+                for key, entry in self._entries.items()
                 if entry.kernel is not None and not entry.lock.locked() and entry.kernel.alive
                 and entry.kernel.budget_at_rest is not None}
         if not idle:
             return
 
-        def read() -> tuple[set[Key], dict[int, ExecutionError]]:
-            spinning = {key for key, (kernel, _) in idle.items() if self._spins(kernel)}
-            quiet = {kernel.proc.pid: tree for kernel, _ in idle.values() if (tree := kernel.quiet_tree()) is not None}
-            return spinning, over_budgets({kernel.proc.pid: budget for kernel, budget in idle.values() if budget},
-                                          quiet)
+        def read() -> tuple[dict[Key, float], set[Key], dict[int, ExecutionError]]:
+            at_rest = {key: kernel.cpu_used() for key, (kernel, _, _) in idle.items() if kernel.cpu_at_rest is None}
+            spinning = {key for key, (kernel, _, _) in idle.items() if key not in at_rest and self._spins(kernel)}
+            quiet = {kernel.proc.pid: tree for kernel, _, _ in idle.values()
+                     if (tree := kernel.quiet_tree()) is not None}
+            return at_rest, spinning, over_budgets(
+                {kernel.proc.pid: budget for kernel, budget, _ in idle.values() if budget}, quiet)
 
-        spinning, verdicts = await asyncio.to_thread(read)
-        for key, (kernel, _) in idle.items():
+        at_rest, spinning, verdicts = await asyncio.to_thread(read)
+        for key, (kernel, _, runs) in idle.items():
             entry = self._entries.get(key)
-            if entry is None or entry.kernel is not kernel or entry.lock.locked():
+            if entry is None or entry.kernel is not kernel or entry.lock.locked() or kernel.runs != runs:
                 continue  # (a run took it meanwhile: the run's own watch holds it now)
+            if key in at_rest:
+                kernel.cpu_at_rest = at_rest[key]
             if key in spinning:
                 self._evict(key, "cpu", "was stopped: what a run left running used more CPU time "
                                         "between runs than a run may")
@@ -323,7 +330,8 @@ class Kernels:
     @staticmethod
     def _spins(kernel: Kernel) -> bool:
         """Whether what a run left running (a thread) used more CPU between runs than a run may."""
-        return kernel.runs > 0 and kernel.cpu_used() - kernel.cpu_at_rest > kernel.cpu_allowed
+        return (kernel.runs > 0 and kernel.cpu_at_rest is not None
+                and kernel.cpu_used() - kernel.cpu_at_rest > kernel.cpu_allowed)
 
     def _sweep_pool(self) -> None:
         for kernel in [kernel for kernel in self._pool if not kernel.alive]:

@@ -122,14 +122,16 @@ def _limit(limits: list[list[int]]) -> str | None:
     have to rise (only a fresh kernel can take a roomier limit). For CPU time, which adds up over
     the kernel's life, ``soft`` is what this run may use on top of what was used so far."""
     for which, soft, hard in limits:
-        current = resource.getrlimit(which)[1]
+        now = resource.getrlimit(which)
+        current = now[1]
         if which == resource.RLIMIT_CPU:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             soft = min(int(usage.ru_utime + usage.ru_stime) + 1 + soft, current)
             hard = current
         elif hard > current:
             return f"rlimit {which} cannot rise from {current} to {hard}"
-        resource.setrlimit(which, (soft, hard))
+        if now != (soft, hard):  # (most runs keep the last run's: no system call for those)
+            resource.setrlimit(which, (soft, hard))
     return None
 
 
