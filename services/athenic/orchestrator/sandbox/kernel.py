@@ -200,9 +200,9 @@ class Kernel:
         self.started_at = time.monotonic()
         self.used_at = self.started_at
         self.runs = 0
-        # CPU time of the kernel's processes since its last run ended (read by the idle sweep, off
-        # the run's way: None until then), and what that run allowed; what the last run's budget
-        # allowed its process tree at once (None: no run yet)
+        # CPU time of the kernel's processes after its last run ended (read by the first idle sweep
+        # after it, off the answer's way: None until then), and what that run allowed; what the
+        # last run's budget allowed its process tree at once (None: no run yet)
         self.cpu_at_rest: float | None = None
         self.cpu_allowed = 0.0
         self.budget_at_rest: RunBudget | None = None

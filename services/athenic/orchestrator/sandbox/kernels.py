@@ -289,8 +289,8 @@ class Kernels:
         last run's budget allowed: the watchdog watches a kernel only during a run, and a cgroup
         per run ends with it. /proc is read in a thread, for every idle kernel at once; the
         processes of a kernel whose namespace holds only its own are known without a scan. A
-        kernel's CPU time at rest is read by the first sweep after its run (not by the run: that
-        is three reads of /proc on the answer's way), and counted from there."""
+        kernel's CPU time at rest is read by the first sweep after its run (not by the run: those
+        are reads of /proc on the answer's way), and counted from there."""
         idle = {key: (entry.kernel, entry.kernel.budget_at_rest, entry.kernel.runs)
                 for key, entry in self._entries.items()
                 if entry.kernel is not None and not entry.lock.locked() and entry.kernel.alive
