@@ -53,7 +53,7 @@ async def _with_broker(url: str, work: object) -> None:
 
 def register(url: str, token: str) -> None:
     async def work(broker: Broker) -> None:
-        await DeviceRegistry(broker.bucket(names.DEVICES_BUCKET)).register(OWNER, "fcm", token)
+        await DeviceRegistry(broker.bucket(names.DEVICES_BUCKET), broker.js).register(OWNER, "fcm", token)
 
     asyncio.run(_with_broker(url, work))
 

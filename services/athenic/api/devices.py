@@ -62,7 +62,7 @@ def _registry(broker: Broker) -> DeviceRegistry:
     if not broker.ready:
         raise BrokerUnavailable("the message broker is unavailable; retry later", headers={"Retry-After": "1"})
     try:
-        return DeviceRegistry(broker.bucket(names.DEVICES_BUCKET))
+        return DeviceRegistry(broker.bucket(names.DEVICES_BUCKET), broker.js)
     except NotConnected:
         raise BrokerUnavailable("the message broker is unavailable; retry later",
                                 headers={"Retry-After": "1"}) from None

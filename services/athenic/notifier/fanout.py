@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 
 import msgspec
-import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -25,16 +24,10 @@ from athenic.shared.messages import Delivery, TurnFinished, encode
 log = get_logger(__name__)
 
 
-async def following(presence: KeyValue, event: TurnFinished) -> bool:
+async def following(js: JetStreamContext, presence: KeyValue, event: TurnFinished) -> bool:
     """Whether the conversation's owner has a push stream open on it right now."""
-    for key in await kv.keys_matching(presence, f"{event.client_id}.*"):
-        try:
-            entry = await presence.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            continue
-        if entry.value and msgspec.json.decode(entry.value).get("user") == event.owner:
-            return True
-    return False
+    streams = await kv.live_values(js, presence, names.PRESENCE_BUCKET, f"{event.client_id}.*")
+    return any(msgspec.json.decode(value).get("user") == event.owner for value in streams.values())
 
 
 class Fanout:
@@ -48,7 +41,7 @@ class Fanout:
 
     async def deliveries(self, event: TurnFinished) -> list[Delivery]:
         found = [Delivery(kind="webhook", event=event, webhook_url=url) for url in self.webhooks.urls(event.tenant)]
-        if await following(self.presence, event):
+        if await following(self.js, self.presence, event):
             log.info("owner is following the conversation: no push", client_id=event.client_id,
                      request_id=event.request_id)
             return found

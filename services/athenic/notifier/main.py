@@ -46,7 +46,7 @@ async def serve(settings: NotifierSettings, nats_settings: NatsSettings, stop: a
 
         if not await health_then_broker(stack, broker, alive, sock, stop):
             return
-        devices = DeviceRegistry(broker.bucket(names.DEVICES_BUCKET))
+        devices = DeviceRegistry(broker.bucket(names.DEVICES_BUCKET), broker.js)
         fanout = Fanout(broker.js, devices, broker.bucket(names.PRESENCE_BUCKET),
                         {kind for kind in senders if kind != "webhook"}, targets)
         deliverer = Deliverer(settings, senders, devices, fanout)

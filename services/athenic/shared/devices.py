@@ -11,6 +11,7 @@ import re
 from typing import Final, cast
 
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from athenic.shared import kv, names
@@ -38,8 +39,9 @@ def check_device(platform: str, token: str) -> None:
 
 
 class DeviceRegistry:
-    def __init__(self, bucket: KeyValue) -> None:
+    def __init__(self, bucket: KeyValue, js: JetStreamContext) -> None:
         self.kv = bucket
+        self.js = js
 
     async def register(self, user: str | None, platform: str, token: str) -> tuple[Device, bool]:
         """Store (or refresh) the device; whether it is new for this user."""
@@ -50,13 +52,13 @@ class DeviceRegistry:
         await self.kv.put(key, encode(device))
         # A token names one app install: whoever registered it last receives its notifications
         # (a phone handed to another account must not keep waking up for the first one).
-        for other in await self._keys(f"*.{names.device_token_hash(token)}"):
+        for other in await self._values(f"*.{names.device_token_hash(token)}"):
             if other != key:
                 await self.kv.purge(other)
         return device, new
 
-    async def _keys(self, pattern: str) -> list[str]:
-        return await kv.keys_matching(self.kv, pattern)
+    async def _values(self, pattern: str) -> dict[str, bytes]:
+        return await kv.live_values(self.js, self.kv, names.DEVICES_BUCKET, pattern)
 
     async def get(self, key: str) -> Device | None:
         try:
@@ -78,8 +80,8 @@ class DeviceRegistry:
 
     async def of_user(self, user: str | None) -> list[tuple[str, Device]]:
         found = []
-        for key in await self._keys(f"{names.devices_prefix(user)}.*"):
-            device = await self.get(key)
-            if device is not None and device.owner == user:
+        for key, value in (await self._values(f"{names.devices_prefix(user)}.*")).items():
+            device = device_decoder.decode(value)
+            if device.owner == user:
                 found.append((key, device))
         return found

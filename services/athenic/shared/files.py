@@ -25,7 +25,7 @@ from nats.js.api import ObjectInfo, ObjectMeta
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from athenic.shared import names
+from athenic.shared import kv, names
 from athenic.shared.messages import FileRef
 
 NAME_MAX_BYTES: Final = 255
@@ -112,12 +112,11 @@ class FileStore:
     """The conversations' files: bytes in one Object Store bucket, metadata in a KV index.
 
     The Object Store lists only a whole bucket (its objects' names are base64 in the subjects,
-    which no filter narrows to one conversation); the index lists one conversation with a KV
-    watch of ``<clientId>.*``, after one question to the index's stream (which of its subjects
-    hold messages) tells whether there is anything to watch: most conversations have no files,
-    and that answer costs one request instead of a consumer made and removed. A file is indexed
-    after its bytes are stored, so a listed file can always be read; one whose indexing failed
-    is readable but not listed until written again.
+    which no filter narrows to one conversation); the index lists one conversation's keys
+    ``<clientId>.*`` with one question to its stream (which of its subjects hold messages: most
+    conversations have none, and that is the only request then), and reads each
+    (``kv.live_values``). A file is indexed after its bytes are stored, so a listed file can
+    always be read; one whose indexing failed is readable but not listed until written again.
     """
 
     def __init__(self, store: ObjectStore, index: KeyValue, js: JetStreamContext,
@@ -129,25 +128,8 @@ class FileStore:
 
     async def list(self, client_id: str) -> list[FileInfo]:
         """The conversation's files, by name."""
-        if not await self._indexed(client_id):
-            return []
-        watcher = await self.index.watch(f"{client_id}.*", ignore_deletes=True)
-        found: list[FileInfo] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of the current values
-                    break
-                if entry.value:  # a key removed by its TTL reads back empty
-                    found.append(file_info_decoder.decode(entry.value))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return sorted(found, key=lambda item: item.name)
-
-    async def _indexed(self, client_id: str) -> bool:
-        """Whether the index holds any message (a file, or a removal's marker) for ``client_id``."""
-        info = await self.js.stream_info(names.kv_stream(self.index_bucket),
-                                         subjects_filter=names.kv_subject(self.index_bucket, f"{client_id}.*"))
-        return bool(info.state.subjects)
+        stored = await kv.live_values(self.js, self.index, self.index_bucket, f"{client_id}.*")
+        return sorted((file_info_decoder.decode(value) for value in stored.values()), key=lambda item: item.name)
 
     async def info(self, client_id: str, name: str) -> FileInfo | None:
         try:

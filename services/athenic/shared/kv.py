@@ -46,20 +46,29 @@ async def write_after(kv: KeyValue, key: str, value: bytes, last: int) -> int:
     return await kv.update(key, value, last=last)
 
 
-async def keys_matching(kv: KeyValue, pattern: str) -> list[str]:
-    """The live keys matching a subject pattern (``a.*``, ``*.b``), filtered by the server.
+READS_AT_ONCE = 64  # keys read concurrently by ``live_values``
 
-    (nats-py's ``keys(filters=...)`` reads every key of the bucket and filters by substring.)
+
+async def live_values(js: JetStreamContext, kv: KeyValue, bucket: str, pattern: str) -> dict[str, bytes]:
+    """The live keys of ``kv`` (the bucket named ``bucket``) matching a subject pattern (``a.*``,
+    ``*.b``), with their values, read without a consumer.
+
+    The bucket's stream says which of its subjects hold a message (one request, filtered by the
+    server); each is then read by key, ``READS_AT_ONCE`` at a time, and one deleted, purged or
+    expired is left out. A KV watch would do it in fewer requests but is wrong for a one-off
+    listing: its consumer stays on the server until its inactivity threshold (five minutes in
+    nats-py), one per listing, and nats-py may end a watch's initial values before the entries
+    already on their way, so a listing just after a write could miss it.
     """
-    watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
-    found = []
-    try:
-        async for entry in watcher:
-            if entry is None:  # the end of what exists now
-                break
-            found.append(entry.key)
-    finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+    info = await js.stream_info(names.kv_stream(bucket), subjects_filter=names.kv_subject(bucket, pattern))
+    skip = len(names.kv_subject(bucket, ""))
+    keys = [subject[skip:] for subject in info.state.subjects or {}]
+    found: dict[str, bytes] = {}
+    for start in range(0, len(keys), READS_AT_ONCE):
+        batch = keys[start:start + READS_AT_ONCE]
+        for key, (value, _) in zip(batch, await asyncio.gather(*(read(kv, key) for key in batch)), strict=True):
+            if value is not None:
+                found[key] = value
     return found
 
 

@@ -1,0 +1,79 @@
+"""Listing the keys of a KV bucket that match a pattern (``kv.live_values``), against a real
+nats-server: what was written just before is listed, what was deleted, purged or expired is not,
+and a listing leaves nothing on the server (a KV watch would leave its consumer for minutes).
+The conversation's files are listed this way (``FileStore.list``), so are a conversation's open
+push streams and a user's devices."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from athenic.shared import kv, names
+from athenic.shared.files import FileStore
+from athenic.shared.settings import NatsSettings, load
+from athenic.shared.topology import ensure_object_stores, ensure_topology
+
+pytestmark = pytest.mark.integration
+
+BUCKET = names.FILE_INDEX_BUCKET
+
+
+@pytest.fixture
+async def broker(nats_url: str) -> AsyncIterator[tuple[JetStreamContext, dict[str, KeyValue]]]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        yield js, await ensure_topology(js, load(NatsSettings, {"NATS_URL": nats_url}))
+    finally:
+        await nc.close()
+
+
+async def consumers(js: JetStreamContext, bucket: str) -> int:
+    return (await js.stream_info(names.kv_stream(bucket))).state.consumer_count
+
+
+async def test_a_key_written_just_before_is_listed_every_time_and_nothing_stays_on_the_server(
+        broker: tuple[JetStreamContext, dict[str, KeyValue]]) -> None:
+    js, buckets = broker
+    index = buckets[BUCKET]
+    for round_ in range(300):
+        await index.put(f"c{round_}.k", b"v")
+        assert await kv.live_values(js, index, BUCKET, f"c{round_}.*") == {f"c{round_}.k": b"v"}, round_
+    assert await consumers(js, BUCKET) == 0
+
+
+async def test_deleted_purged_and_other_keys_are_left_out_and_many_keys_are_all_read(
+        broker: tuple[JetStreamContext, dict[str, KeyValue]]) -> None:
+    js, buckets = broker
+    index = buckets[BUCKET]
+    many = {f"a.{n}": str(n).encode() for n in range(kv.READS_AT_ONCE * 2 + 5)}
+    await asyncio.gather(*(index.put(key, value) for key, value in many.items()))
+    await index.put("a.deleted", b"x")
+    await index.delete("a.deleted")
+    await index.put("a.purged", b"x")
+    await index.purge("a.purged")
+    await index.put("ab.other", b"x")
+    await index.put("b.1", b"x")
+    assert await kv.live_values(js, index, BUCKET, "a.*") == many
+    assert await kv.live_values(js, index, BUCKET, "none.*") == {}
+
+
+async def test_a_conversations_files_are_listed_right_after_each_upload(
+        nats_url: str, broker: tuple[JetStreamContext, dict[str, KeyValue]]) -> None:
+    js, buckets = broker
+    stores = await ensure_object_stores(js, load(NatsSettings, {"NATS_URL": nats_url}))
+    files = FileStore(stores[names.FILES_BUCKET], buckets[BUCKET], js)
+    assert await files.list("conversation") == []
+    for count in range(1, 41):
+        await files.put("conversation", f"data-{count:02}.csv", b"a,b\n", "text/csv")
+        listed = await files.list("conversation")
+        assert [item.name for item in listed] == [f"data-{n:02}.csv" for n in range(1, count + 1)]
+    await files.put("another", "mine.txt", b"x", "text/plain")
+    assert [item.name for item in await files.list("another")] == ["mine.txt"]
+    assert await consumers(js, BUCKET) == 0
