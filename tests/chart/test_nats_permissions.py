@@ -18,9 +18,13 @@ import pytest
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
+from athenic.notifier.fanout import following
 from athenic.shared import names
+from athenic.shared.devices import DeviceRegistry
+from athenic.shared.files import FileStore
+from athenic.shared.messages import TurnFinished
 from athenic.shared.settings import NatsSettings, load
-from athenic.shared.topology import bucket_configs, ensure_bucket, ensure_topology
+from athenic.shared.topology import bucket_configs, ensure_bucket, ensure_object_stores, ensure_topology
 from athenic_operator.usage import read_usage
 from tests.chart.manifests import Manifest, named
 from tests.support.nats import NatsServer, free_port
@@ -98,6 +102,7 @@ async def login(server: NatsServer) -> AsyncIterator[Callable[[str], Awaitable[L
 
 
 SETTINGS = load(NatsSettings, {"NATS_REPLICAS": "1"})
+TOKEN = "fcm-registration-token-" + "a" * 40
 
 
 async def bucket(who: Login, name: str) -> KeyValue:
@@ -170,6 +175,36 @@ async def test_a_message_goes_from_api_to_orchestrator_and_back(login: Callable[
     reply = await api.nc.request(names.cancel_subject(client_id), b"", timeout=WAIT_SECONDS)
     assert reply.data == b'{"cancelled": false}'
     for who in (api, orchestrator, operator):
+        assert who.violations == [], who.violations
+
+
+async def test_files_devices_and_open_streams_are_listed_by_the_services_that_list_them(
+        login: Callable[[str], Awaitable[Login]]) -> None:
+    """The listings read the bucket's subjects and then each key: no consumer, so no watch
+    permission on the file index, the devices or the presence bucket."""
+    api, orchestrator, notifier = await login("api"), await login("orchestrator"), await login("notifier")
+    await ensure_topology(api.js, SETTINGS)
+    client_id = "conversation-1"
+
+    def files_of(who: Login) -> Awaitable[FileStore]:
+        async def opened() -> FileStore:
+            return FileStore(await who.js.object_store(names.FILES_BUCKET),
+                             await bucket(who, names.FILE_INDEX_BUCKET), who.js)
+        return opened()
+
+    await ensure_object_stores(api.js, SETTINGS)
+    await (await files_of(api)).put(client_id, "data.csv", b"a,b\n", "text/csv")
+    for who in (api, orchestrator):
+        assert [item.name for item in await (await files_of(who)).list(client_id)] == ["data.csv"]
+    await (await bucket(api, names.PRESENCE_BUCKET)).put(f"{client_id}.session-1", b'{"user": "u"}')
+    devices = DeviceRegistry(await bucket(api, names.DEVICES_BUCKET), api.js)
+    await devices.register("u", "fcm", TOKEN)
+    event = TurnFinished(client_id=client_id, request_id="request-1", owner="u", tenant="default",
+                         status="completed", timestamp="2026-12-02T00:00:00Z")
+    assert await following(notifier.js, await bucket(notifier, names.PRESENCE_BUCKET), event)
+    mine = await DeviceRegistry(await bucket(notifier, names.DEVICES_BUCKET), notifier.js).of_user("u")
+    assert [device.token for _, device in mine] == [TOKEN]
+    for who in (api, orchestrator, notifier):
         assert who.violations == [], who.violations
 
 

@@ -6,8 +6,9 @@ the nats-auth Secret (secrets.yaml generates `<name>-password` for every name li
 
 The JetStream API is reached through subjects: `$JS.API.STREAM.{CREATE,UPDATE,INFO}.<stream>`
 provision (every service creates what it uses at start, idempotently), `STREAM.MSG.GET` and
-`DIRECT.GET` read a KV key or a stored message, `CONSUMER.CREATE/INFO/DELETE` make the ephemeral
-consumers of KV watches (with `$JS.FC` flow control), `CONSUMER.MSG.NEXT` and `$JS.ACK` fetch
+`DIRECT.GET` read a KV key or a stored message (a bucket's keys are listed with `STREAM.INFO`
+and read so: shared/kv.py), `CONSUMER.CREATE/INFO/DELETE` make the ephemeral consumers of KV
+watches and Object Store reads (with `$JS.FC` flow control), `CONSUMER.MSG.NEXT` and `$JS.ACK` fetch
 and acknowledge work. Replies come back on `_INBOX.>`.
 */ -}}
 
@@ -59,14 +60,14 @@ service provisions first). */ -}}
 {{- end }}
 
 {{- /* Conversation files: the Object Store bucket (chunks and metadata under $O.athenic_files,
-read back through ordered consumers, replaced files purged) and its KV index. */ -}}
+read back through ordered consumers, replaced files purged) and its KV index (listed from its
+stream's subjects and read by key: no consumer). */ -}}
 {{- define "athenic.natsFiles" -}}
 {{ include "athenic.natsRead" "OBJ_athenic_files" }}
 {{ include "athenic.natsWatch" "OBJ_athenic_files" }}
 - "$JS.API.STREAM.PURGE.OBJ_athenic_files"
 - "$O.athenic_files.>"
 {{ include "athenic.natsRead" "KV_athenic_file_index" }}
-{{ include "athenic.natsWatch" "KV_athenic_file_index" }}
 - "$KV.athenic_file_index.>"
 {{- end }}
 
@@ -89,7 +90,6 @@ publish:
     {{- include "athenic.natsFiles" . | nindent 4 }}
     {{- range list "KV_athenic_devices" "KV_athenic_presence" }}
     {{- include "athenic.natsRead" . | nindent 4 }}
-    {{- include "athenic.natsWatch" . | nindent 4 }}
     {{- end }}
     - "athenic.requests.*"
     - "athenic.control.cancel.*"
@@ -178,7 +178,6 @@ publish:
     - "athenic.notify.deliver.>"
     {{- range list "KV_athenic_devices" "KV_athenic_presence" }}
     {{- include "athenic.natsRead" . | nindent 4 }}
-    {{- include "athenic.natsWatch" . | nindent 4 }}
     {{- end }}
     - "$KV.athenic_devices.>"
 subscribe:
