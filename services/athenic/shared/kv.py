@@ -95,18 +95,30 @@ async def follow(kv: KeyValue, apply: Callable[[str, int, bytes | None], None], 
     """Apply every change of the keys of ``kv`` matching ``keys``, for ever: ``apply(key, revision,
     value)``, the value ``None`` for a deleted, purged or emptied key. ``loaded`` is set once the
     values present at the start are applied. A broken watch is logged (as ``what``), its consumer
-    stopped, and watched afresh a second later (the values are then applied again)."""
+    stopped, and watched afresh a second later (the values are then applied again).
+
+    nats-py marks the end of the initial values with ``None``, but when its consumer's info says
+    nothing is pending while the first entries are still on their way, the marker comes before
+    them. So for the whole bucket (``keys`` ``>``: all its messages are delivered, each key's last)
+    a marker before any entry is believed only when the bucket holds no message; otherwise
+    ``loaded`` waits for the entry the server says is the last pending (``delta`` 0). A caller
+    such as the policy cache must not start with a tenant's limits missing."""
     while True:
         watcher = None
         try:
             watcher = await kv.watch(keys)
+            seen = False
             async for entry in watcher:
-                if entry is None:  # the end of the initial values
-                    if loaded is not None:
+                if entry is None:  # nats-py's end of the initial values
+                    if loaded is not None and not loaded.is_set() and \
+                            (seen or keys != ">" or not (await kv.status()).values):
                         loaded.set()
                     continue
+                seen = True
                 gone = entry.operation in ("DEL", "PURGE") or not entry.value
                 apply(entry.key, entry.revision or 0, None if gone else entry.value)
+                if entry.delta == 0 and loaded is not None:
+                    loaded.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
