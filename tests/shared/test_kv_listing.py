@@ -2,7 +2,8 @@
 nats-server: what was written just before is listed, what was deleted, purged or expired is not,
 and a listing leaves nothing on the server (a KV watch would leave its consumer for minutes).
 The conversation's files are listed this way (``FileStore.list``), so are a conversation's open
-push streams and a user's devices."""
+push streams and a user's devices. The policies and leases are still read with a watch
+(``read_bucket``, for their revisions), whose consumer must not outlive it by minutes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nats.js.kv import KeyValue
 
 from athenic.shared import kv, names
 from athenic.shared.files import FileStore
+from athenic.shared.quotas import read_bucket
 from athenic.shared.settings import NatsSettings, load
 from athenic.shared.topology import ensure_object_stores, ensure_topology
 
@@ -77,3 +79,15 @@ async def test_a_conversations_files_are_listed_right_after_each_upload(
     await files.put("another", "mine.txt", b"x", "text/plain")
     assert [item.name for item in await files.list("another")] == ["mine.txt"]
     assert await consumers(js, BUCKET) == 0
+
+
+async def test_reading_the_policies_leaves_no_consumer_for_long(
+        broker: tuple[JetStreamContext, dict[str, KeyValue]]) -> None:
+    js, buckets = broker
+    policies = buckets[names.POLICIES_BUCKET]
+    await policies.put("tenant.acme", b"{}")
+    for _ in range(5):
+        assert set(await read_bucket(policies)) == {"tenant.acme"}
+    async with asyncio.timeout(30):  # each watch's consumer is gone within seconds (not minutes)
+        while await consumers(js, names.POLICIES_BUCKET):
+            await asyncio.sleep(0.2)

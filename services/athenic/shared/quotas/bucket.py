@@ -24,13 +24,15 @@ class Stored:
 # nats-py may queue a watcher's "no more initial values" marker before entries already in
 # flight when the consumer's info says nothing is pending; entries then follow at once.
 _STRAGGLER_WAIT = 0.25
+_GONE_AFTER = 5.0  # seconds an ended watch's consumer stays on the server
 
 
 async def read_bucket(kv: KeyValue, keys: str = ">", *, values: bool = True,
                       timeout: float = 5.0) -> dict[str, Stored]:
     """Every live key matching ``keys`` with its revision (and value unless ``values`` is
     false: then ``b""``). Reads until the entry the server marked as the last one pending."""
-    watcher = await kv.watch(keys, meta_only=not values)
+    # (the consumer goes a few seconds after the watch stops, not after nats-py's five minutes)
+    watcher = await kv.watch(keys, meta_only=not values, inactive_threshold=_GONE_AFTER)
     found: dict[str, Stored] = {}
     try:
         async with asyncio.timeout(timeout):
