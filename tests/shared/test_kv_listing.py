@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 from athenic.shared import kv, names
 from athenic.shared.files import FileStore
 from athenic.shared.quotas import read_bucket
 from athenic.shared.settings import NatsSettings, load
-from athenic.shared.topology import ensure_object_stores, ensure_topology
+from athenic.shared.topology import bucket_configs, ensure_object_stores, ensure_topology
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +92,33 @@ async def test_reading_the_policies_leaves_no_consumer_for_long(
     async with asyncio.timeout(30):  # each watch's consumer is gone within seconds (not minutes)
         while await consumers(js, names.POLICIES_BUCKET):
             await asyncio.sleep(0.2)
+
+
+async def test_a_bucket_without_direct_gets_is_listed_all_the_same(
+        nats_url: str, broker: tuple[JetStreamContext, dict[str, KeyValue]]) -> None:
+    """A listed bucket made without direct gets (by an older version, or on a cluster, where a
+    follower could answer one from behind) is asked through its stream: nothing is missed."""
+    js, _ = broker
+    bucket = "athenic_listing_leader_only"
+    index = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+    assert not (await js.stream_info(names.kv_stream(bucket))).config.allow_direct
+    for round_ in range(3):
+        assert await kv.live_values(js, index, bucket, f"c{round_}.*") == {}
+        await index.put(f"c{round_}.k", b"v")
+        assert await kv.live_values(js, index, bucket, f"c{round_}.*") == {f"c{round_}.k": b"v"}
+
+
+def test_listed_buckets_answer_direct_gets_only_on_a_single_server() -> None:
+    listed = {names.FILE_INDEX_BUCKET, names.DEVICES_BUCKET, names.PRESENCE_BUCKET}
+    single = bucket_configs(load(NatsSettings, {"NATS_URL": "nats://x:4222"}))
+    cluster = bucket_configs(load(NatsSettings, {"NATS_URL": "nats://x:4222", "NATS_REPLICAS": "3"}))
+    assert {name for name, config in single.items() if config.direct} == listed
+    assert not any(config.direct for config in cluster.values())
+
+
+async def test_the_listed_buckets_allow_direct_gets_on_the_test_server(
+        broker: tuple[JetStreamContext, dict[str, KeyValue]]) -> None:
+    js, _ = broker
+    for bucket in (names.FILE_INDEX_BUCKET, names.DEVICES_BUCKET, names.PRESENCE_BUCKET):
+        assert (await js.stream_info(names.kv_stream(bucket))).config.allow_direct, bucket
+    assert not (await js.stream_info(names.kv_stream(names.RESPONSES_BUCKET))).config.allow_direct

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nats
 import pytest
+from nats.js.api import KeyValueConfig
 
 from athenic.shared import names
 from athenic.shared.settings import NatsSettings, SettingsError, load
@@ -72,5 +73,18 @@ async def test_the_files_object_store_is_created_and_follows_the_turn_retention(
         assert status.ttl == 3600
         assert status.replicas == 1
         assert (await stores[names.FILES_BUCKET].get("c1/a.txt")).data == b"kept"  # adopted, not recreated
+    finally:
+        await nc.close()
+
+
+async def test_a_listed_bucket_made_without_direct_gets_is_moved_to_them(nats_url: str) -> None:
+    """A file index made by an older version (reads only through the leader) answers direct gets
+    once provisioned again on a single server: its listings take the cheap question."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.create_key_value(KeyValueConfig(bucket=names.FILE_INDEX_BUCKET, history=1))
+        await ensure_topology(js, load(NatsSettings, {"NATS_URL": nats_url}))
+        assert (await js.stream_info(names.kv_stream(names.FILE_INDEX_BUCKET))).config.allow_direct
     finally:
         await nc.close()

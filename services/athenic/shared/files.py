@@ -113,8 +113,8 @@ class FileStore:
 
     The Object Store lists only a whole bucket (its objects' names are base64 in the subjects,
     which no filter narrows to one conversation); the index lists one conversation's keys
-    ``<clientId>.*`` with one question to its stream (which of its subjects hold messages: most
-    conversations have none, and that is the only request then), and reads each
+    ``<clientId>.*``: one direct get says whether any key matches (most conversations have
+    none, and that is the only request then); else its stream says which, and each is read
     (``kv.live_values``). A file is indexed after its bytes are stored, so a listed file can
     always be read; one whose indexing failed is readable but not listed until written again.
     """

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import Header
@@ -47,20 +48,34 @@ async def write_after(kv: KeyValue, key: str, value: bytes, last: int) -> int:
 
 
 READS_AT_ONCE = 64  # keys read concurrently by ``live_values``
+# the streams that answered a direct get with "no responders" (they do not allow them)
+_WITHOUT_DIRECT_GETS: set[str] = set()
 
 
 async def live_values(js: JetStreamContext, kv: KeyValue, bucket: str, pattern: str) -> dict[str, bytes]:
     """The live keys of ``kv`` (the bucket named ``bucket``) matching a subject pattern (``a.*``,
     ``*.b``), with their values, read without a consumer.
 
-    The bucket's stream says which of its subjects hold a message (one request, filtered by the
-    server); each is then read by key, ``READS_AT_ONCE`` at a time, and one deleted, purged or
-    expired is left out. A KV watch would do it in fewer requests but is wrong for a one-off
-    listing: its consumer stays on the server until its inactivity threshold (five minutes in
-    nats-py), one per listing, and nats-py may end a watch's initial values before the entries
-    already on their way, so a listing just after a write could miss it.
+    Most patterns match nothing (a conversation without files, a user without devices). Where
+    the bucket answers direct gets (on a single server: ``topology.bucket_configs``), one direct
+    get of the first message matching the pattern says so, the cheapest question a stream
+    answers; a stream without them has no responder for it, once, and is asked as below from
+    then on. Otherwise the bucket's stream says which of its subjects hold a message (one request,
+    filtered by the server); each is then read by key, ``READS_AT_ONCE`` at a time, and one
+    deleted, purged or expired is left out. A KV watch would do it in fewer requests but is
+    wrong for a one-off listing: its consumer stays on the server until its inactivity
+    threshold (five minutes in nats-py), one per listing, and nats-py may end a watch's initial
+    values before the entries already on their way, so a listing just after a write could miss it.
     """
-    info = await js.stream_info(names.kv_stream(bucket), subjects_filter=names.kv_subject(bucket, pattern))
+    stream, subjects = names.kv_stream(bucket), names.kv_subject(bucket, pattern)
+    if stream not in _WITHOUT_DIRECT_GETS:
+        try:
+            await js.get_msg(stream, seq=1, subject=subjects, next=True, direct=True)
+        except nats.js.errors.NotFoundError:
+            return {}
+        except nats.errors.NoRespondersError:
+            _WITHOUT_DIRECT_GETS.add(stream)
+    info = await js.stream_info(stream, subjects_filter=subjects)
     skip = len(names.kv_subject(bucket, ""))
     keys = [subject[skip:] for subject in info.state.subjects or {}]
     found: dict[str, bytes] = {}

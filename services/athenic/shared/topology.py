@@ -119,10 +119,14 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
     turn_age = float(settings.athenic_turn_max_age_seconds)
 
     def bucket(name: str, description: str, ttl: float | None = None, storage: StorageType = StorageType.FILE,
-               republish: RePublish | None = None) -> KeyValueConfig:
-        # every bucket keeps one value per key, on as many replicas as the cluster's streams
+               republish: RePublish | None = None, listed: bool = False) -> KeyValueConfig:
+        # every bucket keeps one value per key, on as many replicas as the cluster's streams. A
+        # bucket listed by pattern (kv.live_values) answers direct gets when it has one replica:
+        # then the one server answering is the leader, and a direct get sees every write before
+        # it (on several replicas a follower may answer one from behind: reads go to the leader).
         return KeyValueConfig(bucket=name, history=1, ttl=ttl, replicas=settings.nats_replicas, storage=storage,
-                              description=description, republish=republish)
+                              description=description, republish=republish,
+                              direct=listed and settings.nats_replicas == 1)
 
     configs = [
         bucket(names.RESPONSES_BUCKET, "Latest response record per clientId",
@@ -130,7 +134,8 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
         bucket(names.CONVERSATIONS_BUCKET, "Owner and turn count per clientId", turn_age),
         bucket(names.TURNS_BUCKET, "Finished turns: <clientId>.<number>", turn_age),
         bucket(names.FILE_INDEX_BUCKET,
-               "Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)", turn_age),
+               "Conversation files' metadata: <clientId>.<name hash> (the bytes are in athenic_files)", turn_age,
+               listed=True),
         bucket(names.IDEMPOTENCY_BUCKET, "Idempotency-Key -> its first request",
                float(settings.athenic_idempotency_window_seconds)),
         bucket(names.POLICIES_BUCKET, "Effective sandbox policy per tenant"),
@@ -139,9 +144,9 @@ def bucket_configs(settings: NatsSettings) -> dict[str, KeyValueConfig]:
         bucket(names.KERNELS_BUCKET, "The orchestrator holding each conversation's local kernel", turn_age),
         bucket(names.LEASES_BUCKET, "Execution leases (per-message TTL) and each tenant's admissions"),
         bucket(names.DEVICES_BUCKET, "Push devices: <user hash>.<token hash>",
-               float(settings.athenic_device_ttl_seconds)),
+               float(settings.athenic_device_ttl_seconds), listed=True),
         bucket(names.PRESENCE_BUCKET, "Open push streams: <clientId>.<session>, refreshed while open",
-               float(settings.athenic_presence_ttl_seconds), StorageType.MEMORY),
+               float(settings.athenic_presence_ttl_seconds), StorageType.MEMORY, listed=True),
     ]
     return {config.bucket: config for config in configs}
 
@@ -208,6 +213,7 @@ async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValu
     def ours(found: StreamConfig) -> StreamConfig:
         return replace(found, max_age=config.ttl, num_replicas=config.replicas,
                        max_msgs_per_subject=config.history, description=config.description,
+                       allow_direct=bool(config.direct),
                        duplicate_window=min(found.duplicate_window or 120.0, config.ttl or 120.0),
                        republish=config.republish)
 
