@@ -21,6 +21,7 @@ from athenic.shared.quota_keys import (
     decode_slots,
     epoch_minute,
     lease_admitted,
+    lease_reserve,
     tenant_of_lease_key,
     tenant_of_slots_key,
 )
@@ -47,17 +48,19 @@ class Usage:
 async def read_usage(kv: KeyValue, now: float | None = None, timeout: float = 5.0) -> Usage:
     minute = epoch_minute(time.time() if now is None else now)
     leases = await read_bucket(kv, ALL_LEASES, timeout=timeout)
-    concurrent = Counter(
-        tenant for key, stored in leases.items()
-        if (tenant := tenant_of_lease_key(key)) is not None and lease_admitted(stored.value)
-    )
+    concurrent: Counter[str] = Counter()
+    reserved: Counter[str] = Counter()  # counted in the minute for a replica's next runs, not run yet
+    for key, stored in leases.items():
+        if (tenant := tenant_of_lease_key(key)) is not None:
+            concurrent[tenant] += lease_admitted(stored.value)
+            reserved[tenant] += lease_reserve(stored.value, minute)
     slots = await read_bucket(kv, ALL_SLOTS, timeout=timeout)
     this_minute = {
         tenant: started for key, stored in slots.items()
         if (tenant := tenant_of_slots_key(key)) is not None
-        and (started := decode_slots(stored.value).started_in(minute))
+        and (started := max(decode_slots(stored.value).started_in(minute) - reserved[tenant], 0))
     }
-    return Usage(dict(concurrent), this_minute)
+    return Usage({tenant: n for tenant, n in concurrent.items() if n}, this_minute)
 
 
 class UsageMeter:

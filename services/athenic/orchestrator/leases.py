@@ -20,12 +20,33 @@ Admission (``LeaseStore.try_acquire``):
    admits (and frees) as many as the limits allow, so a busy tenant is not held to one
    admission per round trip.
 
+Parked leases (a run in a millisecond must not pay four round trips to the quota): an
+admission reserves ``RESERVE_UNITS`` more executions of its minute, counted in the same write,
+while the minute has room for that many for each execution the tenant may run at once and more
+(``_reserve``: near its per-minute limit a tenant's every run is counted by its list). When
+its run ends (``finish``) and the list, as last seen, is below the concurrency limit, the lease
+is *parked* instead of released: still listed, ``"parked": true``, its reserve in the value. The
+replica's next run of the tenant in that minute claims it (``_claim``): one compare-and-set of
+the lease key at the revision it was parked at, which marks it admitted and takes one
+execution off its reserve; no write of the list. A parked lease no run claims within
+``PARK_SECONDS`` is released with its reserve given back to the minute (``_give_up``, a purge
+compared with the same revision). An admission anywhere that would be refused first takes back
+the tenant's parked leases (``_take_back``: a purge compared with the revision it read, so a
+lease is either claimed by its holder or taken back, never both; the taker gives its reserve
+back), so a parked lease never makes anyone wait. Releases and claims keep their counts exact:
+every execution that runs used a unit counted before it ran, and a unit given back was never
+used. What a running lease reserves is not taken back; its holder's next runs use it or give
+it back within ``PARK_SECONDS`` of its end (only tenants far below their per-minute limit
+reserve at all).
+
 Why no race exceeds a limit: every admission is one compare-and-set of the same key, so
 admissions are totally ordered and each sees the list and count the previous one wrote. An
 execution that runs was admitted by an earlier write and its id stays listed until it is
 released (or until its lease is gone, which a live holder prevents by rewriting it), and its
-lease is live when the next admission checks it. So each admission counts every execution
-running at that moment, and adds itself only when they are fewer than the limit. Reading the
+lease is live when the next admission checks it (a parked lease counts too, until it is taken
+back; a claim adds no id, and needs a lease still parked at its revision). So each admission
+counts every execution running at that moment, and adds itself only when they are fewer than
+the limit. Reading the
 lease keys through the stream's leader (not a direct get that a follower may serve) keeps
 "live" exact.
 
@@ -42,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import socket
@@ -58,11 +80,13 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from athenic.shared import names
-from athenic.shared.kv import follow, write_if_last
+from athenic.shared.kv import follow, purge_if_last, write_if_last
 from athenic.shared.logging import get_logger
 from athenic.shared.quota_keys import (
     SLOTS_PREFIX,
+    LeaseValue,
     Slots,
+    decode_lease,
     decode_slots,
     encode_slots,
     epoch_minute,
@@ -77,14 +101,11 @@ MAX_ROUNDS = 50
 # A deleted lease's purge marker only has to outlive a watcher's reading of it; its own TTL
 # removes it, so the bucket does not keep a tombstone per execution ever run.
 MARKER_TTL_SECONDS = 60
-
-
-class LeaseValue(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
-    """What a lease key holds: who holds it, for which request, and whether it runs now."""
-
-    holder: str
-    request_id: str = ""
-    admitted: bool = False
+# The executions of its minute an admission reserves for its replica's next runs of the tenant,
+# when the minute has room for that many per admitted execution and more (see the module doc).
+RESERVE_UNITS = 16
+# How long a parked lease waits for its replica's next run of the tenant before it is released.
+PARK_SECONDS = 2.0
 
 
 @dataclass
@@ -93,8 +114,9 @@ class Lease:
     lease_id: str
     key: str
     revision: int
-    value: LeaseValue
+    value: LeaseValue  # as the key holds it at ``revision`` (or will, once the run marks it admitted)
     minute: int = 0  # the epoch minute whose count holds this admission
+    limit: int = 0  # the concurrency limit it was admitted under
 
 
 class Full(NamedTuple):
@@ -120,7 +142,8 @@ class _Release(NamedTuple):
     """A release waiting for the tenant's next write of its list."""
 
     lease_id: str
-    refund: int | None  # the minute to take the admission back from (a lease no run used)
+    minute: int  # the minute whose count gives back ``units``
+    units: int  # executions counted and not run: an admission no run used, what the lease reserved
     done: _Done
 
 
@@ -159,14 +182,18 @@ class LeaseStore:
         self.bucket = bucket
         self.stream = names.kv_stream(bucket)
         self.ttl = ttl_seconds
+        self.park_seconds = min(PARK_SECONDS, ttl_seconds / 3)  # (a parked lease needs no rewrite)
         self.holder = holder or holder_id()
-        self._held: set[str] = set()  # the ids of this store's leases not yet released
+        self._held: set[str] = set()  # the ids of this store's leases not yet released (running or parked)
         self._seen: dict[str, tuple[Slots, int]] = {}  # each tenant's slots as last seen, with their revision
         self._tasks: set[asyncio.Task[None]] = set()
         # what waits to be written to each tenant's list, and the writer doing it
         self._admissions: defaultdict[str, list[_Admission]] = defaultdict(list)
         self._releases: defaultdict[str, list[_Release]] = defaultdict(list)
         self._writers: dict[str, asyncio.Task[None]] = {}
+        self._parked: defaultdict[str, list[Lease]] = defaultdict(list)  # by tenant, the latest last
+        self._park_timers: dict[str, asyncio.TimerHandle] = {}  # by lease id
+        self._closing = False
 
     def saw(self, tenant: str, revision: int, slots: Slots) -> None:
         """What ``slots.<tenant>`` holds at ``revision`` (a write here, or the watch's news)."""
@@ -185,13 +212,16 @@ class LeaseStore:
         self.saw(tenant, read[1], read[0])
         return read
 
-    async def _alive(self, tenant: str, lease_id: str) -> bool:
-        """Whether the lease key exists and is not deleted, asked of the stream's leader."""
+    async def _state(self, tenant: str, lease_id: str) -> tuple[LeaseValue, int] | None:
+        """The lease key's value and revision, asked of the stream's leader; None when it is gone
+        (expired, deleted or never written)."""
         try:
             msg = await self.js.get_msg(self.stream, subject=names.kv_subject(self.bucket, lease_key(tenant, lease_id)))
-        except NotFoundError:  # expired, or never written
-            return False
-        return not (msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE))
+        except NotFoundError:
+            return None
+        if msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE):
+            return None
+        return decode_lease(msg.data), msg.seq or 0
 
     async def _write_slots(self, tenant: str, slots: Slots, last: int) -> None:
         revision = await write_if_last(self.js, self.bucket, slots_key(tenant), encode_slots(slots), last)
@@ -213,9 +243,13 @@ class LeaseStore:
         """An admitted lease, or why not: ``limit`` executions of the tenant run now, or
         ``per_minute`` (None: no such limit) were admitted this minute.
 
-        The admissions and releases of a tenant that meet on this replica share one
-        compare-and-set of its list (``_commit``), so a busy tenant's admissions do not queue
-        behind one another's round trips."""
+        A lease this replica parked for the tenant, with an execution of this minute reserved,
+        admits at once (``_claim``). Otherwise the admissions and releases of a tenant that
+        meet on this replica share one compare-and-set of its list (``_commit``), so a busy
+        tenant's admissions do not queue behind one another's round trips."""
+        claimed = await self._claim(tenant, limit, request_id)
+        if claimed is not None:
+            return claimed
         candidate = await self._create(tenant)  # (live before anyone can see its id)
         admission = _Admission(candidate, limit, per_minute, request_id, asyncio.get_running_loop().create_future())
         self._admissions[tenant].append(admission)
@@ -232,6 +266,40 @@ class LeaseStore:
         except BaseException:
             await self.withdraw_key(candidate.key)
             raise
+
+    async def _claim(self, tenant: str, limit: int, request_id: str) -> Lease | None:
+        """A lease this store parked for ``tenant``, now admitted for ``request_id`` with one of
+        its reserved executions: one write of its own key, compared with the revision it was
+        parked at (an admission elsewhere that needed it takes it back with the same compare).
+        None when there is none to claim: the claim is then made by the tenant's list."""
+        parked = self._parked.get(tenant)
+        while parked:
+            lease = parked.pop()
+            self._stop_timer(lease)
+            seen = self._seen.get(tenant)
+            if lease.minute != epoch_minute(time.time()) or seen is None or len(seen[0].leases) > limit:
+                # its reserve is for a past minute, or the limit went down below what is listed
+                self._background(self._give_up(lease), f"lease-unpark-{tenant}")
+                continue
+            value = msgspec.structs.replace(lease.value, request_id=request_id, admitted=True, parked=False,
+                                            reserve=lease.value.reserve - 1)
+            try:
+                lease.revision = await write_if_last(self.js, self.bucket, lease.key, msgspec.json.encode(value),
+                                                     lease.revision, self.ttl)
+            except KeyWrongLastSequenceError:  # taken back (or expired): no longer this store's
+                self._held.discard(lease.lease_id)
+                continue
+            except BaseException:
+                # not known whether it was claimed: given up without its reserve (which another
+                # replica may have taken back already), so that it holds no slot until it expires
+                self._held.discard(lease.lease_id)
+                lease.value = msgspec.structs.replace(lease.value, reserve=0)
+                self._background(self.release(lease), f"release-{lease.key}")
+                raise
+            lease.value, lease.limit = value, limit
+            return lease
+        self._parked.pop(tenant, None)
+        return None
 
     def _abandon(self, admission: _Admission) -> None:
         if admission.outcome.cancelled() or admission.outcome.exception() is not None:
@@ -267,37 +335,49 @@ class LeaseStore:
 
     async def _commit(self, tenant: str, admissions: list[_Admission], releases: list[_Release]) -> None:
         """One compare-and-set of the tenant's list for a batch: the releases' ids out (and the
-        admissions no run used out of their minute's count), then the admissions in order
-        while the limits allow. The listed leases are checked all at once, and those this store
-        holds need no check (they are live while their run goes on: ``refresh`` keeps them so).
-        The list is taken as last seen; a refusal is only given on a fresh read."""
+        executions they counted and did not run out of their minute's count), then the
+        admissions in order while the limits allow, each with its reserve (``_reserve``). The
+        listed leases are checked all at once, and those this store holds need no check (they
+        are live while their run goes on: ``refresh`` keeps them so). The list is taken as last
+        seen; a refusal is only given on a fresh read, and after the parked leases were taken
+        back (``_take_back``)."""
         leaving = {release.lease_id for release in releases}
         listed, fresh = self._seen.get(tenant), False
         if listed is None:
             listed, fresh = await self._read_slots(tenant), True
+        taken: dict[str, tuple[int, int]] = {}  # parked leases taken back: their minute and reserve
+        took = False
         for attempt in range(MAX_ROUNDS):
             slots, last = listed
             staying = [i for i in slots.leases if i not in leaving]
-            alive = await self._live(tenant, staying) if admissions else staying
+            alive, states = await self._live(tenant, staying) if admissions else (staying, {})
             now = time.time()
             minute = epoch_minute(now)
-            refunded = sum(1 for release in releases if release.refund == slots.minute)
+            refunded = sum(release.units for release in releases if release.minute == slots.minute)
+            refunded += sum(units for at, units in taken.values() if at == slots.minute)
             counted = max(slots.started - refunded, 0)  # (in slots.minute)
             started = counted if slots.minute == minute else 0
-            admitted: list[_Admission] = []
+            admitted: list[tuple[_Admission, int]] = []  # with what each reserves
             refused: list[tuple[_Admission, Full]] = []
+            units = started
             for admission in admissions:
                 if len(alive) + len(admitted) >= admission.limit:
                     refused.append((admission, Full()))
-                elif admission.per_minute is not None and started + len(admitted) >= admission.per_minute:
+                elif admission.per_minute is not None and units >= admission.per_minute:
                     refused.append((admission, Full((minute + 1) * 60 - now)))
                 else:
-                    admitted.append(admission)
+                    reserve = _reserve(admission, units + 1)
+                    admitted.append((admission, reserve))
+                    units += 1 + reserve
             if refused and not fresh:  # decided on what this replica saw last: refused only on what is there now
                 listed, fresh = await self._read_slots(tenant), True
                 continue
-            written = Slots([*alive, *(a.candidate.lease_id for a in admitted)], minute if admitted else slots.minute,
-                            started + len(admitted) if admitted else counted)
+            if refused and not took:
+                took = True
+                if await self._take_back(tenant, states, taken):
+                    continue
+            written = Slots([*alive, *(a.candidate.lease_id for a, _ in admitted)],
+                            minute if admitted else slots.minute, units if admitted else counted)
             if written != slots:
                 try:
                     await self._write_slots(tenant, written, last)
@@ -305,12 +385,11 @@ class LeaseStore:
                     await _back_off(attempt)
                     listed, fresh = await self._read_slots(tenant), True
                     continue
-            for admission in admitted:
+            for admission, reserve in admitted:
                 self._held.add(admission.candidate.lease_id)
+                value = LeaseValue(holder=self.holder, request_id=admission.request_id, minute=minute, reserve=reserve)
                 _settle(admission.outcome, Lease(tenant, admission.candidate.lease_id, admission.candidate.key,
-                                                 admission.candidate.revision,
-                                                 LeaseValue(holder=self.holder, request_id=admission.request_id),
-                                                 minute))
+                                                 admission.candidate.revision, value, minute, admission.limit))
             for admission, full in refused:
                 self._background(self.withdraw_key(admission.candidate.key), f"lease-withdraw-{tenant}")
                 _settle(admission.outcome, full)
@@ -319,17 +398,47 @@ class LeaseStore:
             return
         raise TimeoutError(f"the slots of tenant {tenant!r} are too contended")
 
-    async def _live(self, tenant: str, ids: list[str]) -> list[str]:
-        """The listed ids whose lease is live, in their order."""
+    async def _live(self, tenant: str, ids: list[str]) -> tuple[list[str], dict[str, tuple[LeaseValue, int]]]:
+        """The listed ids whose lease is live, in their order, and the states read of those this
+        store does not hold."""
         asked = [i for i in ids if i not in self._held]
         if not asked:
-            return list(ids)
-        answers = dict(zip(asked, await asyncio.gather(*(self._alive(tenant, i) for i in asked)), strict=True))
-        return [i for i in ids if answers.get(i, True)]
+            return list(ids), {}
+        answers = dict(zip(asked, await asyncio.gather(*(self._state(tenant, i) for i in asked)), strict=True))
+        states = {i: state for i, state in answers.items() if state is not None}
+        return [i for i in ids if i not in answers or i in states], states
+
+    async def _take_back(self, tenant: str, states: dict[str, tuple[LeaseValue, int]],
+                         taken: dict[str, tuple[int, int]]) -> bool:
+        """Take back the tenant's parked leases, this store's and the others' (``states``), for
+        an admission that would be refused: each is purged if it is still parked at the
+        revision read (its holder claims it with the same compare), and what it reserved
+        goes back to its minute (``taken``). Whether any was taken."""
+        mine = self._parked.pop(tenant, [])
+        for lease in mine:
+            self._stop_timer(lease)
+            self._held.discard(lease.lease_id)
+        parked = [(lease.lease_id, lease.value, lease.revision) for lease in mine]
+        parked += [(i, value, revision) for i, (value, revision) in states.items() if value.parked]
+        if not parked:
+            return False
+
+        async def take(lease_id: str, value: LeaseValue, revision: int) -> None:
+            try:
+                await purge_if_last(self.js, self.bucket, lease_key(tenant, lease_id), revision, MARKER_TTL_SECONDS)
+            except KeyWrongLastSequenceError:  # claimed (or given up) meanwhile
+                return
+            taken[lease_id] = (value.minute, value.reserve)
+
+        await asyncio.gather(*(take(*lease) for lease in parked))
+        return bool(taken)
 
     async def mark_admitted(self, lease: Lease) -> None:
         """Say in the lease that its run goes on: what the operator counts as running
-        (``quota_keys.lease_admitted``). Written while the run starts, not before it."""
+        (``quota_keys.lease_admitted``). Written while the run starts, not before it (a claimed
+        parked lease says so already)."""
+        if lease.value.admitted:
+            return
         lease.value = msgspec.structs.replace(lease.value, admitted=True)
         await self.refresh(lease)
 
@@ -358,23 +467,78 @@ class LeaseStore:
             except KeyWrongLastSequenceError:
                 await _back_off(attempt)
 
+    async def finish(self, lease: Lease, *, unused: bool = False) -> None:
+        """The run under ``lease`` ended (``unused``: no run started under it). The lease is
+        parked for this replica's next run of the tenant when it still reserves an execution of
+        this minute and the tenant's list, as last seen, has room (no other replica's execution
+        can be waiting for this one's slot: those wait for the list to shrink); else released."""
+        reserve = lease.value.reserve + (1 if unused else 0)
+        seen = self._seen.get(lease.tenant)
+        if (self._closing or reserve <= 0 or lease.minute != epoch_minute(time.time()) or seen is None
+                or len(seen[0].leases) >= lease.limit):
+            await self.release(lease, unused=unused)
+            return
+        value = LeaseValue(holder=self.holder, parked=True, minute=lease.minute, reserve=reserve)
+        try:
+            lease.revision = await write_if_last(self.js, self.bucket, lease.key, msgspec.json.encode(value),
+                                                 lease.revision, self.ttl)
+        except Exception as exc:  # (expired meanwhile, or NATS unreachable)
+            log.debug("could not park an execution lease; releasing it", key=lease.key,
+                      error=str(exc) or type(exc).__name__)
+            await self.release(lease, unused=unused)
+            return
+        lease.value = value
+        self._parked[lease.tenant].append(lease)
+        self._park_timers[lease.lease_id] = asyncio.get_running_loop().call_later(
+            self.park_seconds, self._park_over, lease)
+
+    def _stop_timer(self, lease: Lease) -> None:
+        timer = self._park_timers.pop(lease.lease_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _park_over(self, lease: Lease) -> None:
+        self._park_timers.pop(lease.lease_id, None)
+        parked = self._parked.get(lease.tenant, [])
+        if lease in parked:
+            parked.remove(lease)
+            self._background(self._give_up(lease), f"lease-unpark-{lease.tenant}")
+
+    async def _give_up(self, lease: Lease) -> None:
+        """Release a parked lease no run claimed, with what it reserved, unless an admission
+        elsewhere took it back first (and gives its reserve back itself)."""
+        self._held.discard(lease.lease_id)
+        try:
+            await purge_if_last(self.js, self.bucket, lease.key, lease.revision, MARKER_TTL_SECONDS)
+        except KeyWrongLastSequenceError:
+            return
+        except Exception as exc:  # it expires on its own; an admission prunes its id
+            log.warning("could not release a parked execution lease; it expires on its own", key=lease.key,
+                        error=str(exc) or type(exc).__name__)
+            return
+        await self._unlist(lease, lease.value.reserve)
+
     async def release(self, lease: Lease, *, unused: bool = False) -> None:
         """Delete the lease and take its id off the tenant's list (best effort: the lease
-        expires on its own, and the next admission prunes an id without a live lease).
-        ``unused``: no run started under it (admitted ahead of a run that never came), so its
-        minute does not count it either."""
+        expires on its own, and the next admission prunes an id without a live lease), giving
+        back to its minute what it reserved. ``unused``: no run started under it (admitted
+        ahead of a run that never came), so its minute does not count it either."""
         self._held.discard(lease.lease_id)
         withdrawing = asyncio.ensure_future(self.withdraw_key(lease.key))
+        try:
+            await self._unlist(lease, lease.value.reserve + (1 if unused else 0))
+        finally:
+            await withdrawing
+
+    async def _unlist(self, lease: Lease, units: int) -> None:
         done: _Done = asyncio.get_running_loop().create_future()
-        self._releases[lease.tenant].append(_Release(lease.lease_id, lease.minute if unused else None, done))
+        self._releases[lease.tenant].append(_Release(lease.lease_id, lease.minute, units, done))
         self._write(lease.tenant)
         try:
             await asyncio.shield(done)
         except Exception as exc:
             log.warning("could not release an execution slot; the next admission prunes it",
                         key=lease.key, error=str(exc) or type(exc).__name__)
-        finally:
-            await withdrawing
 
     async def withdraw_key(self, key: str) -> None:
         try:
@@ -384,9 +548,24 @@ class LeaseStore:
                         error=str(exc) or type(exc).__name__)
 
     async def aclose(self) -> None:
-        """Finish the pending writes and withdrawals."""
+        """Release the parked leases; finish the pending writes and withdrawals."""
+        self._closing = True
+        parked = [lease for leases in self._parked.values() for lease in leases]
+        self._parked.clear()
+        for lease in parked:
+            self._stop_timer(lease)
+        await asyncio.gather(*(self._give_up(lease) for lease in parked), return_exceptions=True)
         await asyncio.gather(*self._writers.values(), return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _reserve(admission: _Admission, units: int) -> int:
+    """The executions an admission reserves for its replica's next runs of the tenant, with
+    ``units`` counted in the minute once it is admitted: ``RESERVE_UNITS`` while the minute has
+    room for that many more for each execution the tenant may run at once and for this one,
+    else none (near its per-minute limit a tenant's every run is counted by its list)."""
+    room = math.inf if admission.per_minute is None else admission.per_minute - units
+    return RESERVE_UNITS if room >= RESERVE_UNITS * (admission.limit + 2) else 0
 
 
 class ReleaseSignals:

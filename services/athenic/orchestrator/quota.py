@@ -14,9 +14,10 @@ to the next admission within the watch's latency, without a restart), then:
   keeps the message (the worker keeps sending in-progress acks); nothing is lost.
 
 While the run lasts the lease is rewritten every third of its TTL; once the answer is written
-it is deleted (``settled``, before the message is acked, so the conversation's next message
-never finds its predecessor's slot still taken; a message's next run frees its earlier run's
-slot first). A message whose first run is known from its text (``ahead``) is admitted while
+it is given back (``settled``: parked for this replica's next run of the tenant, or deleted;
+``LeaseStore.finish``), before the message is acked, so the conversation's next message
+never finds its predecessor's slot still taken (a parked one gives way); a message's next run
+frees its earlier run's slot first. A message whose first run is known from its text (``ahead``) is admitted while
 it is read, before it asks: one attempt, no wait; refused, its run is admitted as usual; not
 used, it is given back and its minute does not count it.
 The policy the gate admitted under is what the run uses (timeout, memory, template...).
@@ -151,7 +152,7 @@ class QuotaGate:
         if keeper is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        await self.leases.release(lease, unused=keeper is None)
+        await self.leases.finish(lease, unused=keeper is None)
         self.signals.notify(lease.tenant)
 
     async def settled(self, request_id: str) -> None:

@@ -12,7 +12,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import Header
 from nats.js.errors import APIError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_OP, KV_PURGE, MSG_ROLLUP_SUBJECT, KeyValue
 
 from athenic.shared import names
 from athenic.shared.logging import get_logger
@@ -95,9 +95,22 @@ async def write_if_last(js: JetStreamContext, bucket: str, key: str, value: byte
     nats-py's ``kv.update`` takes no TTL, hence the publish with the expected-sequence header
     that ``update`` sends. Raises ``KeyWrongLastSequenceError`` when someone wrote first.
     """
+    return await _publish_if_last(js, bucket, key, value, last, ttl)
+
+
+async def purge_if_last(js: JetStreamContext, bucket: str, key: str, last: int, ttl: int | None = None) -> int:
+    """Purge ``key`` of ``bucket`` (as ``kv.purge``: a marker that replaces every revision, with
+    a per-message TTL) only if its last revision is ``last``; the marker's revision. Raises
+    ``KeyWrongLastSequenceError`` when someone wrote first."""
+    return await _publish_if_last(js, bucket, key, b"", last, ttl, {KV_OP: KV_PURGE, Header.ROLLUP: MSG_ROLLUP_SUBJECT})
+
+
+async def _publish_if_last(js: JetStreamContext, bucket: str, key: str, value: bytes, last: int, ttl: int | None,
+                           headers: dict[str, str] | None = None) -> int:
     try:
         ack = await js.publish(names.kv_subject(bucket, key), value,
-                               headers={Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)}, msg_ttl=ttl)
+                               headers={**(headers or {}), Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last)},
+                               msg_ttl=ttl)
     except APIError as exc:
         if exc.err_code in WRONG_LAST_SEQUENCE:
             raise KeyWrongLastSequenceError(description=exc.description) from exc

@@ -10,7 +10,9 @@ the operator only reads them to report ``status.used``. Both sides build keys he
     object; ``"admitted": true`` marks a lease whose execution was admitted and runs now,
     a key without it is a candidate still being decided (``lease_admitted``). The number of
     live (not deleted, not expired) admitted ``lease.<tenant>.*`` keys is the tenant's
-    concurrent executions.
+    concurrent executions. A lease may also hold ``"reserve": n`` executions of the minute
+    ``"minute"``, counted in ``started`` for its holder's next runs and not run yet, and be
+    ``"parked": true`` between those runs (listed, not admitted; ``LeaseValue``).
 
 ``slots.<tenant>``
     The tenant's admissions, written by the orchestrators and read by the operator: a JSON
@@ -19,8 +21,9 @@ the operator only reads them to report ``status.used``. Both sides build keys he
     admission appends an id when fewer ids than the limit still have a live lease, a release
     removes its id. ``started`` is the number of executions admitted in the UTC minute
     ``minute`` (``epoch_minute = int(unix_seconds // 60)``; an older minute counts 0), counted
-    by the same write that admits. One key serialises a tenant's admissions across replicas
-    (see ``athenic.orchestrator.leases``).
+    by the same write that admits, with what the admitted leases reserve; the executions
+    started in the minute are ``started`` less the live leases' ``reserve`` of it. One key
+    serialises a tenant's admissions across replicas (see ``athenic.orchestrator.leases``).
 
 ``<tenant>`` is the request's tenant (never ``*``: the default quota governs each tenant
 without its own separately). Tenants and lease ids match ``[A-Za-z0-9_-]{1,128}``, so a
@@ -65,21 +68,41 @@ def tenant_of_lease_key(key: str) -> str | None:
     return parts[1]
 
 
-class _Admitted(msgspec.Struct):
+class LeaseValue(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """What a lease key holds: who holds it, for which request, whether its run goes on, and
+    what it keeps for its holder's next runs of the tenant (``athenic.orchestrator.leases``)."""
+
+    holder: str = ""
+    request_id: str = ""
     admitted: bool = False
+    parked: bool = False  # its run ended; still listed, for its holder's next run of the tenant
+    minute: int = 0  # the epoch minute whose count holds this lease's admission and ``reserve``
+    reserve: int = 0  # executions counted in ``minute`` that no run used yet (held for the next runs)
 
 
-_admitted_decoder: Final = msgspec.json.Decoder(_Admitted)
+_lease_decoder: Final = msgspec.json.Decoder(LeaseValue)
+
+
+def decode_lease(value: bytes | None) -> LeaseValue:
+    """A lease key's value; an empty or unreadable one holds nothing (not admitted, no reserve)."""
+    if not value:
+        return LeaseValue()
+    try:
+        return _lease_decoder.decode(value)
+    except msgspec.DecodeError:
+        return LeaseValue()
 
 
 def lease_admitted(value: bytes | None) -> bool:
     """Whether a lease key's value marks an admitted (running) execution."""
-    if not value:
-        return False
-    try:
-        return _admitted_decoder.decode(value).admitted
-    except msgspec.DecodeError:
-        return False
+    return decode_lease(value).admitted
+
+
+def lease_reserve(value: bytes | None, minute: int) -> int:
+    """The executions a lease holds for later runs in ``minute``: counted in the tenant's
+    ``started`` of that minute, but not (yet) run."""
+    lease = decode_lease(value)
+    return lease.reserve if lease.minute == minute else 0
 
 
 def slots_key(tenant: str) -> str:

@@ -12,11 +12,12 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from athenic.orchestrator.leases import Full, Lease, LeaseStore
+from athenic.orchestrator.leases import RESERVE_UNITS, Full, Lease, LeaseStore
 from athenic.shared import names
-from athenic.shared.quota_keys import decode_slots, slots_key
+from athenic.shared.quota_keys import decode_lease, decode_slots, slots_key
 from athenic.shared.settings import NatsSettings
 from athenic.shared.topology import ensure_topology
+from athenic_operator.usage import read_usage
 from tests.support.nats import NatsServer
 
 pytestmark = pytest.mark.integration
@@ -163,3 +164,85 @@ async def test_an_admission_no_run_used_is_not_counted_in_its_minute(replicas: R
     await store.release(ran)  # a run that ran counts for the rest of its minute
     refused = await store.try_acquire("metered", 10, per_minute=1)
     assert isinstance(refused, Full) and refused.retry_in is not None
+
+
+async def test_a_replica_runs_a_tenant_again_on_its_parked_lease_without_writing_the_list(replicas: Replicas) -> None:
+    [store] = await replicas(1)
+    while time.time() % 60 > 55:  # the runs must fall in one minute
+        await asyncio.sleep(0.5)
+    first = await store.try_acquire("chatty", 4, per_minute=10_000)
+    assert isinstance(first, Lease) and first.value.reserve == RESERVE_UNITS
+    await store.finish(first)
+    listed = await store.kv.get(slots_key("chatty"))
+    parked = decode_lease((await store.kv.get(first.key)).value)
+    assert parked.parked and not parked.admitted and parked.reserve == RESERVE_UNITS
+    again = await store.try_acquire("chatty", 4, per_minute=10_000)
+    assert isinstance(again, Lease) and again.lease_id == first.lease_id
+    assert decode_lease((await store.kv.get(again.key)).value).admitted, "the operator counts it as running"
+    assert (await store.kv.get(slots_key("chatty"))).revision == listed.revision, "no write of the list"
+    await store.finish(again)
+    # the operator's count of the minute: what the list counted, less what the live leases still reserve
+    usage = await read_usage(store.kv)
+    assert usage.this_minute.get("chatty") == 2 and usage.concurrent.get("chatty", 0) == 0
+
+
+async def test_a_parked_lease_is_released_when_no_run_claims_it(replicas: Replicas) -> None:
+    [store] = await replicas(1)
+    store.park_seconds = 0.2
+    while time.time() % 60 > 55:
+        await asyncio.sleep(0.5)
+    lease = await store.try_acquire("quiet", 4, per_minute=10_000)
+    assert isinstance(lease, Lease)
+    await store.finish(lease)
+    deadline = time.monotonic() + 5
+    while decode_slots((await store.kv.get(slots_key("quiet"))).value).leases:
+        assert time.monotonic() < deadline, "the parked lease was never released"
+        await asyncio.sleep(0.05)
+    slots = decode_slots((await store.kv.get(slots_key("quiet"))).value)
+    assert slots.started == 1, "what it reserved went back to the minute"
+
+
+async def test_an_admission_elsewhere_takes_back_a_parked_lease_rather_than_refuse(replicas: Replicas) -> None:
+    here, elsewhere = await replicas(2)
+    while time.time() % 60 > 55:
+        await asyncio.sleep(0.5)
+    running = await here.try_acquire("pair", 2, per_minute=10_000)
+    idle = await here.try_acquire("pair", 2, per_minute=10_000)
+    assert isinstance(running, Lease) and isinstance(idle, Lease)
+    await here.release(running)  # the list now has room: the next run's end parks its lease
+    await here.finish(idle)
+    assert (await here.kv.get(idle.key)).value and decode_lease((await here.kv.get(idle.key)).value).parked
+    first = await elsewhere.try_acquire("pair", 2, per_minute=10_000)
+    second = await elsewhere.try_acquire("pair", 2, per_minute=10_000)
+    assert isinstance(first, Lease) and isinstance(second, Lease), "a parked lease runs nothing: it gives way"
+    assert await here.try_acquire("pair", 2, per_minute=10_000) == Full(), "and its holder cannot claim it back"
+    slots = decode_slots((await here.kv.get(slots_key("pair"))).value)
+    assert sorted(slots.leases) == sorted([first.lease_id, second.lease_id])
+    # counted: the four admissions and the two reserves still held; the taken-back reserve was given back
+    assert slots.started == 4 + 2 * RESERVE_UNITS
+
+
+async def test_racing_runs_with_parked_leases_take_exactly_the_minute_limit(replicas: Replicas) -> None:
+    stores = await replicas(3)
+    per_minute = RESERVE_UNITS * (LIMIT + 2) * 3  # room to reserve at first, none near the end
+    while time.time() % 60 > 50:  # the runs must not straddle two minutes
+        await asyncio.sleep(0.5)
+    ran = refused = 0
+
+    async def caller(store: LeaseStore) -> None:
+        nonlocal ran, refused
+        for _ in range(per_minute):
+            outcome = await store.try_acquire("parking", LIMIT, per_minute=per_minute)
+            if not isinstance(outcome, Lease):
+                refused += 1
+                if outcome.retry_in is not None:
+                    return
+                await asyncio.sleep(random.uniform(0, 0.002))
+                continue
+            ran += 1
+            await asyncio.sleep(random.uniform(0, 0.002))
+            await store.finish(outcome)
+
+    await asyncio.gather(*(caller(store) for store in stores for _ in range(3)))
+    print(f"{ran} runs, {refused} refusals (limit {per_minute} a minute)")
+    assert ran == per_minute
