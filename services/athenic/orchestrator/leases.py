@@ -46,9 +46,8 @@ released (or until its lease is gone, which a live holder prevents by rewriting 
 lease is live when the next admission checks it (a parked lease counts too, until it is taken
 back; a claim adds no id, and needs a lease still parked at its revision). So each admission
 counts every execution running at that moment, and adds itself only when they are fewer than
-the limit. Reading the
-lease keys through the stream's leader (not a direct get that a follower may serve) keeps
-"live" exact.
+the limit. Reading the lease keys through the stream's leader (not a direct get that a
+follower may serve) keeps "live" exact.
 
 The price of leases: a replica cut off from NATS for longer than a TTL while its code still
 runs loses its slot, so another replica may start one more execution meanwhile; when it
@@ -247,7 +246,7 @@ class LeaseStore:
         admits at once (``_claim``). Otherwise the admissions and releases of a tenant that
         meet on this replica share one compare-and-set of its list (``_commit``), so a busy
         tenant's admissions do not queue behind one another's round trips."""
-        claimed = await self._claim(tenant, limit, request_id)
+        claimed = await self._claim(tenant, limit, per_minute, request_id)
         if claimed is not None:
             return claimed
         candidate = await self._create(tenant)  # (live before anyone can see its id)
@@ -267,7 +266,7 @@ class LeaseStore:
             await self.withdraw_key(candidate.key)
             raise
 
-    async def _claim(self, tenant: str, limit: int, request_id: str) -> Lease | None:
+    async def _claim(self, tenant: str, limit: int, per_minute: int | None, request_id: str) -> Lease | None:
         """A lease this store parked for ``tenant``, now admitted for ``request_id`` with one of
         its reserved executions: one write of its own key, compared with the revision it was
         parked at (an admission elsewhere that needed it takes it back with the same compare).
@@ -277,9 +276,12 @@ class LeaseStore:
             lease = parked.pop()
             self._stop_timer(lease)
             seen = self._seen.get(tenant)
-            if lease.minute != epoch_minute(time.time()) or seen is None or len(seen[0].leases) > limit:
-                # its reserve is for a past minute, or the limit went down below what is listed
-                self._background(self._give_up(lease), f"lease-unpark-{tenant}")
+            minute = epoch_minute(time.time())
+            if (lease.minute != minute or seen is None or len(seen[0].leases) > limit
+                    or (per_minute is not None and seen[0].started_in(minute) > per_minute)):
+                # its reserve is for a past minute, or a limit went down below what the list holds:
+                # given back before the admission is decided, which counts what it gives back
+                await self._give_up(lease)
                 continue
             value = msgspec.structs.replace(lease.value, request_id=request_id, admitted=True, parked=False,
                                             reserve=lease.value.reserve - 1)

@@ -246,3 +246,37 @@ async def test_racing_runs_with_parked_leases_take_exactly_the_minute_limit(repl
     await asyncio.gather(*(caller(store) for store in stores for _ in range(3)))
     print(f"{ran} runs, {refused} refusals (limit {per_minute} a minute)")
     assert ran == per_minute
+
+
+async def test_a_parked_lease_is_not_claimed_under_limits_lowered_below_the_list(replicas: Replicas) -> None:
+    [store] = await replicas(1)
+    while time.time() % 60 > 55:
+        await asyncio.sleep(0.5)
+    lease = await store.try_acquire("tightened", 4, per_minute=10_000)
+    assert isinstance(lease, Lease)
+    await store.finish(lease)
+    # the policy now allows fewer executions this minute than the list counts with the reserve
+    lowered = await store.try_acquire("tightened", 4, per_minute=5)
+    assert isinstance(lowered, Lease) and lowered.lease_id != lease.lease_id, "the reserve is void under the new limit"
+    assert lowered.value.reserve == 0, "and none is taken near the limit"
+    slots = decode_slots((await store.kv.get(slots_key("tightened"))).value)
+    assert slots.started == 2 and slots.leases == [lowered.lease_id], "the parked lease went with its reserve"
+    for _ in range(3):
+        admitted = await store.try_acquire("tightened", 4, per_minute=5)
+        assert isinstance(admitted, Lease)
+        await store.finish(admitted)
+    assert isinstance(await store.try_acquire("tightened", 4, per_minute=5), Full), "five ran: the new limit holds"
+
+
+async def test_shutdown_gives_the_parked_leases_back(replicas: Replicas) -> None:
+    [store] = await replicas(1)
+    while time.time() % 60 > 55:
+        await asyncio.sleep(0.5)
+    lease = await store.try_acquire("leaving", 4, per_minute=10_000)
+    assert isinstance(lease, Lease)
+    await store.finish(lease)
+    await store.aclose()  # (a rollout: the replica stops well before its parked lease would go)
+    slots = decode_slots((await store.kv.get(slots_key("leaving"))).value)
+    assert slots.leases == [] and slots.started == 1
+    usage = await read_usage(store.kv)
+    assert usage.concurrent.get("leaving", 0) == 0 and usage.this_minute.get("leaving") == 1
