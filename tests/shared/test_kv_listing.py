@@ -122,3 +122,34 @@ async def test_the_listed_buckets_allow_direct_gets_on_the_test_server(
     for bucket in (names.FILE_INDEX_BUCKET, names.DEVICES_BUCKET, names.PRESENCE_BUCKET):
         assert (await js.stream_info(names.kv_stream(bucket))).config.allow_direct, bucket
     assert not (await js.stream_info(names.kv_stream(names.RESPONSES_BUCKET))).config.allow_direct
+
+
+async def test_a_bucket_that_allows_direct_gets_later_is_asked_directly_again(
+        broker: tuple[JetStreamContext, dict[str, KeyValue]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """"No responders" to a direct get (a bucket made without them, or a server away for a
+    moment) sends listings through the stream's info for a while, not for the process's life."""
+    js, _ = broker
+    bucket = "athenic_listing_later_direct"
+    index = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+    monkeypatch.setattr(kv, "DIRECT_RETRY_SECONDS", 0.2)
+    asked_info = 0
+    stream_info = js.stream_info
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal asked_info
+        asked_info += 1
+        return await stream_info(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(js, "stream_info", counted)
+    assert await kv.live_values(js, index, bucket, "c.*") == {}
+    assert asked_info == 1, "without direct gets the stream is asked"
+    config = (await stream_info(names.kv_stream(bucket))).config
+    config.allow_direct = True
+    await js.update_stream(config)
+    assert await kv.live_values(js, index, bucket, "c.*") == {}
+    assert asked_info == 2, "within the retry period the stream is still asked"
+    await asyncio.sleep(0.3)
+    assert await kv.live_values(js, index, bucket, "c.*") == {}
+    assert asked_info == 2, "then one direct get answers an empty listing"
+    await index.put("c.k", b"v")
+    assert await kv.live_values(js, index, bucket, "c.*") == {"c.k": b"v"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import nats.errors
@@ -48,8 +49,10 @@ async def write_after(kv: KeyValue, key: str, value: bytes, last: int) -> int:
 
 
 READS_AT_ONCE = 64  # keys read concurrently by ``live_values``
-# the streams that answered a direct get with "no responders" (they do not allow them)
-_WITHOUT_DIRECT_GETS: set[str] = set()
+# the streams that answered a direct get with "no responders" (they do not allow them, or a
+# server was away), and when: asked through ``stream_info`` until ``DIRECT_RETRY_SECONDS`` later
+_WITHOUT_DIRECT_GETS: dict[str, float] = {}
+DIRECT_RETRY_SECONDS = 60.0
 
 
 async def live_values(js: JetStreamContext, kv: KeyValue, bucket: str, pattern: str) -> dict[str, bytes]:
@@ -59,8 +62,9 @@ async def live_values(js: JetStreamContext, kv: KeyValue, bucket: str, pattern: 
     Most patterns match nothing (a conversation without files, a user without devices). Where
     the bucket answers direct gets (on a single server: ``topology.bucket_configs``), one direct
     get of the first message matching the pattern says so, the cheapest question a stream
-    answers; a stream without them has no responder for it, once, and is asked as below from
-    then on. Otherwise the bucket's stream says which of its subjects hold a message (one request,
+    answers; a stream without them has no responder for it, and is asked as below for the next
+    ``DIRECT_RETRY_SECONDS`` (then directly again: "no responders" may also mean a server that
+    was away for a moment). Otherwise the bucket's stream says which of its subjects hold a message (one request,
     filtered by the server); each is then read by key, ``READS_AT_ONCE`` at a time, and one
     deleted, purged or expired is left out. A KV watch would do it in fewer requests but is
     wrong for a one-off listing: its consumer stays on the server until its inactivity
@@ -68,13 +72,13 @@ async def live_values(js: JetStreamContext, kv: KeyValue, bucket: str, pattern: 
     values before the entries already on their way, so a listing just after a write could miss it.
     """
     stream, subjects = names.kv_stream(bucket), names.kv_subject(bucket, pattern)
-    if stream not in _WITHOUT_DIRECT_GETS:
+    if time.monotonic() >= _WITHOUT_DIRECT_GETS.get(stream, 0.0):
         try:
             await js.get_msg(stream, seq=1, subject=subjects, next=True, direct=True)
         except nats.js.errors.NotFoundError:
             return {}
         except nats.errors.NoRespondersError:
-            _WITHOUT_DIRECT_GETS.add(stream)
+            _WITHOUT_DIRECT_GETS[stream] = time.monotonic() + DIRECT_RETRY_SECONDS
     info = await js.stream_info(stream, subjects_filter=subjects)
     skip = len(names.kv_subject(bucket, ""))
     keys = [subject[skip:] for subject in info.state.subjects or {}]
