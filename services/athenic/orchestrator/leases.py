@@ -416,10 +416,7 @@ class LeaseStore:
         an admission that would be refused: each is purged if it is still parked at the
         revision read (its holder claims it with the same compare), and what it reserved
         goes back to its minute (``taken``). Whether any was taken."""
-        mine = self._parked.pop(tenant, [])
-        for lease in mine:
-            self._stop_timer(lease)
-            self._held.discard(lease.lease_id)
+        mine = self._unpark(self._parked.pop(tenant, []))
         parked = [(lease.lease_id, lease.value, lease.revision) for lease in mine]
         parked += [(i, value, revision) for i, (value, revision) in states.items() if value.parked]
         if not parked:
@@ -494,6 +491,13 @@ class LeaseStore:
         self._park_timers[lease.lease_id] = asyncio.get_running_loop().call_later(
             self.park_seconds, self._park_over, lease)
 
+    def _unpark(self, leases: list[Lease]) -> list[Lease]:
+        """``leases``, taken off this store's parked ones: no longer held, their timers stopped."""
+        for lease in leases:
+            self._stop_timer(lease)
+            self._held.discard(lease.lease_id)
+        return leases
+
     def _stop_timer(self, lease: Lease) -> None:
         timer = self._park_timers.pop(lease.lease_id, None)
         if timer is not None:
@@ -552,10 +556,8 @@ class LeaseStore:
     async def aclose(self) -> None:
         """Release the parked leases; finish the pending writes and withdrawals."""
         self._closing = True
-        parked = [lease for leases in self._parked.values() for lease in leases]
+        parked = self._unpark([lease for leases in self._parked.values() for lease in leases])
         self._parked.clear()
-        for lease in parked:
-            self._stop_timer(lease)
         await asyncio.gather(*(self._give_up(lease) for lease in parked), return_exceptions=True)
         await asyncio.gather(*self._writers.values(), return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)

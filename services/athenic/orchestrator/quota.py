@@ -17,9 +17,9 @@ While the run lasts the lease is rewritten every third of its TTL; once the answ
 it is given back (``settled``: parked for this replica's next run of the tenant, or deleted;
 ``LeaseStore.finish``), before the message is acked, so the conversation's next message
 never finds its predecessor's slot still taken (a parked one gives way); a message's next run
-frees its earlier run's slot first. A message whose first run is known from its text (``ahead``) is admitted while
-it is read, before it asks: one attempt, no wait; refused, its run is admitted as usual; not
-used, it is given back and its minute does not count it.
+frees its earlier run's slot first. A message whose first run is known from its text
+(``ahead``) is admitted while it is read, before it asks: one attempt, no wait; refused, its
+run is admitted as usual; not used, it is given back and its minute does not count it.
 The policy the gate admitted under is what the run uses (timeout, memory, template...).
 """
 

@@ -77,8 +77,7 @@ async def test_racing_admissions_never_exceed_the_limit(replicas: Replicas) -> N
 
 async def test_racing_admissions_take_exactly_the_minute_limit(replicas: Replicas) -> None:
     stores = await replicas(3)
-    while time.time() % 60 > 55:  # the burst must not straddle two minutes
-        await asyncio.sleep(0.5)
+    await in_one_minute()
 
     async def once(store: LeaseStore) -> Lease | Full:
         outcome = await store.try_acquire("burst", 1000, per_minute=25)
@@ -154,8 +153,7 @@ async def test_a_busy_tenant_on_one_replica_is_admitted_in_shared_writes(replica
 async def test_an_admission_no_run_used_is_not_counted_in_its_minute(replicas: Replicas) -> None:
     stores = await replicas(1)
     [store] = stores
-    while time.time() % 60 > 55:  # the three admissions must fall in one minute
-        await asyncio.sleep(0.5)
+    await in_one_minute()
     ahead = await store.try_acquire("metered", 10, per_minute=1)
     assert isinstance(ahead, Lease)
     await store.release(ahead, unused=True)  # admitted ahead of a run that never came
@@ -166,10 +164,23 @@ async def test_an_admission_no_run_used_is_not_counted_in_its_minute(replicas: R
     assert isinstance(refused, Full) and refused.retry_in is not None
 
 
+async def in_one_minute() -> None:
+    """Return when the next few seconds fall in one minute (what a test counts must not straddle two)."""
+    while time.time() % 60 > 55:
+        await asyncio.sleep(0.5)
+
+
+async def parked(store: LeaseStore, tenant: str) -> Lease:
+    """A lease of ``tenant`` admitted with a reserve (a roomy minute) whose run ended: parked."""
+    lease = await store.try_acquire(tenant, 4, per_minute=10_000)
+    assert isinstance(lease, Lease)
+    await store.finish(lease)
+    return lease
+
+
 async def test_a_replica_runs_a_tenant_again_on_its_parked_lease_without_writing_the_list(replicas: Replicas) -> None:
     [store] = await replicas(1)
-    while time.time() % 60 > 55:  # the runs must fall in one minute
-        await asyncio.sleep(0.5)
+    await in_one_minute()
     first = await store.try_acquire("chatty", 4, per_minute=10_000)
     assert isinstance(first, Lease) and first.value.reserve == RESERVE_UNITS
     await store.finish(first)
@@ -189,11 +200,8 @@ async def test_a_replica_runs_a_tenant_again_on_its_parked_lease_without_writing
 async def test_a_parked_lease_is_released_when_no_run_claims_it(replicas: Replicas) -> None:
     [store] = await replicas(1)
     store.park_seconds = 0.2
-    while time.time() % 60 > 55:
-        await asyncio.sleep(0.5)
-    lease = await store.try_acquire("quiet", 4, per_minute=10_000)
-    assert isinstance(lease, Lease)
-    await store.finish(lease)
+    await in_one_minute()
+    await parked(store, "quiet")
     deadline = time.monotonic() + 5
     while decode_slots((await store.kv.get(slots_key("quiet"))).value).leases:
         assert time.monotonic() < deadline, "the parked lease was never released"
@@ -204,8 +212,7 @@ async def test_a_parked_lease_is_released_when_no_run_claims_it(replicas: Replic
 
 async def test_an_admission_elsewhere_takes_back_a_parked_lease_rather_than_refuse(replicas: Replicas) -> None:
     here, elsewhere = await replicas(2)
-    while time.time() % 60 > 55:
-        await asyncio.sleep(0.5)
+    await in_one_minute()
     running = await here.try_acquire("pair", 2, per_minute=10_000)
     idle = await here.try_acquire("pair", 2, per_minute=10_000)
     assert isinstance(running, Lease) and isinstance(idle, Lease)
@@ -250,11 +257,8 @@ async def test_racing_runs_with_parked_leases_take_exactly_the_minute_limit(repl
 
 async def test_a_parked_lease_is_not_claimed_under_limits_lowered_below_the_list(replicas: Replicas) -> None:
     [store] = await replicas(1)
-    while time.time() % 60 > 55:
-        await asyncio.sleep(0.5)
-    lease = await store.try_acquire("tightened", 4, per_minute=10_000)
-    assert isinstance(lease, Lease)
-    await store.finish(lease)
+    await in_one_minute()
+    lease = await parked(store, "tightened")
     # the policy now allows fewer executions this minute than the list counts with the reserve
     lowered = await store.try_acquire("tightened", 4, per_minute=5)
     assert isinstance(lowered, Lease) and lowered.lease_id != lease.lease_id, "the reserve is void under the new limit"
@@ -270,11 +274,8 @@ async def test_a_parked_lease_is_not_claimed_under_limits_lowered_below_the_list
 
 async def test_shutdown_gives_the_parked_leases_back(replicas: Replicas) -> None:
     [store] = await replicas(1)
-    while time.time() % 60 > 55:
-        await asyncio.sleep(0.5)
-    lease = await store.try_acquire("leaving", 4, per_minute=10_000)
-    assert isinstance(lease, Lease)
-    await store.finish(lease)
+    await in_one_minute()
+    await parked(store, "leaving")
     await store.aclose()  # (a rollout: the replica stops well before its parked lease would go)
     slots = decode_slots((await store.kv.get(slots_key("leaving"))).value)
     assert slots.leases == [] and slots.started == 1
